@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make verify` and `make test`. Both create .venv on
+# first use; a second run installs nothing (the stamp file tracks pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+# torch/torchvision pinned: these lie on this machine's disk; any other version downloads GBs.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install verify train test test-gpu bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PIN)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Audit the model and data about to be trained; writes reports/verification.md.
+verify: $(STAMP)
+	$(BIN)/python -m checks $(ARGS)
+
+## Synthetic data with a planted prompt, then the seed's training command on it.
+train: $(STAMP)
+	$(BIN)/videocoop synth --out data/synth $(SYNTH_ARGS)
+	$(BIN)/videocoop train --feature-dir data/synth/train --val-feature-dir data/synth/val \
+		--initial-prompts-file data/synth/custom_prompts.json --epochs 20 \
+		--output-dir output/synth $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-gpu: $(STAMP)
+	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m gpu $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis output data
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

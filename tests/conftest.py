@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny random-weight CLIP, the test device, hypothesis profiles."""
+import os
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# Never reach for a hub from a test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TEST_DEVICE = os.environ.get("TORCH_DEVICE", "cpu")
+CLASSNAMES = ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """(clip_model, tokenizer) of the registered tiny architecture, random weights, seed 0."""
+    from videocoop.clip import TINY_MODEL, load_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_clip(TINY_MODEL, seed=0)
+
+
+@pytest.fixture
+def device():
+    return torch.device(TEST_DEVICE)
+
+
+@pytest.fixture
+def classnames():
+    return list(CLASSNAMES)

@@ -1,0 +1,99 @@
+"""open_clip's own text path, run on prompt embeddings instead of token ids."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .clip import text_tower
+from .errors import VideoCoopError
+from .prompts import eot_positions
+
+POOLS = ("eot", "mean")
+
+
+class TextEncoder(nn.Module):
+    """The frozen CLIP text transformer applied to prompt embeddings.
+
+    Positional embedding, transformer with the model's causal mask, ``ln_final``,
+    pooling, projection: the same modules ``clip_model.encode_text`` uses, so with the
+    context set to real token embeddings the two agree to float precision.
+
+    Input is batch-first ``[n_cls, L, width]``, as open_clip >= 2.26 expects: its
+    ``Transformer`` transposes internally when built with ``batch_first=False``, and later
+    releases drop the attribute altogether, so we never permute here. (CoOp's
+    ``permute(1, 0, 2)`` kept on open_clip 3.x mixes classes in attention.)
+
+    It runs the ``L`` positions it is given. ``PromptLearner`` hands it only the first
+    ``max(EOT) + 1``: exact under the causal mask, and decided once at construction so
+    the forward needs no host read of the EOT indices.
+
+    Args:
+        clip_model: an open_clip CLIP or CustomTextCLIP with an open_clip text tower.
+        pool: ``eot`` pools the EOT token, as CLIP does; ``mean`` averages positions
+            0…EOT inclusive (the seed report's fix for collapse).
+        eot_token_id: the tokenizer's EOT id; ``None`` uses ``argmax`` of the ids (CLIP's
+            convention, valid because its EOT has the largest id).
+    """
+
+    def __init__(self, clip_model: nn.Module, pool: str = "eot", eot_token_id: int | None = None):
+        super().__init__()
+        if pool not in POOLS:
+            raise VideoCoopError(f"unknown text pool {pool!r}; choose one of {', '.join(POOLS)}")
+        text = text_tower(clip_model)
+        if getattr(text, "cls_emb", None) is not None:
+            raise VideoCoopError(f"{type(clip_model).__name__} pools a CLS token appended to the text (CoCa); not supported")
+        pool_type = getattr(text, "text_pool_type", getattr(text, "pool_type", "argmax"))
+        if pool_type not in ("argmax", "eos"):
+            raise VideoCoopError(f"text pool type {pool_type!r} of this CLIP is not supported (argmax or eos only)")
+        self.transformer = text.transformer
+        self.ln_final = text.ln_final
+        self.positional_embedding = text.positional_embedding  # frozen CLIP parameter, shared
+        self.text_projection = text.text_projection
+        self.register_buffer("attn_mask", getattr(text, "attn_mask", None), persistent=False)
+        self.pool = pool
+        if eot_token_id is None and pool_type == "eos":
+            eot_token_id = getattr(text, "text_eos_id", getattr(text, "eos_id", None))
+        self.eot_token_id = eot_token_id
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the transformer computes in (fp16/bf16 for half-precision CLIP)."""
+        get = getattr(self.transformer, "get_cast_dtype", None)
+        return get() if get is not None else self.ln_final.weight.dtype
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``ln_final`` output -> joint embedding space."""
+        if self.text_projection is None:
+            return x
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+    def pool_states(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Pool final hidden states ``[n_cls, L, width]`` at (``eot``) or up to (``mean``) each EOT.
+
+        ``ln_final`` is per position, so for EOT pooling it runs on the pooled rows only.
+        """
+        rows = torch.arange(x.shape[0], device=x.device)
+        if self.pool == "eot":
+            return self.ln_final(x[rows, eot])  # [n_cls, width]
+        x = self.ln_final(x)
+        keep = torch.arange(x.shape[1], device=x.device)[None, :] <= eot[:, None]  # [n_cls, L]
+        summed = (x * keep.unsqueeze(-1).to(x.dtype)).sum(dim=1)
+        return summed / (eot + 1).unsqueeze(-1).to(x.dtype)  # [n_cls, width]
+
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
+        """Class text features ``[n_cls, embed_dim]`` (fp32, not normalised).
+
+        Args:
+            prompts: prompt embeddings ``[n_cls, L, width]``.
+            tokenized_prompts: their token ids ``[n_cls, L]`` (only the EOT position is read).
+        """
+        L = prompts.shape[1]
+        dtype = self.dtype
+        x = prompts.to(dtype) + self.positional_embedding[:L].to(dtype)  # [n_cls, L, width]
+        mask = None if self.attn_mask is None else self.attn_mask[:L, :L]
+        x = self.transformer(x, attn_mask=mask)  # batch-first in, batch-first out
+        eot = eot_positions(tokenized_prompts, self.eot_token_id)  # [n_cls], on the prompts' device
+        x = self.pool_states(x, eot)
+        return self.project(x).float()
