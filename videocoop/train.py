@@ -614,7 +614,9 @@ def fit(cfg: TrainConfig) -> dict:
     cfg.check()
     out = Path(cfg.output_dir)
     if not cfg.eval_only:
-        _prepare_output(cfg, out)
+        # compare resolved configs: config.json holds the CLIP that features.json named
+        info = read_feature_info(cfg.feature_dir) if Path(cfg.feature_dir).is_dir() else None
+        _prepare_output(resolve_clip(cfg, info), out)
     reporter = Reporter(cfg.progress, None if cfg.eval_only else out / "log.txt")
     try:
         t_start = time.perf_counter()
