@@ -737,6 +737,8 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
     }
     _write_json(out / "summary.json", summary)
     if untrained is not None:
-        reporter.log(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%")
-    reporter.log(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; output in {out}")
+        reporter.log(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {cfg.epochs}): "
+                     f"val top1 {final['val_top1']:.2f}%")
+    reporter.log(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; "
+                 f"{summary['seconds']:.0f}s; output in {out}")
     return summary
