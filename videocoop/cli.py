@@ -10,11 +10,12 @@ import dataclasses
 import inspect
 import json
 import sys
+import warnings
 from enum import IntEnum
 
 from .errors import VideoCoopError
 from .synth import synthesize
-from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged
+from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged, fit
 
 
 class ExitCode(IntEnum):
@@ -148,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         argv: arguments without the program name (default ``sys.argv[1:]``).
     """
     parser = build_parser()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(parser, argv)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # a user reads the message, not our source line
+    print(f"videocoop: warning: {message}", file=sys.stderr)
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     try:
         try:
             args = parser.parse_args(argv)
@@ -156,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "synth":
             _run_synth(args)
         else:
-            from .train import fit
-
             summary = fit(config_from_args(args))
             if args.eval_only:
                 print(json.dumps({k: summary[k] for k in ("top1", "top5", "loss")}))

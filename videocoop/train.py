@@ -336,6 +336,7 @@ def train_one_epoch(
             text = model.encode_text()  # [n_cls, E]: the context changed at the last step, so once per step
             logits = model.logits(model.encode_video(features, mask), text)  # [B, n_cls]
             loss = F.cross_entropy(logits.float(), labels)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses, before the scheduler moves it
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -352,8 +353,7 @@ def train_one_epoch(
         seen += n
         if on_batch is not None:
             # a host sync per batch, only when someone is watching
-            on_batch(step + 1, steps, loss.item(), 100.0 * (logits.argmax(-1) == labels).float().mean().item(),
-                     optimizer.param_groups[0]["lr"], n)
+            on_batch(step + 1, steps, loss.item(), 100.0 * (logits.argmax(-1) == labels).float().mean().item(), lr, n)
     loss_mean = loss_sum.item() / max(seen, 1)
     if not math.isfinite(loss_mean):
         raise TrainingDiverged(f"training loss is {loss_mean}; lower --lr or use --precision fp32")
