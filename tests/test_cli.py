@@ -96,3 +96,14 @@ def test_help_and_module_entry_point():
     build_parser()  # builds without side effects
     proc = subprocess.run([sys.executable, "-m", "videocoop", "train", "--optimizer", "x"], capture_output=True, text=True)
     assert proc.returncode == 4 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_interrupt_exits_2_and_points_to_resume(monkeypatch, capsys):
+    import videocoop.cli as cli
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted)
+    assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 2
+    assert "--resume" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
     assert result.top5 == 100.0  # 5 classes
 
 
-def test_schedule_follows_coop(synth, tmp_path):
+def test_schedule_follows_coop():
     cfg = TrainConfig(feature_dir="x", epochs=3)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched = make_scheduler(cfg, opt, steps_per_epoch=4)
@@ -148,8 +149,6 @@ def test_schedule_follows_coop(synth, tmp_path):
 
 def test_clip_identity_comes_from_features_json(synth, tmp_path):
     bare = tmp_path / "bare"
-    import shutil
-
     shutil.copytree(synth["train"], bare)
     (bare / "features.json").unlink()
     cfg = _cfg(synth, tmp_path, feature_dir=str(bare), val_feature_dir=None)

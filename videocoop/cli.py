@@ -21,6 +21,7 @@ from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged,
 class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # training ran and failed (diverged)
+    INTERRUPTED = 2  # Ctrl-C: checkpoint_last.pt holds the last finished epoch; --resume continues
     USAGE = 4  # bad flags or inputs: the message says what to change
 
 
@@ -177,6 +178,9 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except VideoCoopError as e:
         print(f"videocoop: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
+    except KeyboardInterrupt:
+        print("videocoop: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except TrainingDiverged as e:
         print(f"videocoop: training failed: {e}", file=sys.stderr)
         return ExitCode.FAILED
