@@ -6,6 +6,15 @@ from bench.baseline import SeedFaithfulCLIP
 from videocoop.classnames import UCF101
 from videocoop.model import VideoFeatureCLIP
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: OpenMP's spinning threads cost 100x more than they save on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def _pair(tiny_clip, classnames, pool, n_ctx=4):
     clip_model, tokenizer = tiny_clip

@@ -105,7 +105,9 @@ class VideoFeatureCLIP(nn.Module):
     def encode_text(self) -> torch.Tensor:
         """L2-normalised class text features ``[n_cls, embed_dim]`` (fp32)."""
         prompts = self.prompt_learner()  # [n_cls, L, width]
-        text = self.text_encoder(prompts, self.prompt_learner.tokenized_prompts)  # [n_cls, E]
+        text = self.text_encoder(
+            prompts, self.prompt_learner.tokenized_prompts, shared_prefix_len=self.prompt_learner.shared_prefix_len
+        )  # [n_cls, E]
         return F.normalize(text, dim=-1)
 
     def encode_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
