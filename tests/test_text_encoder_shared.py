@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from videocoop.classnames import UCF101
 from videocoop.errors import VideoCoopError
 from videocoop.model import VideoFeatureCLIP
-from videocoop.shared_prefix import shareable
+from videocoop.prompts import eot_positions
+from videocoop.shared_prefix import SharedLayout, shareable
 from videocoop.text_encoder import TextEncoder
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,9 +54,16 @@ def test_shared_prefix_equals_full_length_plain(tiny_clip, position, n_ctx, name
         plain.prompt_learner.ctx.copy_(ctx)
         fast.prompt_learner.ctx.copy_(ctx)
     want, want_grad = _text_and_grad(plain)
-    got, got_grad = _text_and_grad(fast)
+    got, got_grad = _text_and_grad(fast)  # grouped by suffix length, padding skipped
     assert (got - want).abs().max().item() <= 1e-5
     torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+    # The layout the shared path plans with is the one the token ids hold.
+    pl = fast.prompt_learner
+    assert list(SharedLayout.of(pl).eot) == eot_positions(pl.tokenized_prompts, pl.eot_token_id).tolist()
+    # Told only the prefix length, it runs every class to the longest EOT: same numbers.
+    with torch.no_grad():
+        text = fast.text_encoder(pl(), pl.tokenized_prompts, shared_prefix_len=pl.shared_prefix_len)
+    assert (torch.nn.functional.normalize(text, dim=-1) - want).abs().max().item() <= 1e-5
 
 
 def test_shared_path_runs_where_it_should(tiny_clip, classnames):

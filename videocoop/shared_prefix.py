@@ -26,6 +26,8 @@ any other block (or a non-causal mask), and the caller runs the plain path.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,39 +106,82 @@ def _attend_split(qs, kp, vp, ks, vs):
 _ATTEND = {"concat": _attend_concat, "split": _attend_split}
 
 
-def _block(block: nn.Module, rows: torch.Tensor, n_cls: int, P: int, attend) -> torch.Tensor:
-    """One residual block on packed rows ``[P + n_cls * S, width]`` (prefix first)."""
+@dataclass(frozen=True)
+class SharedLayout:
+    """Host-side facts about a batch of prompts that the shared path plans with.
+
+    ``prefix_len`` leading positions are the same in every row; ``eot`` is each class's
+    EOT position. Known when the prompts are laid out, so the forward never reads them
+    back from the device.
+    """
+
+    prefix_len: int
+    eot: tuple[int, ...]
+
+    @classmethod
+    def of(cls, prompt_learner) -> "SharedLayout":
+        """The layout of a :class:`~videocoop.prompts.PromptLearner`'s prompts.
+
+        Every layout puts EOT after SOS, the context, the class tokens and ".".
+        """
+        n_ctx = prompt_learner.n_ctx
+        return cls(prompt_learner.shared_prefix_len, tuple(n_ctx + k + 2 for k in prompt_learner.name_lens))
+
+    def groups(self) -> list[tuple[list[int], int]]:
+        """Classes grouped by suffix length (positions ``P…EOT``): ``[(class indices, length)]``."""
+        by_len: dict[int, list[int]] = {}
+        for c, e in enumerate(self.eot):
+            by_len.setdefault(e + 1 - self.prefix_len, []).append(c)
+        return sorted((idx, n) for n, idx in by_len.items())
+
+
+def _block(block: nn.Module, rows: torch.Tensor, P: int, shapes: list[tuple[int, int]], attend) -> torch.Tensor:
+    """One residual block on packed rows: ``P`` prefix rows, then each group's ``N_g * S_g`` suffix rows."""
     attn = block.attn
     R, w = rows.shape
     H = attn.num_heads
     dh = w // H
-    S = (R - P) // n_cls
     qkv = F.linear(block.ln_1(rows), attn.in_proj_weight, attn.in_proj_bias)  # [R, 3w]
     q, k, v = qkv.view(R, 3, H, dh).unbind(1)  # each [R, H, dh]
     qp, kp, vp = (t[:P].transpose(0, 1) for t in (q, k, v))  # [H, P, dh]
-    qs, ks, vs = (t[P:].view(n_cls, S, H, dh).transpose(1, 2) for t in (q, k, v))  # [N, H, S, dh]
-    op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)  # [H, P, dh]
-    os_ = attend(qs, kp, vp, ks, vs)  # [N, H, S, dh]
-    o = torch.cat([op.transpose(0, 1).reshape(P, w), os_.transpose(1, 2).reshape(n_cls * S, w)])  # [R, w]
-    rows = rows + block.ls_1(attn.out_proj(o))
+    outs = [F.scaled_dot_product_attention(qp, kp, vp, is_causal=True).transpose(0, 1).reshape(P, w)]
+    start = P
+    for N, S in shapes:
+        qs, ks, vs = (t[start:start + N * S].view(N, S, H, dh).transpose(1, 2) for t in (q, k, v))  # [N, H, S, dh]
+        outs.append(attend(qs, kp, vp, ks, vs).transpose(1, 2).reshape(N * S, w))
+        start += N * S
+    rows = rows + block.ls_1(attn.out_proj(torch.cat(outs)))  # [R, w]
     return rows + block.ls_2(block.mlp(block.ln_2(rows)))
 
 
-def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, attend: str = "concat"):
+def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, attend: str = "concat",
+                  groups: list[tuple[torch.Tensor, int]] | None = None):
     """Run ``transformer`` on ``x`` ``[n_cls, L, width]`` whose first ``prefix_len`` positions are shared.
 
     Only row 0's prefix is read: the caller guarantees every row has the same prefix
     (``PromptLearner.shared_prefix_len``). Gradients reach the prefix through row 0 and
     each class's suffix through its own row.
 
+    Args:
+        groups: ``[(class indices [N_g] on x's device, S_g)]``: run only positions
+            ``P … P + S_g - 1`` of those classes (up to their EOT: later positions cannot
+            change anything at or before it). ``None``: every class, all ``L - P``.
+
     Returns:
-        ``(prefix [P, width], suffix [n_cls, L - P, width])``: the final hidden states,
-        equal to ``transformer(x, attn_mask=causal)[0, :P]`` and ``[:, P:]``.
+        ``(prefix [P, width], [suffix [N_g, S_g, width] per group])``: final hidden
+        states equal to ``transformer(x, attn_mask=causal)`` at those positions.
     """
     n_cls, L, w = x.shape
     P = prefix_len
-    rows = torch.cat([x[0, :P], x[:, P:].reshape(n_cls * (L - P), w)])  # [P + n_cls*S, w]
+    if groups is None:
+        parts = [x[:, P:]]
+        shapes = [(n_cls, L - P)]
+    else:
+        parts = [x[idx, P:P + S] for idx, S in groups]  # [N_g, S_g, w]
+        shapes = [(p.shape[0], S) for p, (_, S) in zip(parts, groups)]
+    rows = torch.cat([x[0, :P]] + [p.reshape(-1, w) for p in parts])  # [P + sum N_g*S_g, w]
     fn = _ATTEND[attend]
     for block in transformer.resblocks:
-        rows = _block(block, rows, n_cls, P, fn)
-    return rows[:P], rows[P:].view(n_cls, L - P, w)
+        rows = _block(block, rows, P, shapes, fn)
+    suffixes = [t.view(N, S, w) for t, (N, S) in zip(rows[P:].split([N * S for N, S in shapes]), shapes)]
+    return rows[:P], suffixes

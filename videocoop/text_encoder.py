@@ -7,7 +7,7 @@ from torch import nn
 from .clip import text_tower
 from .errors import VideoCoopError
 from .prompts import eot_positions
-from .shared_prefix import ATTEND, encode_shared, shareable
+from .shared_prefix import ATTEND, SharedLayout, encode_shared, shareable
 
 POOLS = ("eot", "mean")
 SHARED_PREFIX_MODES = ("auto", "off") + ATTEND
@@ -78,6 +78,7 @@ class TextEncoder(nn.Module):
         self.eot_token_id = eot_token_id
         self.shared_prefix = shared_prefix
         self.shareable = shareable(self.transformer, self.attn_mask)  # read once, here, not per forward
+        self._plans: dict = {}  # (layout, device) -> class groups as index tensors, made once
 
     @property
     def dtype(self) -> torch.dtype:
@@ -120,7 +121,23 @@ class TextEncoder(nn.Module):
             return SHARED_PREFIX_AUTO.get(torch.device(device).type, "off")
         return self.shared_prefix
 
-    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, shared_prefix_len: int = 0) -> torch.Tensor:
+    def _plan(self, layout: SharedLayout, device: torch.device):
+        """Index tensors for ``layout``'s length groups on ``device`` (built once: no per-step copies)."""
+        key = (layout, device)
+        if key not in self._plans:
+            groups = layout.groups()
+            order = [c for idx, _ in groups for c in idx]
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(len(order))
+            self._plans[key] = (
+                [(torch.tensor(idx, device=device), S) for idx, S in groups],
+                torch.tensor(order, device=device),
+                inverse.to(device),
+            )
+        return self._plans[key]
+
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, shared_prefix_len: int = 0,
+                layout: SharedLayout | None = None) -> torch.Tensor:
         """Class text features ``[n_cls, embed_dim]`` (fp32, not normalised).
 
         Args:
@@ -130,18 +147,30 @@ class TextEncoder(nn.Module):
                 every row (``PromptLearner.shared_prefix_len``); 0 claims nothing. Only
                 row 0's prefix is read when the shared path runs, so never claim more
                 than is true.
+            layout: ``SharedLayout.of(prompt_learner)``: the shared prefix and each
+                class's EOT, so the shared path also skips every class's padding. Wins
+                over ``shared_prefix_len``.
         """
         L = prompts.shape[1]
         dtype = self.dtype
         x = prompts.to(dtype) + self.positional_embedding[:L].to(dtype)  # [n_cls, L, width]
         eot = eot_positions(tokenized_prompts, self.eot_token_id)  # [n_cls], on the prompts' device
-        P = min(shared_prefix_len, L - 1)  # at least one position per class stays its own
+        P = min(layout.prefix_len if layout is not None else shared_prefix_len, L - 1)  # one own position at least
         mode = self.shared_mode(prompts.device, P)
         if mode == "off":
             mask = None if self.attn_mask is None else self.attn_mask[:L, :L]
             x = self.transformer(x, attn_mask=mask)  # batch-first in, batch-first out
             x = self.pool_states(x, eot)
-        else:
-            prefix, suffix = encode_shared(self.transformer, x, P, mode)  # [P, w], [n_cls, L-P, w]
+        elif layout is None:
+            prefix, (suffix,) = encode_shared(self.transformer, x, P, mode)  # [P, w], [n_cls, L-P, w]
             x = self.pool_states(suffix, eot, prefix)
+        else:
+            groups, order, inverse = self._plan(layout, prompts.device)
+            prefix, suffixes = encode_shared(self.transformer, x, P, mode, groups)  # [P, w], [[N_g, S_g, w]]
+            eot = eot[order]  # grouped order
+            pooled, start = [], 0
+            for s in suffixes:
+                pooled.append(self.pool_states(s, eot[start:start + s.shape[0]], prefix))  # [N_g, w]
+                start += s.shape[0]
+            x = torch.cat(pooled)[inverse]  # [n_cls, w], class order again
         return self.project(x).float()
