@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bench.loader import run_loader
 from bench.step import BENCH_PRECISIONS, CLASS_LISTS, TOWERS, VARIANTS, StepCase, matrix, run_case
 
 DEFAULT_OUT = Path(__file__).with_name("results.json")
@@ -38,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--matrix", action="store_true", help="the full GPU matrix: 101/400 classes x B-32/B-16/L-14 x fp32/bf16 x n_ctx 4/16")
     p.add_argument("--compile", action="store_true", help="torch.compile our model's forward")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--loader-videos", type=int, default=4000, help="videos in the loader benchmark; 0 skips it")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
 
@@ -89,6 +91,15 @@ def render(results: dict, console: Console) -> None:
                 "[green]yes[/]" if row["equal"] else f"[red]no (> {case['tolerance']:g})[/]",
             )
         console.print(table)
+    loader = results.get("loader")
+    if loader:
+        table = Table(title=f"Loader: {loader['videos']} videos of [{loader['frames']}, {loader['dim']}] {loader['dtype']}, "
+                            f"batch {loader['batch']}, shuffled, DataLoader + collate_samples")
+        for col in ("path", "videos/s", "packed is"):
+            table.add_column(col, justify="left" if col == "path" else "right")
+        for row in loader["rows"]:
+            table.add_row(row["path"], f"{row['videos_per_s']:,.0f}", f"{row['packed_speedup']:.1f}x")
+        console.print(table)
 
 
 def main(argv=None) -> int:
@@ -113,6 +124,9 @@ def main(argv=None) -> int:
             case, repeats=args.repeats, baseline_repeats=args.baseline_repeats, warmup=args.warmup,
             variants=tuple(args.paths), compile=args.compile, log=console.print,
         ))
+    if args.loader_videos:
+        console.print("[bold]loader[/]")
+        results["loader"] = run_loader(videos=args.loader_videos, log=console.print)
     render(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
