@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.loader import run_loader
+from videocoop.clip import TINY_MODEL
 from bench.step import BENCH_PRECISIONS, CLASS_LISTS, TOWERS, VARIANTS, StepCase, matrix, run_case
 
 DEFAULT_OUT = Path(__file__).with_name("results.json")
@@ -26,7 +27,7 @@ DEFAULT_OUT = Path(__file__).with_name("results.json")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, choices=sorted(CLASS_LISTS), default=101)
-    p.add_argument("--tower", choices=TOWERS, default="ViT-B-32")
+    p.add_argument("--tower", choices=(*TOWERS, TINY_MODEL), default="ViT-B-32", help=f"{TINY_MODEL}: a smoke run")
     p.add_argument("--precision", choices=BENCH_PRECISIONS, default="fp32", help="ours; the baseline is always fp32")
     p.add_argument("--n-ctx", type=int, choices=(4, 16), default=16)
     p.add_argument("--batch", type=int, default=32)
@@ -81,13 +82,13 @@ def _mem(row: dict) -> str:
 def render(results: dict, console: Console) -> None:
     for case in results["cases"]:
         table = Table(title=f"Training step: {case['label']} (batch {case['case']['batch']} x {case['case']['frames']})")
-        for col in ("path", "median step", "items/s", case["mem_kind"], "vs baseline", "max |Δ| text", "equal"):
+        for col in ("path", "median step", "items/s", case["mem_kind"], "vs baseline", "max |Δ| text", "max |Δ| logits", "equal"):
             table.add_column(col, justify="left" if col == "path" else "right")
         for row in case["rows"]:
             name = row["path"] + (" (auto)" if row["auto"] else "")
             table.add_row(
                 name, f"{row['median_s'] * 1e3:,.1f} ms", f"{row['items_per_s']:,.1f}", _mem(row),
-                f"{row['speedup']:.1f}x", f"{row['max_abs_diff']:.1e}",
+                f"{row['speedup']:.1f}x", f"{row['max_abs_diff']:.1e}", f"{row['max_abs_diff_logits']:.1e}",
                 "[green]yes[/]" if row["equal"] else f"[red]no (> {case['tolerance']:g})[/]",
             )
         console.print(table)
