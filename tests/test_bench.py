@@ -25,7 +25,7 @@ def test_bench_smoke_run_writes_results(tmp_path):
     assert results["command"].startswith("python -m bench --tower videocoop-tiny")
     (case,) = results["cases"]
     assert [r["path"] for r in case["rows"]] == ["seed-faithful", *VARIANTS]
-    assert case["auto_path"] == "concat" and sum(r["auto"] for r in case["rows"]) == 1
+    assert case["auto_path"] == "split" and sum(r["auto"] for r in case["rows"]) == 1
     for row in case["rows"]:
         assert row["equal"], row  # every path computed the baseline's numbers in this run
         assert row["median_s"] > 0 and row["items_per_s"] == pytest.approx(4 / row["median_s"])

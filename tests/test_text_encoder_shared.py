@@ -73,7 +73,7 @@ def test_shared_path_runs_where_it_should(tiny_clip, classnames):
     csc = VideoFeatureCLIP(classnames, clip_model, tokenizer, n_ctx=4, csc=True)
     enc = end.text_encoder
     assert enc.shareable
-    assert enc.shared_mode(torch.device("cpu"), end.prompt_learner.shared_prefix_len) == "concat"
+    assert enc.shared_mode(torch.device("cpu"), end.prompt_learner.shared_prefix_len) == "split"
     assert enc.shared_mode(torch.device("cuda"), end.prompt_learner.shared_prefix_len) == "off"  # until measured
     for model in (front, csc):  # sharing SOS only saves nothing
         assert model.text_encoder.shared_mode(torch.device("cpu"), model.prompt_learner.shared_prefix_len) == "off"
@@ -105,3 +105,17 @@ def test_unrecognised_blocks_or_mask_fall_back(tiny_clip):
 def test_unknown_shared_prefix_mode_names_the_choices(tiny_clip):
     with pytest.raises(VideoCoopError, match="concat"):
         TextEncoder(tiny_clip[0], shared_prefix="fast")
+
+
+@pytest.mark.parametrize("mode", ["concat", "split"])
+def test_shared_path_under_bf16_autocast_with_fp32_context(tiny_clip, classnames, mode):
+    clip_model, tokenizer = tiny_clip
+    model = VideoFeatureCLIP(classnames, clip_model, tokenizer, n_ctx=4, text_pool="mean")
+    model.text_encoder.shared_prefix = "off"
+    want = model.encode_text().detach()  # fp32, plain
+    model.text_encoder.shared_prefix = mode
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model.encode_text()
+    got.sum().backward()
+    assert got.dtype == torch.float32 and model.prompt_learner.ctx.grad.dtype == torch.float32
+    assert (got.detach() - want).abs().max().item() <= 3e-2  # bf16 has 8 bits of mantissa

@@ -12,10 +12,12 @@ from .shared_prefix import ATTEND, SharedLayout, encode_shared, shareable
 POOLS = ("eot", "mean")
 SHARED_PREFIX_MODES = ("auto", "off") + ATTEND
 # What "auto" runs per device type, from `python -m bench` (README, "Benchmarks"). On the
-# CPU the step is FLOP-bound and the shared prefix wins clearly. On CUDA the step is bound
-# by launches and memory traffic; an earlier prototype lost to the plain truncated path
-# there, and "split" has not been measured on a GPU yet, so CUDA stays on the plain path.
-SHARED_PREFIX_AUTO = {"cpu": "concat"}
+# CPU the step is FLOP-bound and the shared prefix wins clearly (5x over truncation at
+# UCF101 scale); "split" and "concat" run equally fast there and "split" peaks lower. On
+# CUDA the step is bound by launches and memory traffic; an earlier prototype lost to the
+# plain truncated path there and "split" has not been measured on a GPU yet, so CUDA stays
+# on the plain path until a GPU run of the benchmark says otherwise.
+SHARED_PREFIX_AUTO = {"cpu": "split"}
 
 
 class TextEncoder(nn.Module):
