@@ -110,3 +110,20 @@ def test_packed_errors_name_the_problem(split, tmp_path):
     pack(split, tmp_path / "packed")
     with pytest.raises(VideoCoopError, match="dim 16"):
         PackedFeatureDataset(tmp_path / "packed", dim=512)
+
+
+def test_pack_command(split, tmp_path, capsys):
+    from videocoop.cli import ExitCode, main
+
+    assert main(["pack", str(split), str(tmp_path / "packed"), "--dtype", "float32"]) == ExitCode.OK
+    assert "packed 9 videos" in capsys.readouterr().out
+    assert len(PackedFeatureDataset(tmp_path / "packed")) == 9
+    assert main(["pack", str(tmp_path / "missing"), str(tmp_path / "out")]) == ExitCode.USAGE
+
+
+def test_open_feature_dataset_picks_the_reader(split, tmp_path):
+    from videocoop.packed import open_feature_dataset
+
+    pack(split, tmp_path / "packed")
+    assert isinstance(open_feature_dataset(tmp_path / "packed", num_frames=2), PackedFeatureDataset)
+    assert isinstance(open_feature_dataset(split, num_frames=2), FeatureDataset)

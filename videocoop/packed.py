@@ -45,6 +45,13 @@ def is_packed(root: str | os.PathLike) -> bool:
     return (Path(root) / INDEX_FILE).is_file()
 
 
+def open_feature_dataset(root: str | os.PathLike, classnames: Sequence[str] | None = None,
+                         num_frames: int | None = None, train: bool = False, *, dim: int | None = None):
+    """A packed split's :class:`PackedFeatureDataset`, else a per-file :class:`~videocoop.data.FeatureDataset`."""
+    cls = PackedFeatureDataset if is_packed(root) else FeatureDataset
+    return cls(root, classnames=classnames, num_frames=num_frames, train=train, dim=dim)
+
+
 def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence[str] | None = None,
          manifest: str | os.PathLike | None = None, dtype: str = "float16") -> dict:
     """Pack one split of per-video feature files into ``dst`` (see the module docstring).
