@@ -82,13 +82,14 @@ def _mem(row: dict) -> str:
 def render(results: dict, console: Console) -> None:
     for case in results["cases"]:
         table = Table(title=f"Training step: {case['label']} (batch {case['case']['batch']} x {case['case']['frames']})")
-        for col in ("path", "median step", "items/s", case["mem_kind"], "vs baseline", "max |Δ| text", "max |Δ| logits", "equal"):
+        for col in ("path", "median step", "items/s", case["mem_kind"], "vs baseline", "CPU time (ratio)", "max |Δ| text", "max |Δ| logits", "equal"):
             table.add_column(col, justify="left" if col == "path" else "right")
         for row in case["rows"]:
             name = row["path"] + (" (auto)" if row["auto"] else "")
             table.add_row(
                 name, f"{row['median_s'] * 1e3:,.1f} ms", f"{row['items_per_s']:,.1f}", _mem(row),
-                f"{row['speedup']:.1f}x", f"{row['max_abs_diff']:.1e}", f"{row['max_abs_diff_logits']:.1e}",
+                f"{row['speedup']:.1f}x", f"{row['cpu_s'] * 1e3:,.0f} ms ({row['cpu_speedup']:.1f}x)",
+                f"{row['max_abs_diff']:.1e}", f"{row['max_abs_diff_logits']:.1e}",
                 "[green]yes[/]" if row["equal"] else f"[red]no (> {case['tolerance']:g})[/]",
             )
         console.print(table)

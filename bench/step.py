@@ -164,21 +164,27 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def time_step(step, device: torch.device, repeats: int, warmup: int) -> tuple[list[float], int, torch.Tensor]:
-    """Seconds per step (after ``warmup`` untimed steps), the peak memory while timing, the first step's logits."""
+def time_step(step, device: torch.device, repeats: int, warmup: int):
+    """Wall and process CPU seconds per step (after ``warmup`` untimed steps), the peak memory
+    while timing, and the first step's logits.
+
+    CPU time counts only this process, so on a machine shared with other jobs it is the
+    steadier figure (with one torch thread it equals the wall time of a quiet machine).
+    """
     first = step().float()  # [B, n_cls], from the initial context: compared across paths
     for _ in range(warmup - 1):
         step()
     _sync(device)
-    times = []
+    times, cpu_times = [], []
     with PeakMemory(device) as mem:
         for _ in range(repeats):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             _sync(device)
             times.append(time.perf_counter() - t0)
-    return times, mem.peak, first
+            cpu_times.append(time.process_time() - c0)
+    return times, cpu_times, mem.peak, first
 
 
 def text_features(model, case: StepCase, ours: bool) -> torch.Tensor:
@@ -216,7 +222,7 @@ def run_case(case: StepCase, repeats: int = 5, baseline_repeats: int = 3, warmup
         diff = (text_features(model, case, is_ours) - reference).abs().max().item()
         log(f"  {name}: timing {baseline_repeats if not is_ours else repeats} steps after {warmup} warm-up")
         step = make_step(model, case, is_ours, compile=compile and is_ours)
-        times, peak, logits = time_step(step, device, baseline_repeats if not is_ours else repeats, max(warmup, 1))
+        times, cpu_times, peak, logits = time_step(step, device, baseline_repeats if not is_ours else repeats, max(warmup, 1))
         if not is_ours:
             reference_logits = logits
         logit_diff = (logits - reference_logits).abs().max().item()
@@ -228,6 +234,8 @@ def run_case(case: StepCase, repeats: int = 5, baseline_repeats: int = 3, warmup
             "auto": is_ours and VARIANTS[name] == auto,
             "median_s": median,
             "times_s": times,
+            "cpu_s": statistics.median(cpu_times),
+            "cpu_times_s": cpu_times,
             "items_per_s": case.batch / median,
             "peak_mem_bytes": peak,
             "max_abs_diff": diff,
@@ -240,5 +248,6 @@ def run_case(case: StepCase, repeats: int = 5, baseline_repeats: int = 3, warmup
     base = rows[0]["median_s"]
     for row in rows:
         row["speedup"] = base / row["median_s"]
+        row["cpu_speedup"] = rows[0]["cpu_s"] / row["cpu_s"]
     return {"case": asdict(case), "label": case.label(), "auto_path": auto, "mem_kind": PeakMemory(device).kind,
             "tolerance": TOLERANCE[case.precision], "compile": compile, "rows": rows}
