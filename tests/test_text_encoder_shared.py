@@ -119,3 +119,21 @@ def test_shared_path_under_bf16_autocast_with_fp32_context(tiny_clip, classnames
     got.sum().backward()
     assert got.dtype == torch.float32 and model.prompt_learner.ctx.grad.dtype == torch.float32
     assert (got.detach() - want).abs().max().item() <= 3e-2  # bf16 has 8 bits of mantissa
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["concat", "split"])
+def test_shared_path_on_cuda_equals_plain_without_host_sync(tiny_clip, classnames, mode):
+    clip_model, tokenizer = tiny_clip
+    model = VideoFeatureCLIP(classnames, clip_model, tokenizer, n_ctx=4, text_pool="mean").to("cuda")
+    model.text_encoder.shared_prefix = "off"
+    want, want_grad = _text_and_grad(model)
+    model.text_encoder.shared_prefix = mode
+    _text_and_grad(model)  # first call builds the length groups' index tensors (a one-time copy)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got, got_grad = _text_and_grad(model)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert (got - want).abs().max().item() <= 1e-5
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
