@@ -28,7 +28,7 @@ NAMES = UCF101[:30] + ["brush_hair", "ride bike", "jump"]
 def _text_and_grad(model):
     model.zero_grad(set_to_none=True)
     text = model.encode_text()  # [n_cls, E]
-    weights = torch.linspace(-1, 1, text.numel()).view_as(text)  # a loss that touches every output
+    weights = torch.linspace(-1, 1, text.numel(), device=text.device).view_as(text)  # touches every output
     (text * weights).sum().backward()
     return text.detach(), model.prompt_learner.ctx.grad
 
