@@ -6,14 +6,7 @@ import torch
 
 from bench.__main__ import main
 from bench.step import VARIANTS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 
 def test_bench_smoke_run_writes_results(tmp_path):

@@ -5,14 +5,7 @@ import torch
 from bench.baseline import SeedFaithfulCLIP
 from videocoop.classnames import UCF101
 from videocoop.model import VideoFeatureCLIP
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: OpenMP's spinning threads cost 100x more than they save on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 
 
@@ -44,7 +37,8 @@ def test_baseline_logits_and_ctx_gradient_equal_ours(tiny_clip, classnames):
     assert (a - b).abs().max().item() <= 1e-4  # logits are scaled by exp(logit_scale) ~ 14
     a.logsumexp(-1).sum().backward()
     b.logsumexp(-1).sum().backward()
-    torch.testing.assert_close(ours.prompt_learner.ctx.grad, seed.prompt_learner.ctx.grad, atol=1e-6, rtol=1e-4)
+    want, got = seed.prompt_learner.ctx.grad, ours.prompt_learner.ctx.grad
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()  # fp32 rounding, relative to the gradient's scale
 
 
 def test_baseline_keeps_the_seed_buffers(tiny_clip, classnames):
