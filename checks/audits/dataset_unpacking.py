@@ -1,0 +1,133 @@
+"""dataset-unpacking: items and batches are (features, label, meta), as the trainer unpacks them."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from ..core import AuditTarget, Outcome, Skip, Status, audit
+from ..probe import copy_model, feature_dim, locate, probe_classes
+
+#: Items read per dataset (spread over it); labels are checked on all of them.
+MAX_ITEMS = 256
+BATCH = 4
+
+
+def _label(value):
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def check_item(item, i: int, n_cls: int, dim: int) -> list[str]:
+    """What is wrong with one dataset item (empty when nothing)."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        size = len(item) if isinstance(item, (tuple, list)) else type(item).__name__
+        return [f"item {i} is a {type(item).__name__} of {size} field(s): `features, label, meta = item` "
+                f"raises ValueError (expected (features, label, meta))"]
+    features, label, meta = item
+    problems = []
+    if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
+        problems.append(f"item {i}: features are {type(features).__name__} "
+                        f"{getattr(features, 'dtype', '')}, expected a float tensor")
+    else:
+        if features.dim() != 2 or features.shape[-1] != dim:
+            problems.append(f"item {i}: features {list(features.shape)}, expected [T, {dim}]")
+        if not bool(torch.isfinite(features).all()):
+            problems.append(f"item {i}: features contain NaN/inf")
+    y = _label(label)
+    if y is None:
+        problems.append(f"item {i}: label {label!r} is not an integer")
+    elif not 0 <= y < n_cls:
+        problems.append(f"item {i}: label {y} outside [0, {n_cls})" + (" (labels start at 1?)" if y == n_cls else ""))
+    if not isinstance(meta, Mapping):
+        problems.append(f"item {i}: meta is {type(meta).__name__}, expected a dict")
+    return problems
+
+
+def check_batch(batch, n_cls: int, dim: int) -> list[str]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+        return [f"a DataLoader batch has {len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__} "
+                f"field(s): `features, labels, meta = batch` raises"]
+    features, labels, meta = batch
+    problems = []
+    if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[-1] != dim:
+        problems.append(f"batch features {list(getattr(features, 'shape', []))}, expected [B, T, {dim}]")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.dim() != 1:
+        problems.append(f"batch labels {getattr(labels, 'dtype', type(labels).__name__)}, expected LongTensor [B]")
+    elif labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < n_cls):
+        problems.append(f"batch labels in [{int(labels.min())}, {int(labels.max())}], expected [0, {n_cls})")
+    return problems
+
+
+def run_trainer(target: AuditTarget, loader) -> list[str]:
+    """One batch through the target's train_one_epoch and validate; returns evidence lines."""
+    trainer = target.trainer
+    model = copy_model(target.model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = target.make_optimizer(model) if target.make_optimizer else torch.optim.SGD(trainable, lr=1e-3)
+    tr = trainer.train_one_epoch(model, loader, opt, torch.device("cpu"))
+    ev = trainer.validate(model, loader, torch.device("cpu"), list(target.classnames))
+    return [f"{trainer.__name__}.train_one_epoch on one batch: {tr}", f"{trainer.__name__}.validate: "
+            f"loss {getattr(ev, 'loss', ev)}, top1 {getattr(ev, 'top1', '?')}"]
+
+
+@audit(
+    "dataset-unpacking",
+    title="Dataset items unpack as (features, label, meta)",
+    problem="the trainer unpacks `features, labels, _ = batch` while the dataset yields another shape "
+            "(two fields, labels from 1, features [D, T]): a crash, or silently wrong labels",
+    fix="items and DataLoader batches are (features [T, D] float, label in [0, n_cls), meta dict); one batch "
+        "goes through train_one_epoch and validate",
+    remediation="return VideoSample(features, label, meta) from __getitem__ with 0-based labels in class "
+                "order and features [T, D] in the model's embedding dim",
+)
+def dataset_unpacking(target: AuditTarget) -> Outcome:
+    """Read items and one batch of every dataset; push one batch through the trainer."""
+    sets = target.datasets()
+    if not sets:
+        raise Skip("the target has no dataset")
+    n_cls, dim = len(target.classnames), feature_dim(target)
+    problems, evidence, metrics = [], [], {}
+    for split, ds in sets:
+        idx = probe_classes(len(ds), MAX_ITEMS)
+        labels = []
+        for i in idx:
+            item = ds[i]
+            found = check_item(item, i, n_cls, dim)
+            problems += [f"{split}: {p}" for p in found]
+            if not found:
+                labels.append(_label(item[1]))
+            if len(problems) > 20:
+                break
+        metrics[f"{split}_items_checked"] = len(idx)
+        if labels:
+            evidence.append(f"{split}: {len(idx)} of {len(ds)} items read; labels {min(labels)}..{max(labels)} "
+                            f"({len(set(labels))} distinct) for {n_cls} classes")
+        if problems:
+            continue
+        loader = DataLoader(Subset(ds, list(range(min(BATCH, len(ds))))), batch_size=BATCH,
+                            collate_fn=target.collate_fn)
+        batch = next(iter(loader))
+        problems += [f"{split}: {p}" for p in check_batch(batch, n_cls, dim)]
+        if not problems:
+            evidence.append(f"{split}: batch features {list(batch[0].shape)} {batch[0].dtype}, labels "
+                            f"{batch[1].tolist()}, meta keys {sorted(batch[2]) if isinstance(batch[2], Mapping) else type(batch[2]).__name__}")
+            if split == "train" and target.trainer is not None:
+                evidence += run_trainer(target, loader)
+            elif split == "train":
+                with torch.no_grad():
+                    logits = target.model(batch[0])
+                evidence.append(f"model(batch features) -> logits {list(logits.shape)}")
+                if list(logits.shape) != [len(batch[1]), n_cls]:
+                    problems.append(f"logits {list(logits.shape)}, expected [{len(batch[1])}, {n_cls}]")
+    first = sets[0][1]
+    location = locate(getattr(type(first), "__getitem__", type(first)))
+    metrics["problems"] = len(problems)
+    if problems:
+        return Outcome(Status.FAIL, f"{len(problems)} problem(s): {problems[0]}", metrics, evidence + problems, location)
+    return Outcome(Status.PASS, f"{', '.join(s for s, _ in sets)}: items and batches unpack as "
+                   f"(features [T, {dim}], label in [0, {n_cls}), meta)", metrics, evidence, location)
