@@ -5,11 +5,14 @@ Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
 """
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch.utils.data import Dataset
 
 from checks import AuditTarget
-from videocoop.clip import TINY_MODEL, embed_dim
+from videocoop.clip import TINY_MODEL, embed_dim, load_clip
 from videocoop.model import VideoFeatureCLIP
 from videocoop.text_encoder import TextEncoder
 
@@ -190,3 +193,31 @@ def labels_from_one(clip, tok, names) -> AuditTarget:
 def features_from_other_clip(clip, tok, names) -> AuditTarget:
     """features.json names another CLIP than the model's."""
     return with_data(clip, tok, names, info=info_for(clip, clip_name="ViT-B-16", weights="openai"))
+
+
+# --- zero-argument factories for `python -m checks --target tests.faults:NAME` -----------
+
+NAMES = ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_clip(TINY_MODEL, seed=0)
+
+
+def clean_target() -> AuditTarget:
+    return with_data(*_tiny(), NAMES)
+
+
+def bare_model():
+    return clean(*_tiny(), NAMES).model
+
+
+def plain_attribute_target() -> AuditTarget:
+    return plain_tokenized_prompts(*_tiny(), NAMES)
+
+
+def item_loop_target() -> AuditTarget:
+    return item_loop(*_tiny(), NAMES)

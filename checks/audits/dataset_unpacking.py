@@ -4,10 +4,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import copy_model, feature_dim, locate, probe_classes
+from ..probe import copy_model, feature_dim, locate, probe_classes, text_features
 
 #: Items read per dataset (spread over it); labels are checked on all of them.
 MAX_ITEMS = 256
@@ -63,16 +65,39 @@ def check_batch(batch, n_cls: int, dim: int) -> list[str]:
     return problems
 
 
+class CachedTextModel(nn.Module):
+    """The model with its class text features computed once (a trainable zero shift keeps
+    the backward alive): the trainer's loop runs the real video path and logits in seconds."""
+
+    def __init__(self, model: nn.Module, text: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("text", F.normalize(text.detach().float(), dim=-1))  # [n_cls, E]
+        self.shift = nn.Parameter(torch.zeros_like(self.text))
+        self.seen: list[tuple] = []
+
+    def encode_text(self) -> torch.Tensor:
+        return F.normalize(self.text + self.shift, dim=-1)
+
+    def encode_video(self, features, mask=None):
+        self.seen.append((list(features.shape), None if mask is None else list(mask.shape)))
+        return self.model.encode_video(features, mask)
+
+    def logits(self, video, text):
+        return self.model.logits(video, text)
+
+
 def run_trainer(target: AuditTarget, loader) -> list[str]:
     """One batch through the target's train_one_epoch and validate; returns evidence lines."""
     trainer = target.trainer
-    model = copy_model(target.model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = target.make_optimizer(model) if target.make_optimizer else torch.optim.SGD(trainable, lr=1e-3)
-    tr = trainer.train_one_epoch(model, loader, opt, torch.device("cpu"))
-    ev = trainer.validate(model, loader, torch.device("cpu"), list(target.classnames))
-    return [f"{trainer.__name__}.train_one_epoch on one batch: {tr}", f"{trainer.__name__}.validate: "
-            f"loss {getattr(ev, 'loss', ev)}, top1 {getattr(ev, 'top1', '?')}"]
+    probe = CachedTextModel(copy_model(target.model), text_features(target))
+    opt = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
+    tr = trainer.train_one_epoch(probe, loader, opt, torch.device("cpu"))
+    ev = trainer.validate(probe, loader, torch.device("cpu"), list(target.classnames))
+    shapes = "; ".join(f"features {f}, mask {m}" for f, m in probe.seen)
+    return [f"{trainer.__name__}.train_one_epoch + validate on one batch (class text features computed once, "
+            f"the model's own video path and logits): the model received {shapes}",
+            f"train_one_epoch -> {tuple(round(v, 4) for v in tr)}; validate -> loss {ev[0]:.4f}, top1 {ev[1]:.1f}"]
 
 
 @audit(
@@ -81,7 +106,7 @@ def run_trainer(target: AuditTarget, loader) -> list[str]:
     problem="the trainer unpacks `features, labels, _ = batch` while the dataset yields another shape "
             "(two fields, labels from 1, features [D, T]): a crash, or silently wrong labels",
     fix="items and DataLoader batches are (features [T, D] float, label in [0, n_cls), meta dict); one batch "
-        "goes through train_one_epoch and validate",
+        "goes through the trainer's train_one_epoch and validate",
     remediation="return VideoSample(features, label, meta) from __getitem__ with 0-based labels in class "
                 "order and features [T, D] in the model's embedding dim",
 )

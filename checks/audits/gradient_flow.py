@@ -18,7 +18,7 @@ def _step(model, params, x, y) -> float:
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.item()
 
 
 @audit(

@@ -24,10 +24,11 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     devices = [foreign_device()]
     if devices[0].type != "meta":
         devices.append(torch.device("meta"))  # meta also proves the path needs no data on the host
-    evidence, problems, metrics = [], [], {}
+    evidence, problems, metrics, runs = [], [], {}, {}
     location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
     for device in devices:
         run = foreign_run(target, device)
+        runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error}
         reached = [c for c in run.trace.calls if c.module == "text_encoder"]
         evidence.append(f"{device.type}: device {device_note(device)}")
         if reached:
@@ -56,6 +57,7 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
         else:
             evidence.append(f"{device.type}: forward completed -> logits {run.output}")
     if problems:
-        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
+        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location, {"runs": runs})
     return Outcome(Status.PASS, "every tensor reaching every submodule was on the model's device "
-                   f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location)
+                   f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location,
+                   {"runs": runs})
