@@ -124,7 +124,10 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
                    checkpoint=args.clip_checkpoint, clip_seed=args.clip_seed,
                    train_per_class=DEFAULT_VIDEOS_PER_CLASS, val_per_class=1)
         args.feature_dir, args.val_feature_dir = f"{workdir}/train", f"{workdir}/val"
-        command = "make train"
+        synth = ["videocoop", "synth", "--out", "data/synth", "--n-classes", str(len(UCF101)),
+                 "--train-per-class", str(DEFAULT_VIDEOS_PER_CLASS), "--val-per-class", "1"]
+        train_flags = ["--feature-dir", "data/synth/train", "--val-feature-dir", "data/synth/val", *train_flags]
+        command = shlex.join(synth) + " && \\\n" + shlex.join(["videocoop", "train", *train_flags])
     else:
         command = shlex.join(["videocoop", "train", *train_flags])
     cfg = config_from_args(args)

@@ -65,7 +65,7 @@ def buffer_device_sync(target: AuditTarget) -> Outcome:
     n_tensors = sum(1 for _ in model.parameters()) + sum(1 for _ in model.buffers())
     metrics = {"tensors_checked": n_tensors, "not_moved": len(stranded), "plain_tensor_attributes": len(plain),
                "layout_buffers_missing": len(missing), "device": device.type}
-    location = locate(type(pl).__init__, r"tokenized_prompts") or locate(type(pl))
+    location = locate(type(pl).__init__, r"register_buffer\(\s*.tokenized_prompts|tokenized_prompts\s*=") or locate(type(pl))
     problems = []
     if missing:
         problems.append(f"{', '.join('prompt_learner.' + m for m in missing)} not registered as buffers")
