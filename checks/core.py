@@ -8,7 +8,7 @@ import enum
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -236,7 +236,3 @@ def exit_code(results: Sequence[CheckResult]) -> int:
     """0 when nothing failed (WARN and SKIP allowed), 1 on any FAIL or ERROR."""
     return 1 if any(r.status.failed for r in results) else 0
 
-
-def by_id(results: Sequence[CheckResult]) -> Mapping[str, CheckResult]:
-    """Results keyed by audit id."""
-    return {r.id: r for r in results}

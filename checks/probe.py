@@ -5,7 +5,6 @@ import copy
 import inspect
 import os
 import re
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +66,6 @@ def device_note(device: torch.device) -> str:
         return "meta (no CUDA here: the meta device stands in as the foreign device; it holds no data, so any host read or CPU tensor in the path shows)"
     return str(device)
 
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def prompt_learner(target: AuditTarget) -> nn.Module:

@@ -1,8 +1,6 @@
 """prompt-tokenization: each prompt holds its whole class name, its EOT, and pools there."""
 from __future__ import annotations
 
-import torch
-
 from ..core import AuditTarget, Outcome, Status, audit
 from ..probe import class_word_list, eot_token_id, locate, need_clip, prompt_learner, text_encoder
 
@@ -69,7 +67,7 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
     evidence += problems
     metrics = {"classes": len(words), "eot_problems": n_eot_bad, "pool_index_problems": n_pool_bad,
                "classes_cut": n_missing, "misplaced": n_misplaced}
-    location = locate(type(pl).__init__, r"tokeniz") or locate(type(pl))
+    location = locate(type(pl).__init__, r"tokeniz\w*\(") or locate(type(pl))
     if problems:
         return Outcome(Status.FAIL, f"{len(problems)} prompt problem(s): {problems[0]}", metrics, evidence, location)
     return Outcome(Status.PASS, f"all {len(words)} prompts whole, class tokens at the {position}, one EOT each, "

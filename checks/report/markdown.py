@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..core import CheckResult, Status
 from . import ko
@@ -47,7 +47,6 @@ class RunInfo:
     generated: str = ""
     duration: float = 0.0
     construction: str | None = None  # "ClassName at file:line"
-    notes: list[str] = field(default_factory=list)
 
 
 def _texts(lang: str) -> tuple[dict, dict]:
@@ -121,7 +120,6 @@ def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en")
         out.append(f"- **{t['versions']}:** {info.versions}")
     if info.generated:
         out.append(f"- **{t['generated']}:** {info.generated} ({t['duration']} {info.duration:.1f} s)")
-    out += [f"- {n}" for n in info.notes]
     out += ["", f"## {t['sections']}", ""]
     for i, r in enumerate(results, 1):
         out += _section(i, r, t, audits)
