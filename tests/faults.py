@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -151,6 +152,14 @@ def checkpoint_misses_temporal(clip, tok, names) -> AuditTarget:
 
 # --- data faults -----------------------------------------------------------------------
 
+class Sample(NamedTuple):
+    """An item with VideoSample's fields (what videocoop.data.collate_samples reads)."""
+
+    features: torch.Tensor
+    label: int
+    meta: dict
+
+
 class Features(Dataset):
     """In-memory frame features; ``fields`` 3 gives (features, label, meta), 2 drops meta."""
 
@@ -167,7 +176,7 @@ class Features(Dataset):
         features, label = self.items[i]
         if self.fields == 2:
             return features, label
-        return features, label, {"video_id": f"v{i}", "path": f"v{i}.npy", "num_frames": FRAMES}
+        return Sample(features, label, {"video_id": f"v{i}", "path": f"v{i}.npy", "num_frames": FRAMES})
 
 
 def info_for(clip, clip_name=TINY_MODEL, weights="random:0") -> dict:

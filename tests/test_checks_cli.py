@@ -61,3 +61,24 @@ def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
 def test_list(capsys):
     assert main(["--list"]) == 0
     assert "eot-collapse" in capsys.readouterr().out
+
+
+def test_own_model_from_train_flags(tmp_path):
+    pytest.importorskip("videocoop.train")
+    from videocoop.clip import TINY_MODEL
+
+    report, js = tmp_path / "r.md", tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--text-pool", "mean", "--report", str(report),
+                 "--json", str(js)])
+    results = {r["id"]: r for r in json.loads(js.read_text())}
+    assert code == 0, {i: r["message"] for i, r in results.items() if r["status"] != "pass"}
+    assert results["dataset-unpacking"]["status"] == "pass"  # synthetic UCF101 features, our trainer's loop
+    assert results["feature-model-match"]["status"] == "pass"
+    assert results["text-encoder-parity"]["metrics"]["pooling"] == "mean"
+    assert "videocoop train --feature-dir data/synth/train" in report.read_text()
+
+
+def test_train_flags_do_not_mix_with_target(capsys):
+    pytest.importorskip("videocoop.train")
+    assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
+    assert "do not apply" in capsys.readouterr().err
