@@ -43,7 +43,7 @@ def _moves_to_cpu(name: str, args, kwargs) -> bool:
     if name != "to":
         return False
     for a in list(args[1:]) + list(kwargs.values()):
-        if isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu":
+        if isinstance(a, torch.device) and a.type == "cpu" or isinstance(a, str) and a.split(":")[0] == "cpu":
             return True
     return False
 
@@ -188,6 +188,7 @@ class ForeignRun:
     output: str = ""
     error: str | None = None
     error_site: str | None = None
+    data_dependent: bool = False  # stopped at an op whose output shape depends on the data (meta cannot run it)
 
 
 def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
@@ -210,6 +211,10 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
         run.output = _describe(out)
     except Exception as e:  # noqa: BLE001: the failure is the observation
         run.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        # nonzero, boolean-mask indexing, unique...: no meta kernel, because the output shape
+        # depends on the values; on CUDA they work but wait for the device (a host sync).
+        run.data_dependent = device.type == "meta" and isinstance(e, NotImplementedError) and (
+            "data-independent" in str(e) or "Meta kernel" in str(e))
         frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_SKIP_DIRS)]
         if frames:
             run.error_site = f"{relpath(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})"

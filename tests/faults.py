@@ -66,6 +66,19 @@ def item_loop(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, ItemLoopEncoder, text_pool="mean")
 
 
+class BoolMaskEncoder(TextEncoder):
+    """Selects the EOT rows with a boolean mask: right numbers, but the output shape depends
+    on the data, so CUDA waits for it (and meta cannot run it)."""
+
+    def pool_states(self, x, eot):
+        at_eot = torch.arange(x.shape[1], device=x.device)[None, :] == eot[:, None]  # [n_cls, L]
+        return self.ln_final(x[at_eot])  # [n_cls, width]
+
+
+def bool_mask_pooling(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, BoolMaskEncoder)
+
+
 # --- text-path faults ------------------------------------------------------------------
 
 class PermuteNoMaskEncoder(TextEncoder):

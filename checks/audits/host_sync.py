@@ -31,6 +31,10 @@ def host_sync(target: AuditTarget) -> Outcome:
         sites[f"{e.op} at {e.site}"] = sites.get(f"{e.op} at {e.site}", 0) + 1
     evidence += [f"{k} x{v}" for k, v in sites.items()]
     metrics = {"meta_host_reads": len(events), "distinct_sites": len(sites)}
+    if run.data_dependent:
+        sites[f"data-dependent shape op at {run.error_site}"] = 1
+        evidence.append(f"the meta forward stopped at an op whose output shape depends on the data "
+                        f"({run.error}) at {run.error_site}: it waits for the device on CUDA")
     if torch.cuda.is_available():
         model = copy_model(target.model).cuda().eval()
         x, _ = sample_batch(target, batch=2, device="cuda")
@@ -49,9 +53,11 @@ def host_sync(target: AuditTarget) -> Outcome:
     location = locate(type(te).forward)
     if events:
         location = events[0].site.split(" ")[0]
-    if events or metrics.get("cuda_syncs"):
-        n = len(events) or metrics["cuda_syncs"]
-        return Outcome(Status.WARN, f"{n} host-device sync(s) per forward, first: "
-                       f"{events[0].op + ' at ' + events[0].site if events else 'see evidence'}", metrics, evidence, location)
+    if events or run.data_dependent or metrics.get("cuda_syncs"):
+        first = next(iter(sites), "see evidence")
+        if not events and run.error_site:
+            location = run.error_site.split(" ")[0]
+        return Outcome(Status.WARN, f"{max(len(events), len(sites), metrics.get('cuda_syncs', 0))} host-device "
+                       f"sync(s) per forward, first: {first}", metrics, evidence, location)
     return Outcome(Status.PASS, "the forward makes no host read (it ran on meta, where any would show)",
                    metrics, evidence, location)

@@ -24,7 +24,7 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     devices = [foreign_device()]
     if devices[0].type != "meta":
         devices.append(torch.device("meta"))  # meta also proves the path needs no data on the host
-    evidence, problems, metrics, runs = [], [], {}, {}
+    evidence, problems, metrics, runs, partial = [], [], {}, {}, []
     location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
     for device in devices:
         run = foreign_run(target, device)
@@ -52,12 +52,18 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
                             f"({run.trace.mismatches[0]})")
         if run.error:
             evidence.append(f"{device.type}: forward raised {run.error}" + (f" at {run.error_site}" if run.error_site else ""))
-            if not moves:
+            if run.data_dependent and not moves:
+                partial.append(f"the {device.type} forward stopped at an op with a data-dependent shape "
+                               f"({run.error_site or run.error}): a host sync on CUDA (see host-sync), and the path "
+                               f"after it was not traced; no device problem before it")
+            elif not moves:
                 problems.append(f"the forward fails on {device.type}: {run.error}")
         else:
             evidence.append(f"{device.type}: forward completed -> logits {run.output}")
     if problems:
         return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location, {"runs": runs})
+    if partial and devices[0].type == "meta":
+        return Outcome(Status.WARN, partial[0], metrics, evidence, location, {"runs": runs})
     return Outcome(Status.PASS, "every tensor reaching every submodule was on the model's device "
                    f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location,
                    {"runs": runs})
