@@ -1,0 +1,178 @@
+"""Training end to end on tiny synthetic data: learning, resume, outputs, the loop's contract."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import videocoop.train as train_mod
+from videocoop.clip import TINY_MODEL
+from videocoop.data import write_feature_info
+from videocoop.errors import VideoCoopError
+from videocoop.synth import synthesize
+from videocoop.train import (
+    TrainConfig,
+    build,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    train_one_epoch,
+    validate,
+)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """5 classes, 12 + 8 videos each, 6-10 frames: the tiny CLIP's initial prompts score ~75%."""
+    out = tmp_path_factory.mktemp("synth")
+    return synthesize(out, clip_model=TINY_MODEL, n_classes=5, train_per_class=12, val_per_class=8,
+                      noise=3.0, num_frames=6, max_frames=10)
+
+
+def _cfg(synth, tmp_path, **kw):
+    base = dict(feature_dir=synth["train"], val_feature_dir=synth["val"], initial_prompts_file=synth["prompts_file"],
+                output_dir=str(tmp_path / "out"), epochs=4, num_frames=4, progress="none")
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_training_raises_accuracy_and_writes_every_output(synth, tmp_path):
+    summary = fit(_cfg(synth, tmp_path, epochs=6))
+    out = tmp_path / "out"
+    assert summary["best_top1"] >= summary["untrained_val_top1"] + 15, summary
+    assert summary["best_top1"] >= 90
+    rows = _rows(out)
+    assert [r["epoch"] for r in rows] == list(range(7)) and rows[0]["untrained"]
+    assert rows[1]["lr"] == pytest.approx(1e-5) and rows[2]["lr"] == pytest.approx(0.002)  # CoOp warm-up, then lr
+    assert set(summary["per_class"]) == set(synth["classnames"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["clip_model"] == TINY_MODEL and config["epochs"] == 6  # resolved from features.json
+    assert "epoch 6/6" in (out / "log.txt").read_text()
+    best = load_checkpoint(out / "checkpoint_best.pt")
+    assert best["epoch"] == summary["best_epoch"] and best["classnames"] == synth["classnames"]
+    assert set(best["trainable"]) == {"prompt_learner.ctx"}  # no frozen CLIP weights
+    assert {"optimizer", "scheduler", "rng", "config"} <= set(best)
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave nothing behind
+
+    # eval-only reproduces the best checkpoint's accuracy
+    ev = fit(dataclasses.replace(_cfg(synth, tmp_path, epochs=6), eval_only=True))
+    assert ev["top1"] == pytest.approx(summary["best_top1"])
+    assert json.loads((out / "eval.json").read_text())["top1"] == ev["top1"]
+
+
+def test_resume_after_a_kill_reaches_the_same_numbers(synth, tmp_path, monkeypatch):
+    full = fit(_cfg(synth, tmp_path / "a"))
+    ctx_full = load_checkpoint(tmp_path / "a" / "out" / "checkpoint_last.pt")["trainable"]
+
+    real = train_mod.train_one_epoch
+    calls = {"n": 0}
+
+    def killed_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(synth, tmp_path / "b"))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    assert load_checkpoint(tmp_path / "b" / "out" / "checkpoint_last.pt")["epoch"] == 2
+    resumed = fit(_cfg(synth, tmp_path / "b", resume=True))
+
+    assert _rows(tmp_path / "b" / "out") == _rows(tmp_path / "a" / "out")
+    ctx_resumed = load_checkpoint(tmp_path / "b" / "out" / "checkpoint_last.pt")["trainable"]
+    assert torch.equal(ctx_full["prompt_learner.ctx"], ctx_resumed["prompt_learner.ctx"])
+    for key in ("best_epoch", "best_top1", "final_val_top1", "final_train_loss", "per_class"):
+        assert resumed[key] == full[key]
+
+
+def test_output_dir_with_another_config_is_refused(synth, tmp_path):
+    fit(_cfg(synth, tmp_path, epochs=1))
+    with pytest.raises(VideoCoopError, match=r"different config \(lr: 0.002 -> 0.01\).*--overwrite"):
+        fit(_cfg(synth, tmp_path, epochs=1, lr=0.01))
+    fit(_cfg(synth, tmp_path, epochs=1, lr=0.01, overwrite=True))
+    with pytest.raises(VideoCoopError, match="no checkpoint_last.pt"):
+        fit(_cfg(synth, tmp_path / "fresh", resume=True))
+
+
+def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
+    built = build(_cfg(synth, tmp_path))
+    model = built.model
+    calls = {"n": 0}
+    real = model.encode_text
+
+    def counting():
+        calls["n"] += 1
+        return real()
+
+    model.encode_text = counting
+    train_loader, val_loader = train_mod._loaders(built, torch.Generator().manual_seed(0))
+    optimizer = make_optimizer(built.cfg, model)
+    train_one_epoch(model, train_loader, optimizer, built.device)
+    assert calls["n"] == len(train_loader) == 2
+    calls["n"] = 0
+    result = validate(model, val_loader, built.device, built.classnames)
+    assert calls["n"] == 1
+    # the same numbers as the plain path: the full forward per batch
+    with torch.no_grad():
+        logits, labels = [], []
+        for features, y, meta in val_loader:
+            logits.append(model(features, meta.get("mask")))
+            labels.append(y)
+        logits, labels = torch.cat(logits), torch.cat(labels)
+    assert result.top1 == pytest.approx(100 * (logits.argmax(-1) == labels).float().mean().item())
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert result.top5 == 100.0  # 5 classes
+
+
+def test_schedule_follows_coop(synth, tmp_path):
+    cfg = TrainConfig(feature_dir="x", epochs=3)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = make_scheduler(cfg, opt, steps_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == [pytest.approx(1e-5)] * 4  # one constant warm-up epoch
+    assert lrs[4] == pytest.approx(0.002) and lrs[4:] == sorted(lrs[4:], reverse=True)
+    assert lrs[8] == pytest.approx(0.001)  # cosine half-way
+
+
+def test_clip_identity_comes_from_features_json(synth, tmp_path):
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(synth["train"], bare)
+    (bare / "features.json").unlink()
+    cfg = _cfg(synth, tmp_path, feature_dir=str(bare), val_feature_dir=None)
+    with pytest.raises(VideoCoopError, match="no features.json.*--clip-model"):
+        build(cfg)
+    assert build(dataclasses.replace(cfg, clip_model=TINY_MODEL)).model.embed_dim == 32
+    write_feature_info(bare, {"clip_model": "ViT-B-32", "weights": "random:0", "num_frames": 6, "dim": 32})
+    with pytest.raises(VideoCoopError, match=r"clip_model: 'ViT-B-32' in .*'videocoop-tiny' chosen"):
+        build(dataclasses.replace(cfg, clip_model=TINY_MODEL))
+    write_feature_info(bare, {"clip_model": TINY_MODEL, "weights": "random:1", "num_frames": 6, "dim": 32})
+    assert build(cfg).cfg.clip_seed == 1
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(VideoCoopError, match=r"unknown config key\(s\) \['learning_rate'\]; valid keys: feature_dir"):
+        TrainConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(VideoCoopError, match="unknown optimizer 'adam'; choose one of sgd, adamw"):
+        TrainConfig(feature_dir="x", optimizer="adam").check()
+    with pytest.raises(VideoCoopError, match="--feature-dir"):
+        TrainConfig().check()
+    cfg = TrainConfig(feature_dir="x", lr=0.1)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_amp_on_the_cpu_trains(synth, tmp_path):
+    summary = fit(_cfg(synth, tmp_path, epochs=2, precision="amp", optimizer="adamw", lr=1e-3))
+    assert summary["final_train_loss"] > 0 and summary["final_val_top1"] >= 0

@@ -1,0 +1,174 @@
+"""The ``videocoop`` command: a thin layer of argparse over the library.
+
+``videocoop train`` takes the seed report's flags; ``videocoop synth`` writes
+planted-prompt synthetic features. Usage errors exit with 4 and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from enum import IntEnum
+
+from .errors import VideoCoopError
+from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # training ran and failed (diverged)
+    USAGE = 4  # bad flags or inputs: the message says what to change
+
+
+class UsageError(Exception):
+    """Raised instead of argparse's exit, so ``main`` returns an exit code."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = True) -> None:
+    """Add every ``videocoop train`` flag to ``parser``; defaults come from :class:`TrainConfig`.
+
+    Args:
+        parser: the parser (or subparser) to extend.
+        require_data: make ``--feature-dir`` required (``python -m checks`` passes False).
+    """
+    from .clip import PRECISIONS
+    from .model import TEMPORAL_AGGS
+    from .prompts import POSITIONS
+    from .text_encoder import POOLS
+
+    d = TrainConfig()
+    data = parser.add_argument_group("data")
+    data.add_argument("--feature-dir", required=require_data, default=d.feature_dir,
+                      help="training features: DIR/<class>/<video>.pt|.npy (+ features.json)")
+    data.add_argument("--val-feature-dir", default=d.val_feature_dir, help="validation features, same classes")
+    data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
+                      help="JSON: default_prompt, class_prompts, display_names (see README)")
+    data.add_argument("--num-frames", type=int, default=d.num_frames,
+                      help="sample this many frames per video (default: all, padded and masked)")
+    data.add_argument("--num-workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")
+
+    clip = parser.add_argument_group("CLIP (default: from features.json)")
+    clip.add_argument("--clip-model", default=d.clip_model, help="open_clip model name, e.g. ViT-B-32")
+    clip.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
+    clip.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
+    clip.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    clip.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=f"default {d.precision}")
+
+    model = parser.add_argument_group("prompts and model")
+    model.add_argument("--n-ctx", type=int, default=d.n_ctx, help=f"context vectors (default {d.n_ctx}, CoOp)")
+    model.add_argument("--csc", action="store_true", help="class-specific context")
+    model.add_argument("--class-token-position", choices=POSITIONS, default=d.class_token_position)
+    model.add_argument("--temporal-agg", choices=TEMPORAL_AGGS, default=d.temporal_agg)
+    model.add_argument("--text-pool", choices=POOLS, default=d.text_pool,
+                       help="eot: CLIP's pooling (default); mean: the seed report's")
+
+    opt = parser.add_argument_group("optimisation (defaults follow CoOp)")
+    opt.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
+    opt.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    opt.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    opt.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help=f"default {d.warmup_epochs}")
+    opt.add_argument("--warmup-lr", type=float, default=d.warmup_lr, help=f"constant warm-up lr (default {d.warmup_lr})")
+    opt.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
+    run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    run.add_argument("--eval-only", action="store_true", help="evaluate OUTPUT_DIR/checkpoint_best.pt and stop")
+    run.add_argument("--overwrite", action="store_true", help="replace a run with another config in OUTPUT_DIR")
+    run.add_argument("--progress", choices=PROGRESS, default=d.progress,
+                     help="rich bars on a terminal, plain lines otherwise (default auto)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed train flags (other attributes are ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in names})
+
+
+def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="writes OUT/train, OUT/val, OUT/custom_prompts.json")
+    parser.add_argument("--n-classes", type=int, default=20, help="UCF101 names, spread evenly (default 20)")
+    parser.add_argument("--clip-model", default="ViT-B-32", help="default ViT-B-32 (random weights unless given)")
+    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag already in the local cache")
+    parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights file")
+    parser.add_argument("--clip-seed", type=int, default=0, help="seed of random CLIP weights (default 0)")
+    parser.add_argument("--train-per-class", type=int, default=32, help="default 32")
+    parser.add_argument("--val-per-class", type=int, default=16, help="default 16")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames per video (default 8)")
+    parser.add_argument("--max-frames", type=int, default=None, help="vary the length in [num-frames, max-frames]")
+    parser.add_argument("--noise", type=float, default=12.0, help="per-frame noise norm, relative to the class feature")
+    parser.add_argument("--drift", type=float, default=1.0, help="temporal drift norm over a video")
+    parser.add_argument("--seed", type=int, default=0, help="default 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="videocoop", description="CoOp prompt learning on pre-extracted video CLIP features.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="learn prompts on a feature folder",
+                           description="Learn CoOp prompts on pre-extracted frame features (defaults follow CoOp).")
+    add_train_arguments(train)
+    synth = sub.add_parser("synth", help="write planted-prompt synthetic features",
+                           description="Write synthetic features whose class text features come from a secret context.")
+    _add_synth_arguments(synth)
+    return parser
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    from .synth import synthesize
+
+    result = synthesize(
+        args.out, n_classes=args.n_classes, clip_model=args.clip_model, pretrained=args.pretrained,
+        checkpoint=args.clip_checkpoint, clip_seed=args.clip_seed, train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class, num_frames=args.num_frames, max_frames=args.max_frames,
+        noise=args.noise, drift=args.drift, seed=args.seed,
+    )
+    n = len(result["classnames"])
+    print(f"wrote {n} classes x ({args.train_per_class} train + {args.val_per_class} val) videos to {args.out}")
+    print(f"  train: {result['train']}\n  val: {result['val']}\n  prompts file: {result['prompts_file']}")
+    print(f"  the secret context reaches val top1 {100 * result['oracle_val_top1']:.1f}% (the best to expect)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``videocoop``; returns an :class:`ExitCode` instead of raising for user errors.
+
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help
+            return ExitCode.OK if not e.code else ExitCode.USAGE
+        if args.command == "synth":
+            _run_synth(args)
+        else:
+            from .train import fit
+
+            summary = fit(config_from_args(args))
+            if args.eval_only:
+                print(json.dumps({k: summary[k] for k in ("top1", "top5", "loss")}))
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return ExitCode.USAGE
+    except VideoCoopError as e:
+        print(f"videocoop: error: {e}", file=sys.stderr)
+        return ExitCode.USAGE
+    except TrainingDiverged as e:
+        print(f"videocoop: training failed: {e}", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.OK

@@ -1,0 +1,323 @@
+"""Pre-extracted frame features on disk: the dataset, its items and its ``features.json``.
+
+Layout::
+
+    root/
+      features.json          which CLIP made the features (optional, but checked when present)
+      classnames.txt         class order, one per line (optional; else sorted folder names)
+      <class>/<video>.pt     a [T, D] tensor, or a dict with key "features"
+      <class>/<video>.npy    a [T, D] array
+
+A manifest CSV with a ``path,label`` header is the other way in: one row per video,
+``path`` relative to ``root`` (or to the manifest's folder when ``root`` is None),
+``label`` a class name.
+
+Every file is read and checked when the dataset is built, so a bad file stops the run
+before the first step, with its path in the message.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import VideoCoopError
+
+FEATURE_SUFFIXES = (".pt", ".npy")
+INFO_FILE = "features.json"
+CLASSNAMES_FILE = "classnames.txt"
+INFO_KEYS = ("clip_model", "weights", "num_frames", "dim")
+
+
+class VideoSample(NamedTuple):
+    """One video (or a batch): unpacks as ``features, label, meta``, as the seed's loops expect.
+
+    Attributes:
+        features: ``[T, D]`` frame features; batched ``[B, T, D]``.
+        label: class index; batched LongTensor ``[B]``.
+        meta: ``video_id``, ``path``, ``num_frames`` (frames in the file); batched, a dict
+            of lists plus ``mask`` BoolTensor ``[B, T]`` when videos were padded.
+    """
+
+    features: torch.Tensor
+    label: int | torch.Tensor
+    meta: dict
+
+
+class MissingValidationClassWarning(UserWarning):
+    """A training class has no videos in the validation folder: its accuracy is not measured."""
+
+
+# --------------------------------------------------------------------------- features.json
+
+
+def read_feature_info(root: str | os.PathLike) -> dict | None:
+    """The ``features.json`` of a feature folder, or None when it has none.
+
+    Raises:
+        VideoCoopError: the file exists but is not a JSON object.
+    """
+    path = Path(root) / INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VideoCoopError(f"cannot read {path}: {e}") from e
+    if not isinstance(info, dict):
+        raise VideoCoopError(f"{path} must hold a JSON object with keys {', '.join(INFO_KEYS)}")
+    return info
+
+
+def write_feature_info(root: str | os.PathLike, info: Mapping) -> Path:
+    """Write ``features.json`` into ``root``; ``info`` must hold at least :data:`INFO_KEYS`."""
+    missing = [k for k in INFO_KEYS if k not in info]
+    if missing:
+        raise VideoCoopError(f"features.json needs keys {', '.join(INFO_KEYS)}; missing {', '.join(missing)}")
+    path = Path(root) / INFO_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(info), indent=2) + "\n")
+    return path
+
+
+def check_feature_info(info: Mapping, clip_model: str, weights: str, dim: int, *, where: str = "features.json") -> None:
+    """Refuse features made by another CLIP than the one about to be trained.
+
+    Features of one tower scored against another tower's text features of the same width
+    train silently into garbage, so the model name and the weights must both match.
+
+    Raises:
+        VideoCoopError: naming both sides of every mismatch.
+    """
+    wanted = {"clip_model": clip_model, "weights": weights, "dim": dim}
+    diffs = [f"{k}: {info.get(k)!r} in {where}, {v!r} chosen" for k, v in wanted.items() if k in info and info[k] != v]
+    if diffs:
+        raise VideoCoopError(
+            "the features were made by another CLIP than the one chosen: " + "; ".join(diffs)
+            + ". Pass the matching --clip-model/--pretrained/--clip-checkpoint, or re-extract the features."
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_feature_file(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
+    """Read one video's features as a float32 ``[T, D]`` tensor, checking everything.
+
+    Raises:
+        VideoCoopError: unreadable or corrupt file, not a ``[T, D]`` array, ``D != dim``,
+            no frames, or NaN/inf values; the message names the file.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch/numpy raise many types for a corrupt file
+        raise VideoCoopError(f"cannot read feature file {path}: {type(e).__name__}: {e}") from e
+    if isinstance(data, Mapping):
+        if "features" not in data:
+            raise VideoCoopError(f"feature file {path} holds a dict without key 'features' (keys: {sorted(data)})")
+        data = data["features"]
+    if isinstance(data, np.ndarray):
+        if not np.issubdtype(data.dtype, np.number):
+            raise VideoCoopError(f"feature file {path} holds a {data.dtype} array, not numbers")
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor):
+        raise VideoCoopError(f"feature file {path} holds a {type(data).__name__}, not a [T, D] tensor or array")
+    if data.dim() != 2 or data.shape[0] == 0:
+        raise VideoCoopError(f"feature file {path} has shape {list(data.shape)}; expected [T, D] with T >= 1")
+    if dim is not None and data.shape[1] != dim:
+        raise VideoCoopError(f"feature file {path} has dim {data.shape[1]}; the chosen CLIP embeds in {dim}")
+    data = data.float()
+    if not torch.isfinite(data).all():
+        raise VideoCoopError(f"feature file {path} contains NaN or inf values")
+    return data
+
+
+def frame_indices(length: int, num_frames: int, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """TSN-style uniform sampling of ``num_frames`` of ``length`` frames.
+
+    The video is cut into ``num_frames`` equal segments; training takes a random frame
+    from each, evaluation the middle one (deterministic). Short videos repeat frames.
+    """
+    offset = torch.rand(num_frames, generator=generator) if train else torch.full((num_frames,), 0.5)
+    idx = ((torch.arange(num_frames) + offset) * (length / num_frames)).long()  # [num_frames]
+    return idx.clamp_(0, length - 1)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class FeatureDataset(Dataset):
+    """Videos as pre-extracted frame features, with labels from their class folders.
+
+    Args:
+        root: the feature folder (see the module docstring for the layout).
+        classnames: the class list to label with (training's list, for validation). A
+            class folder outside it is an error; a listed class without videos is a
+            warning. None: ``root/classnames.txt``, else sorted folder names.
+        num_frames: sample this many frames per video (uniformly; random offsets when
+            ``train``). None keeps every frame; :func:`collate_samples` pads and masks.
+        train: random frame offsets (training) or the segment middles (evaluation).
+        manifest: a CSV file with a ``path,label`` header, instead of class folders.
+        dim: the chosen CLIP's embedding width; every file must match it.
+        cache: keep the features in memory after the up-front check (else re-read them).
+
+    Raises:
+        VideoCoopError: no feature files, an empty class folder, a bad file (see
+            :func:`load_feature_file`), files of different widths, a class unknown to
+            ``classnames``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None,
+        classnames: Sequence[str] | None = None,
+        num_frames: int | None = None,
+        train: bool = False,
+        manifest: str | os.PathLike | None = None,
+        *,
+        dim: int | None = None,
+        cache: bool = True,
+    ):
+        if root is None and manifest is None:
+            raise VideoCoopError("FeatureDataset needs a feature folder (root) or a manifest CSV")
+        if num_frames is not None and num_frames < 1:
+            raise VideoCoopError(f"num_frames must be >= 1 or None, got {num_frames}")
+        self.root = Path(root) if root is not None else Path(manifest).parent
+        if not self.root.is_dir():
+            raise VideoCoopError(f"feature folder {self.root} does not exist")
+        self.num_frames = num_frames
+        self.train = train
+        self.info = read_feature_info(self.root)
+        if manifest is not None:
+            names, files = self._scan_manifest(Path(manifest), classnames)
+        else:
+            names, files = self._scan_folders(classnames)
+        self.classnames = names
+        self.files = files  # [(path, label)]
+        tensors = []
+        for path, _ in files:  # read everything now: nothing half-loaded is trained on
+            x = load_feature_file(path, dim)
+            if dim is None:
+                dim = x.shape[1]
+                first = path
+            elif x.shape[1] != dim:  # widths differ between files and no CLIP width was given
+                raise VideoCoopError(f"feature file {path} has dim {x.shape[1]}, but {first} has {dim}")
+            tensors.append(x)
+        self.dim = dim
+        self.lengths = [t.shape[0] for t in tensors]
+        self._cache = tensors if cache else None
+
+    def _class_order(self, classnames: Sequence[str] | None, found: Sequence[str], source: str) -> list[str]:
+        if classnames is not None:
+            classnames = list(classnames)
+            unknown = sorted(set(found) - set(classnames))
+            if unknown:
+                raise VideoCoopError(
+                    f"{source} has classes unknown to training: {unknown}; training classes are {classnames}"
+                )
+            absent = [c for c in classnames if c not in set(found)]
+            if absent:
+                warnings.warn(
+                    f"{source} has no videos of training classes {absent}; their accuracy is not measured",
+                    MissingValidationClassWarning,
+                    stacklevel=3,
+                )
+            return classnames
+        listed = self.root / CLASSNAMES_FILE
+        if listed.is_file():
+            names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+            unknown = sorted(set(found) - set(names))
+            if unknown:
+                raise VideoCoopError(f"{source} has classes {unknown} that {listed} does not list")
+            return names
+        return sorted(found)
+
+    def _scan_folders(self, classnames):
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        per_class = {p.name: sorted(f for f in p.iterdir() if f.suffix in FEATURE_SUFFIXES and f.is_file()) for p in folders}
+        if not any(per_class.values()):
+            raise VideoCoopError(
+                f"no feature files ({'|'.join(FEATURE_SUFFIXES)}) in {self.root}; expected {self.root}/<class>/<video>.pt"
+            )
+        empty = [name for name, files in per_class.items() if not files]
+        if empty:
+            raise VideoCoopError(f"empty class folder(s) in {self.root}: {empty} (no {'|'.join(FEATURE_SUFFIXES)} files)")
+        names = self._class_order(classnames, list(per_class), f"feature folder {self.root}")
+        if classnames is None:
+            unlisted = [c for c in names if c not in per_class]
+            if unlisted:
+                raise VideoCoopError(f"{self.root / CLASSNAMES_FILE} lists classes with no folder in {self.root}: {unlisted}")
+        index = {c: i for i, c in enumerate(names)}
+        files = [(f, index[c]) for c in names if c in per_class for f in per_class[c]]
+        return names, files
+
+    def _scan_manifest(self, manifest: Path, classnames):
+        try:
+            with open(manifest, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise VideoCoopError(f"cannot read manifest {manifest}: {e}") from e
+        if not rows or not {"path", "label"} <= set(rows[0]):
+            raise VideoCoopError(f"manifest {manifest} needs a 'path,label' header and at least one row")
+        labels = [r["label"].strip() for r in rows]
+        names = self._class_order(classnames, sorted(set(labels)), f"manifest {manifest}")
+        index = {c: i for i, c in enumerate(names)}
+        files = []
+        for row, label in zip(rows, labels):
+            path = self.root / row["path"].strip()
+            if not path.is_file():
+                raise VideoCoopError(f"manifest {manifest} names {path}, which does not exist")
+            files.append((path, index[label]))
+        return names, files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.files]
+
+    def __getitem__(self, i: int) -> VideoSample:
+        path, label = self.files[i]
+        x = self._cache[i] if self._cache is not None else load_feature_file(path, self.dim)  # [T, D]
+        length = x.shape[0]
+        if self.num_frames is not None:
+            x = x[frame_indices(length, self.num_frames, self.train)]  # [num_frames, D]
+        return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
+
+
+def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
+    """Batch samples: features ``[B, T, D]`` zero-padded to the longest, labels ``[B]``.
+
+    When lengths differ, ``meta["mask"]`` ``[B, T]`` marks the real frames; the model
+    averages over those only.
+    """
+    lengths = [x.features.shape[0] for x in items]
+    T = max(lengths)
+    features = items[0].features.new_zeros(len(items), T, items[0].features.shape[1])  # [B, T, D]
+    for b, x in enumerate(items):
+        features[b, : lengths[b]] = x.features
+    labels = torch.tensor([int(x.label) for x in items], dtype=torch.long)  # [B]
+    meta = {k: [x.meta[k] for x in items] for k in items[0].meta}
+    if min(lengths) != T:
+        meta["mask"] = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # [B, T]
+    return VideoSample(features, labels, meta)
+
+
+__all__ = [
+    "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
+    "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "load_feature_file",
+    "read_feature_info", "write_feature_info",
+]
