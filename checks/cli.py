@@ -10,13 +10,18 @@ import tempfile
 import time
 import warnings
 from datetime import datetime, timezone
-from enum import IntEnum
 from pathlib import Path
 
+import open_clip
 import torch
 
-from videocoop.clip import UntrainedModelWarning
+from videocoop import train
+from videocoop.classnames import UCF101
+from videocoop.cli import ExitCode, UsageError, _Parser, add_train_arguments, config_from_args
+from videocoop.clip import UntrainedModelWarning, weights_id
+from videocoop.data import collate_samples
 from videocoop.errors import VideoCoopError
+from videocoop.synth import synthesize
 
 from .core import AuditTarget, exit_code, get_audit, list_audits, run_audits
 from .probe import foreign_device, locate
@@ -26,21 +31,6 @@ DEFAULT_REPORT = "reports/verification.md"
 #: The embedded default: random-weight ViT-B-32, UCF101 names, a few synthetic videos per class.
 DEFAULT_CLIP = "ViT-B-32"
 DEFAULT_VIDEOS_PER_CLASS = 2
-
-
-class ExitCode(IntEnum):
-    OK = 0  # nothing failed (WARN and SKIP allowed)
-    FAILED = 1  # an audit FAILed or crashed (ERROR)
-    USAGE = 4  # bad flags or target: the message says what to change
-
-
-class UsageError(Exception):
-    """argparse's errors, raised instead of exiting so ``main`` returns ExitCode.USAGE."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     out.add_argument("--junit", metavar="PATH", help="also write JUnit XML (FAIL=failure, ERROR=error, SKIP=skipped)")
     out.add_argument("--lang", choices=("en", "ko"), default="en", help="report language (default en)")
-    try:
-        from videocoop.cli import add_train_arguments
-    except ImportError:  # the trainer's CLI is not there yet: the embedded default only
-        return parser
     add_train_arguments(parser, require_data=False)
     return parser
 
@@ -108,18 +94,7 @@ def _given_train_flags(argv: list[str]) -> list[str]:
 
 def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: str) -> AuditTarget:
     """Our own model and data from `videocoop train` flags; the embedded default without flags."""
-    try:
-        from videocoop import train
-    except ImportError:  # no trainer yet: the default model without data (data audits SKIP)
-        return _model_only_default()
-    from videocoop.cli import config_from_args
-    from videocoop.clip import weights_id
-    from videocoop.data import collate_samples
-
     if not args.feature_dir:
-        from videocoop.classnames import UCF101
-        from videocoop.synth import synthesize
-
         synthesize(workdir, classnames=UCF101, clip_model=args.clip_model or DEFAULT_CLIP, pretrained=args.pretrained,
                    checkpoint=args.clip_checkpoint, clip_seed=args.clip_seed,
                    train_per_class=DEFAULT_VIDEOS_PER_CLASS, val_per_class=1)
@@ -146,21 +121,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     )
 
 
-def _model_only_default() -> AuditTarget:
-    from videocoop.classnames import UCF101
-    from videocoop.clip import load_clip
-    from videocoop.model import VideoFeatureCLIP
-
-    clip_model, tokenizer = load_clip(DEFAULT_CLIP)
-    model = VideoFeatureCLIP(UCF101, clip_model, tokenizer)
-    return AuditTarget(model, UCF101, clip_model, tokenizer, clip_name=DEFAULT_CLIP, weights="random:0",
-                       description=f"VideoFeatureCLIP (videocoop), {DEFAULT_CLIP} random:0, 101 UCF101 classes, "
-                                   f"n_ctx 16, text_pool eot", train_command="make train")
-
-
 def _run_info(target: AuditTarget, argv: list[str], seconds: float) -> RunInfo:
-    import open_clip
-
     device = foreign_device()
     weights = target.weights or "not stated by the target"
     if weights.startswith("random:"):

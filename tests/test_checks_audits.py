@@ -110,8 +110,8 @@ def test_data_audits_skip_without_data(tiny_clip, classnames):
 
 
 def test_trainer_loop_unpacks_a_batch(tiny_clip, classnames):
-    train = pytest.importorskip("videocoop.train")
-    data = pytest.importorskip("videocoop.data")
+    from videocoop import data, train
+
     target = faults.with_data(*tiny_clip, classnames)
     target.trainer, target.collate_fn = train, data.collate_samples
     (r,) = run_audits(target, ["dataset-unpacking"])

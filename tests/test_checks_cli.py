@@ -64,7 +64,6 @@ def test_list(capsys):
 
 
 def test_own_model_from_train_flags(tmp_path):
-    pytest.importorskip("videocoop.train")
     from videocoop.clip import TINY_MODEL
 
     report, js = tmp_path / "r.md", tmp_path / "r.json"
@@ -79,6 +78,5 @@ def test_own_model_from_train_flags(tmp_path):
 
 
 def test_train_flags_do_not_mix_with_target(capsys):
-    pytest.importorskip("videocoop.train")
     assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
     assert "do not apply" in capsys.readouterr().err
