@@ -122,17 +122,11 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
 
 
 def _run_info(target: AuditTarget, argv: list[str], seconds: float) -> RunInfo:
-    device = foreign_device()
-    weights = target.weights or "not stated by the target"
-    if weights.startswith("random:"):
-        weights += " (random CLIP weights: the numbers describe this random model, not a trained CLIP)"
     model = target.model
     return RunInfo(
         target=target.description or type(model).__name__,
-        weights=f"{target.clip_name or 'CLIP not named'}, {weights}",
-        devices=f"cpu for every audit; {device.type} as the foreign device for buffer-device-sync, "
-                f"index-device-consistency" + (" (and meta)" if device.type != "meta" else " and host-sync")
-                + ("" if device.type != "meta" else " (no CUDA on this machine)"),
+        weights=f"{target.clip_name or 'CLIP not named'}, {target.weights or 'weights not stated by the target'}",
+        foreign_device=foreign_device().type,
         command=shlex.join(["python", "-m", "checks", *argv]),
         train_command=target.train_command,
         versions=f"torch {torch.__version__}, open_clip {open_clip.__version__}",

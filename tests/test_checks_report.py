@@ -17,7 +17,7 @@ RESULTS = [result("eot-collapse", Status.PASS, extra={"table": {"eot pooling": d
                "heatmap": ["shade: ...", "a |##  |"]}),
            result("causal-mask", Status.FAIL), result("host-sync", Status.WARN),
            result("dataset-unpacking", Status.SKIP), result("gradient-flow", Status.ERROR)]
-INFO = RunInfo(target="tiny", weights="videocoop-tiny, random:0", devices="cpu; meta", command="python -m checks",
+INFO = RunInfo(target="tiny", weights="videocoop-tiny, random:0", foreign_device="meta", command="python -m checks",
                train_command="videocoop train --feature-dir x")
 
 

@@ -20,6 +20,11 @@ HEADINGS = {
     "unsafe": "❌ 아직 학습하지 마십시오: {n}개의 감사가 실패했습니다. 각 항목의 '실패 시 조치'를 따르십시오.",
     "warned": "⚠️ 경고 {n}개: 정확성에는 문제가 없지만 속도 또는 분리도에 영향을 줍니다.",
     "train_with": "다음 명령으로 학습하십시오:",
+    "random_note": " (무작위 CLIP 가중치: 수치는 학습된 CLIP이 아니라 이 무작위 모델을 설명합니다)",
+    "devices_line": "모든 감사는 cpu에서 실행; buffer-device-sync, index-device-consistency, host-sync는 "
+                    "{dev}를 외부 장치로 사용",
+    "no_cuda": " (이 머신에는 CUDA가 없음: meta 장치는 데이터를 갖지 않으므로 순전파의 호스트 읽기나 CPU 텐서가 "
+               "모두 드러남)",
     "constructed": "생성",
     "moved": "이동",
     "forward": "순전파",

@@ -27,6 +27,11 @@ EN = {
     "unsafe": "❌ Do not train yet: {n} audit(s) failed. Follow each one's 'If it fails'.",
     "warned": "⚠️ {n} warning(s): not a correctness problem, but they cost speed or class separation.",
     "train_with": "Train this exact configuration with:",
+    "random_note": " (random CLIP weights: the numbers describe this random model, not a trained CLIP)",
+    "devices_line": "cpu for every audit; {dev} as the foreign device for buffer-device-sync, "
+                    "index-device-consistency and host-sync",
+    "no_cuda": " (no CUDA on this machine: the meta device holds no data, so any host read or CPU tensor "
+               "in the forward shows)",
     "constructed": "constructed",
     "moved": "moved",
     "forward": "forward",
@@ -39,8 +44,8 @@ class RunInfo:
     """What the figures describe: the target, its weights, the devices, the command."""
 
     target: str
-    weights: str
-    devices: str
+    weights: str  # "<clip name>, <weights id>"
+    foreign_device: str  # "cuda" or "meta"
     command: str
     train_command: str | None = None
     versions: str = ""
@@ -114,8 +119,11 @@ def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en")
     failed = [r for r in results if r.status.failed]
     warned = [r for r in results if r.status == Status.WARN]
     out = [f"# {t['title']}", "", t["intro"], "",
-           f"- **{t['target']}:** {info.target}", f"- **{t['weights']}:** {info.weights}",
-           f"- **{t['devices']}:** {info.devices}", f"- **{t['command']}:** `{info.command}`"]
+           f"- **{t['target']}:** {info.target}",
+           f"- **{t['weights']}:** {info.weights}" + (t["random_note"] if "random:" in info.weights else ""),
+           f"- **{t['devices']}:** " + t["devices_line"].format(dev=info.foreign_device)
+           + (t["no_cuda"] if info.foreign_device == "meta" else ""),
+           f"- **{t['command']}:** `{info.command}`"]
     if info.versions:
         out.append(f"- **{t['versions']}:** {info.versions}")
     if info.generated:
