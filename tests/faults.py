@@ -185,6 +185,10 @@ class Features(Dataset):
     def __len__(self):
         return len(self.items)
 
+    @property
+    def labels(self):
+        return [label for _, label in self.items]
+
     def __getitem__(self, i):
         features, label = self.items[i]
         if self.fields == 2:

@@ -49,3 +49,16 @@ def test_junit_maps_statuses():
     kinds = {c.get("name"): [x.tag for x in c if x.tag != "system-out"] for c in root}
     assert kinds == {"eot-collapse": [], "causal-mask": ["failure"], "host-sync": [], "dataset-unpacking": ["skipped"],
                      "gradient-flow": ["error"]}
+
+
+def test_committed_example_reports_come_from_the_default_run():
+    from pathlib import Path
+
+    from checks import list_audits
+
+    root = Path(__file__).resolve().parent.parent / "reports"
+    for name, words in (("verification.md", "Safe to train"), ("verification.ko.md", "학습해도 안전합니다")):
+        text = (root / name).read_text(encoding="utf-8")
+        assert words in text and "ViT-B-32, random:0" in text
+        assert "`python -m checks" in text
+        assert all(f"(`{i}`)" in text for i in list_audits())

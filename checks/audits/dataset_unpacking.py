@@ -129,6 +129,13 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
             if len(problems) > 20:
                 break
         metrics[f"{split}_items_checked"] = len(idx)
+        declared = getattr(ds, "labels", None)  # every label, when the dataset lists them (FeatureDataset does)
+        if isinstance(declared, (list, tuple)) and declared:
+            out = sorted({y for y in declared if not (isinstance(y, int) and 0 <= y < n_cls)}, key=str)
+            evidence.append(f"{split}: dataset.labels lists {len(declared)} labels, {len(out)} distinct outside [0, {n_cls})")
+            if out:
+                problems.append(f"{split}: dataset.labels has labels outside [0, {n_cls}): {out[:5]}"
+                                + (" (labels start at 1?)" if n_cls in out else ""))
         if labels:
             evidence.append(f"{split}: {len(idx)} of {len(ds)} items read; labels {min(labels)}..{max(labels)} "
                             f"({len(set(labels))} distinct) for {n_cls} classes")
