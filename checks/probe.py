@@ -62,10 +62,11 @@ def foreign_device() -> torch.device:
 
 
 def device_note(device: torch.device) -> str:
+    """The device, and for meta why it stands in for a GPU."""
     if device.type == "meta":
-        return "meta (no CUDA here: the meta device stands in as the foreign device; it holds no data, so any host read or CPU tensor in the path shows)"
+        return ("meta (no CUDA here: the meta device stands in as the foreign device; it holds no data, "
+                "so any host read or CPU tensor in the path shows)")
     return str(device)
-
 
 
 def prompt_learner(target: AuditTarget) -> nn.Module:

@@ -6,10 +6,12 @@ with seed 0; the faulty text encoders are the planted faults of ``tests/faults.p
 """
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, "tests")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's packages and the planted faults
 warnings.simplefilter("ignore")
 
 import faults  # noqa: E402
