@@ -1,6 +1,7 @@
 """Training end to end on tiny synthetic data: learning, resume, outputs, the loop's contract."""
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -176,3 +177,11 @@ def test_config_rejects_unknown_keys_and_bad_values():
 def test_amp_on_the_cpu_trains(synth, tmp_path):
     summary = fit(_cfg(synth, tmp_path, epochs=2, precision="amp", optimizer="adamw", lr=1e-3))
     assert summary["final_train_loss"] > 0 and summary["final_val_top1"] >= 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16", "amp"])
+def test_trains_on_cuda(synth, tmp_path, precision):
+    summary = fit(_cfg(synth, tmp_path, epochs=2, device="auto", precision=precision))
+    assert summary["device"].startswith("cuda")
+    assert math.isfinite(summary["final_train_loss"]) and summary["final_val_top1"] >= 0

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 from enum import IntEnum
 
 from .errors import VideoCoopError
 from .packed import DTYPES as PACKED_DTYPES
+from .synth import synthesize
 from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged
 
 
@@ -101,19 +103,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    d = {k: p.default for k, p in inspect.signature(synthesize).parameters.items()}
     parser.add_argument("--out", required=True, help="writes OUT/train, OUT/val, OUT/custom_prompts.json")
-    parser.add_argument("--n-classes", type=int, default=20, help="UCF101 names, spread evenly (default 20)")
-    parser.add_argument("--clip-model", default="ViT-B-32", help="default ViT-B-32 (random weights unless given)")
+    parser.add_argument("--n-classes", type=int, default=d["n_classes"], help=f"UCF101 names, spread evenly (default {d['n_classes']})")
+    parser.add_argument("--clip-model", default=d["clip_model"], help=f"default {d['clip_model']} (random weights unless given)")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag already in the local cache")
     parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights file")
-    parser.add_argument("--clip-seed", type=int, default=0, help="seed of random CLIP weights (default 0)")
-    parser.add_argument("--train-per-class", type=int, default=32, help="default 32")
-    parser.add_argument("--val-per-class", type=int, default=16, help="default 16")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames per video (default 8)")
+    parser.add_argument("--clip-seed", type=int, default=d["clip_seed"], help=f"seed of random CLIP weights (default {d['clip_seed']})")
+    for name in ("train_per_class", "val_per_class", "num_frames", "seed"):
+        parser.add_argument(_flag(name), type=int, default=d[name], help=f"default {d[name]}")
     parser.add_argument("--max-frames", type=int, default=None, help="vary the length in [num-frames, max-frames]")
-    parser.add_argument("--noise", type=float, default=12.0, help="per-frame noise norm, relative to the class feature")
-    parser.add_argument("--drift", type=float, default=1.0, help="temporal drift norm over a video")
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument("--noise", type=float, default=d["noise"], help=f"per-frame noise norm, relative to the class signal (default {d['noise']})")
+    parser.add_argument("--drift", type=float, default=d["drift"], help=f"temporal drift norm over a video (default {d['drift']})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,8 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from .synth import synthesize
-
     result = synthesize(
         args.out, n_classes=args.n_classes, clip_model=args.clip_model, pretrained=args.pretrained,
         checkpoint=args.clip_checkpoint, clip_seed=args.clip_seed, train_per_class=args.train_per_class,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +22,14 @@ import torch.nn.functional as F
 
 from .classnames import UCF101
 from .clip import load_clip, weights_id
-from .data import CLASSNAMES_FILE, write_feature_info
+from .data import CLASSNAMES_FILE, read_feature_info, write_feature_info
 from .errors import VideoCoopError
 from .model import VideoFeatureCLIP
 from .prompts import PromptsFile
 
 #: The prompts file's starting phrase; the secret context is random, never this phrase.
 INITIAL_PROMPT = "a video of a person"
+SOURCE = "videocoop synth"  # features.json "source": marks folders synth may replace
 
 
 def default_classnames(n_classes: int) -> list[str]:
@@ -49,8 +51,8 @@ def synthesize(
     pretrained: str | None = None,
     checkpoint: str | os.PathLike | None = None,
     clip_seed: int = 0,
-    train_per_class: int = 32,
-    val_per_class: int = 16,
+    train_per_class: int = 40,
+    val_per_class: int = 24,
     num_frames: int = 8,
     max_frames: int | None = None,
     seed: int = 0,
@@ -63,7 +65,8 @@ def synthesize(
 
     Args:
         out_dir: gets ``train/`` and ``val/`` (class folders of ``.pt`` files,
-            ``features.json``, ``classnames.txt``) and ``custom_prompts.json``.
+            ``features.json``, ``classnames.txt``) and ``custom_prompts.json``. An
+            earlier synth output there is replaced; any other data there is refused.
         classnames: the classes; default :func:`default_classnames` of ``n_classes``.
         n_classes: how many UCF101 names when ``classnames`` is None.
         clip_model, pretrained, checkpoint, clip_seed: the CLIP whose text tower makes
@@ -94,6 +97,8 @@ def synthesize(
     for key, n in (("train_per_class", train_per_class), ("val_per_class", val_per_class), ("num_frames", num_frames)):
         if n < 1:
             raise VideoCoopError(f"{key} must be >= 1, got {n}")
+    for split in ("train", "val"):
+        _clear_previous(out / split)
     with warnings.catch_warnings():
         # Random weights are the point here; training reports them when it loads the same CLIP.
         warnings.simplefilter("ignore")
@@ -116,7 +121,7 @@ def synthesize(
         "weights": weights_id(pretrained, checkpoint, clip_seed),
         "num_frames": num_frames if max_frames is None else None,
         "dim": dim,
-        "source": "videocoop synth",
+        "source": SOURCE,
         "synth": {"seed": seed, "noise": noise, "drift": drift, "secret_std": secret_std, "n_ctx": n_ctx,
                   "frames": [num_frames, max_frames or num_frames]},
     }
@@ -151,6 +156,16 @@ def synthesize(
         "n_ctx": n_ctx,
         "oracle_val_top1": correct / max(total, 1),
     }
+
+
+def _clear_previous(root: Path) -> None:
+    """Remove an earlier synth output (so no stale class is left); refuse to touch other data."""
+    if not root.exists():
+        return
+    info = read_feature_info(root) if root.is_dir() else None
+    if info is None or info.get("source") != SOURCE:
+        raise VideoCoopError(f"{root} exists and was not written by videocoop synth; choose another --out")
+    shutil.rmtree(root)
 
 
 def _video(text: torch.Tensor, T: int, noise: float, drift: float, g: torch.Generator) -> torch.Tensor:

@@ -126,6 +126,10 @@ class TrainConfig:
                 raise VideoCoopError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not self.feature_dir:
             raise VideoCoopError("no training features: pass --feature-dir DIR (a folder of <class>/<video>.pt|.npy)")
+        for key in ("feature_dir", "val_feature_dir", "initial_prompts_file"):
+            path = getattr(self, key)
+            if path and not os.path.exists(path):
+                raise VideoCoopError(f"{key.replace('_', '-')} {path} does not exist")
         if self.resume and self.eval_only:
             raise VideoCoopError("--resume and --eval-only exclude each other")
 
@@ -202,7 +206,7 @@ def build(cfg: TrainConfig) -> Built:
     """
     cfg.check()
     device = resolve_device(cfg.device)
-    train_info = read_feature_info(cfg.feature_dir) if Path(cfg.feature_dir).is_dir() else None
+    train_info = read_feature_info(cfg.feature_dir)
     cfg = resolve_clip(cfg, train_info)
     prompts = PromptsFile.load(cfg.initial_prompts_file) if cfg.initial_prompts_file else None
     load_precision = "fp32" if cfg.precision == "amp" else cfg.precision
@@ -213,7 +217,7 @@ def build(cfg: TrainConfig) -> Built:
     dim = embed_dim(clip_model)
     weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
     val_info = None
-    if cfg.val_feature_dir and Path(cfg.val_feature_dir).is_dir():
+    if cfg.val_feature_dir:
         val_info = read_feature_info(cfg.val_feature_dir)
     for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
         if info is not None:
@@ -615,8 +619,13 @@ def fit(cfg: TrainConfig) -> dict:
     out = Path(cfg.output_dir)
     if not cfg.eval_only:
         # compare resolved configs: config.json holds the CLIP that features.json named
-        info = read_feature_info(cfg.feature_dir) if Path(cfg.feature_dir).is_dir() else None
-        _prepare_output(resolve_clip(cfg, info), out)
+        _prepare_output(resolve_clip(cfg, read_feature_info(cfg.feature_dir)), out)
+    elif (out / "config.json").is_file():
+        # the checkpoint's model shape (n_ctx, csc, prompts file, CLIP) comes from its run;
+        # data, device and precision from this call
+        stored = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+        keep = ("feature_dir", "val_feature_dir", "num_frames", "precision", *_EXECUTION_KEYS)
+        cfg = dataclasses.replace(stored, **{k: getattr(cfg, k) for k in keep})
     reporter = Reporter(cfg.progress, None if cfg.eval_only else out / "log.txt")
     try:
         t_start = time.perf_counter()
@@ -728,6 +737,8 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
     }
     _write_json(out / "summary.json", summary)
     if untrained is not None:
-        reporter.log(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%")
-    reporter.log(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; output in {out}")
+        reporter.log(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {cfg.epochs}): "
+                     f"val top1 {final['val_top1']:.2f}%")
+    reporter.log(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; "
+                 f"{summary['seconds']:.0f}s; output in {out}")
     return summary

@@ -1,0 +1,98 @@
+"""The ``videocoop`` command, called in-process: the seed's command line, usage errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from videocoop.cli import ExitCode, add_train_arguments, build_parser, config_from_args, main
+from videocoop.clip import TINY_MODEL
+from videocoop.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "synth"
+    rc = main(["synth", "--out", str(out), "--clip-model", TINY_MODEL, "--n-classes", "4",
+               "--train-per-class", "6", "--val-per-class", "3", "--noise", "2"])
+    assert rc == ExitCode.OK
+    return out
+
+
+def test_synth_writes_the_standard_layout(data_dir, capsys):
+    for split in ("train", "val"):
+        info = json.loads((data_dir / split / "features.json").read_text())
+        assert info["clip_model"] == TINY_MODEL and info["weights"] == "random:0" and info["dim"] == 32
+        assert len((data_dir / split / "classnames.txt").read_text().split()) == 4
+    prompts = json.loads((data_dir / "custom_prompts.json").read_text())
+    assert prompts["default_prompt"] == "a video of a person"
+
+
+def test_the_seed_command_line(data_dir, tmp_path, capsys):
+    out = tmp_path / "custom_prompts"
+    rc = main(["train", "--feature-dir", str(data_dir / "train"), "--val-feature-dir", str(data_dir / "val"),
+               "--initial-prompts-file", str(data_dir / "custom_prompts.json"), "--epochs", "2",
+               "--output-dir", str(out)])
+    assert rc == ExitCode.OK
+    stdout = capsys.readouterr().out
+    # stdout is not a terminal under pytest: plain lines, no progress bars
+    assert "epoch 0/2 | val loss" in stdout and "epoch 2/2 | train loss" in stdout
+    assert "untrained prompts (epoch 0)" in stdout
+    for name in ("config.json", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_last.pt", "checkpoint_best.pt"):
+        assert (out / name).is_file(), name
+    rc = main(["train", "--feature-dir", str(data_dir / "train"), "--val-feature-dir", str(data_dir / "val"),
+               "--output-dir", str(out), "--eval-only"])
+    assert rc == ExitCode.OK
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] >= 0
+
+
+def test_rich_progress_runs(data_dir, tmp_path, capsys):
+    rc = main(["train", "--feature-dir", str(data_dir / "train"), "--epochs", "1", "--progress", "rich",
+               "--output-dir", str(tmp_path / "o")])
+    assert rc == ExitCode.OK
+    assert "items/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "the following arguments are required: --feature-dir"),
+        (["train", "--feature-dir", "x", "--optimizer", "adam"], "invalid choice: 'adam'"),
+        (["train", "--feature-dir", "x", "--epochs", "many"], "invalid int value"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["train", "--feature-dir", "/nonexistent/features"], "feature-dir /nonexistent/features does not exist"),
+        (["train", "--feature-dir", "x", "--epochs", "0"], "epochs must be >= 1"),
+    ],
+)
+def test_usage_errors_exit_4_without_traceback(argv, message, capsys):
+    assert main(argv) == ExitCode.USAGE == 4
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_data_is_a_usage_error(data_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    (bad / "a").mkdir(parents=True)
+    (bad / "a" / "v.npy").write_bytes(b"garbage")
+    assert main(["train", "--feature-dir", str(bad), "--clip-model", TINY_MODEL, "--output-dir", str(tmp_path / "o")]) == 4
+    err = capsys.readouterr().err
+    assert str(bad / "a" / "v.npy") in err and "Traceback" not in err
+
+
+def test_config_from_args_covers_every_field():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, require_data=False)
+    args = parser.parse_args(["--csc", "--lr", "0.1", "--num-frames", "8"])
+    cfg = config_from_args(args)
+    assert cfg == TrainConfig(csc=True, lr=0.1, num_frames=8)
+    flags = {a.dest for a in parser._actions} - {"help"}
+    assert flags == {f for f in TrainConfig().to_dict()}  # one flag per field, no more
+
+
+def test_help_and_module_entry_point():
+    assert main(["--help"]) == ExitCode.OK
+    build_parser()  # builds without side effects
+    proc = subprocess.run([sys.executable, "-m", "videocoop", "train", "--optimizer", "x"], capture_output=True, text=True)
+    assert proc.returncode == 4 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
