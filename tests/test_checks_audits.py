@@ -120,3 +120,16 @@ def test_trainer_loop_unpacks_a_batch(tiny_clip, classnames):
     (r,) = run_audits(target, ["dataset-unpacking"])
     assert r.status == Status.PASS, r.evidence
     assert any("train_one_epoch" in e for e in r.evidence)
+
+
+def test_model_that_already_trained_passes_every_audit(tiny_clip):
+    """Caches built during a forward (index tensors, plans) must not become plain tensor
+    attributes that .to() leaves behind: audit a model after a real optimiser step."""
+    target = faults.with_data(*tiny_clip, faults.NAMES)
+    model = target.model
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    logits = model(torch.randn(2, 3, model.embed_dim))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    opt.step()
+    bad = [(r.id, r.status, r.message) for r in run_audits(target) if r.status != Status.PASS]
+    assert not bad

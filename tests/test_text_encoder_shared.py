@@ -116,13 +116,13 @@ def test_shared_path_under_bf16_autocast_with_fp32_context(tiny_clip, classnames
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["concat", "split"])
-def test_shared_path_on_cuda_equals_plain_without_host_sync(tiny_clip, classnames, mode):
-    clip_model, tokenizer = tiny_clip
+def test_shared_path_on_cuda_equals_plain_without_host_sync(own_tiny_clip, classnames, mode):
+    clip_model, tokenizer = own_tiny_clip
     model = VideoFeatureCLIP(classnames, clip_model, tokenizer, n_ctx=4, text_pool="mean").to("cuda")
     model.text_encoder.shared_prefix = "off"
     want, want_grad = _text_and_grad(model)
     model.text_encoder.shared_prefix = mode
-    _text_and_grad(model)  # first call builds the length groups' index tensors (a one-time copy)
+    _text_and_grad(model)  # warm-up: CUDA kernels load lazily
     torch.cuda.set_sync_debug_mode("error")
     try:
         got, got_grad = _text_and_grad(model)

@@ -127,12 +127,14 @@ class SharedLayout:
         n_ctx = prompt_learner.n_ctx
         return cls(prompt_learner.shared_prefix_len, tuple(n_ctx + k + 2 for k in prompt_learner.name_lens))
 
-    def groups(self) -> list[tuple[list[int], int]]:
-        """Classes grouped by suffix length (positions ``P…EOT``): ``[(class indices, length)]``."""
-        by_len: dict[int, list[int]] = {}
-        for c, e in enumerate(self.eot):
-            by_len.setdefault(e + 1 - self.prefix_len, []).append(c)
-        return sorted((idx, n) for n, idx in by_len.items())
+    def groups(self) -> list[tuple[int, int]]:
+        """``[(N_g, S_g)]``: how many classes have each suffix length (positions ``P…EOT``),
+        shortest first: the order of a stable sort of the classes by EOT position."""
+        counts: dict[int, int] = {}
+        for e in sorted(self.eot):
+            S = e + 1 - self.prefix_len
+            counts[S] = counts.get(S, 0) + 1
+        return [(N, S) for S, N in sorted(counts.items())]
 
 
 def _block(block: nn.Module, rows: torch.Tensor, P: int, shapes: list[tuple[int, int]], attend) -> torch.Tensor:
@@ -155,7 +157,7 @@ def _block(block: nn.Module, rows: torch.Tensor, P: int, shapes: list[tuple[int,
 
 
 def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, attend: str = "concat",
-                  groups: list[tuple[torch.Tensor, int]] | None = None):
+                  groups: list[tuple[int, int]] | None = None):
     """Run ``transformer`` on ``x`` ``[n_cls, L, width]`` whose first ``prefix_len`` positions are shared.
 
     Only row 0's prefix is read: the caller guarantees every row has the same prefix
@@ -163,9 +165,10 @@ def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, atte
     each class's suffix through its own row.
 
     Args:
-        groups: ``[(class indices [N_g] on x's device, S_g)]``: run only positions
-            ``P … P + S_g - 1`` of those classes (up to their EOT: later positions cannot
-            change anything at or before it). ``None``: every class, all ``L - P``.
+        groups: ``[(N_g, S_g)]`` over consecutive rows of ``x`` (sorted by length, see
+            :meth:`SharedLayout.groups`): run only positions ``P … P + S_g - 1`` of those
+            rows (up to their EOT: later positions cannot change anything at or before
+            it). ``None``: every class, all ``L - P``.
 
     Returns:
         ``(prefix [P, width], [suffix [N_g, S_g, width] per group])``: final hidden
@@ -177,8 +180,9 @@ def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, atte
         parts = [x[:, P:]]
         shapes = [(n_cls, L - P)]
     else:
-        parts = [x[idx, P:P + S] for idx, S in groups]  # [N_g, S_g, w]
-        shapes = [(p.shape[0], S) for p, (_, S) in zip(parts, groups)]
+        starts = [sum(N for N, _ in groups[:g]) for g in range(len(groups))]
+        parts = [x[start:start + N, P:P + S] for start, (N, S) in zip(starts, groups)]  # [N_g, S_g, w]
+        shapes = list(groups)
     rows = torch.cat([x[0, :P]] + [p.reshape(-1, w) for p in parts])  # [P + sum N_g*S_g, w]
     fn = _ATTEND[attend]
     for block in transformer.resblocks:

@@ -80,7 +80,6 @@ class TextEncoder(nn.Module):
         self.eot_token_id = eot_token_id
         self.shared_prefix = shared_prefix
         self.shareable = shareable(self.transformer, self.attn_mask)  # read once, here, not per forward
-        self._plans: dict = {}  # (layout, device) -> class groups as index tensors, made once
 
     @property
     def dtype(self) -> torch.dtype:
@@ -123,21 +122,6 @@ class TextEncoder(nn.Module):
             return SHARED_PREFIX_AUTO.get(torch.device(device).type, "off")
         return self.shared_prefix
 
-    def _plan(self, layout: SharedLayout, device: torch.device):
-        """Index tensors for ``layout``'s length groups on ``device`` (built once: no per-step copies)."""
-        key = (layout, device)
-        if key not in self._plans:
-            groups = layout.groups()
-            order = [c for idx, _ in groups for c in idx]
-            inverse = torch.empty(len(order), dtype=torch.long)
-            inverse[torch.tensor(order)] = torch.arange(len(order))
-            self._plans[key] = (
-                [(torch.tensor(idx, device=device), S) for idx, S in groups],
-                torch.tensor(order, device=device),
-                inverse.to(device),
-            )
-        return self._plans[key]
-
     def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, shared_prefix_len: int = 0,
                 layout: SharedLayout | None = None) -> torch.Tensor:
         """Class text features ``[n_cls, embed_dim]`` (fp32, not normalised).
@@ -167,12 +151,14 @@ class TextEncoder(nn.Module):
             prefix, (suffix,) = encode_shared(self.transformer, x, P, mode)  # [P, w], [n_cls, L-P, w]
             x = self.pool_states(suffix, eot, prefix)
         else:
-            groups, order, inverse = self._plan(layout, prompts.device)
-            prefix, suffixes = encode_shared(self.transformer, x, P, mode, groups)  # [P, w], [[N_g, S_g, w]]
-            eot = eot[order]  # grouped order
+            # Classes sorted by length on the device (no host read, no cached index
+            # tensors that .to() would not move); the layout counts each length group.
+            order = torch.argsort(eot, stable=True)  # [n_cls]
+            prefix, suffixes = encode_shared(self.transformer, x[order], P, mode, layout.groups())  # [P, w], [[N_g, S_g, w]]
+            eot = eot[order]
             pooled, start = [], 0
             for s in suffixes:
                 pooled.append(self.pool_states(s, eot[start:start + s.shape[0]], prefix))  # [N_g, w]
                 start += s.shape[0]
-            x = torch.cat(pooled)[inverse]  # [n_cls, w], class order again
+            x = torch.cat(pooled)[order.argsort()]  # [n_cls, w], class order again
         return self.project(x).float()
