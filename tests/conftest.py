@@ -38,6 +38,17 @@ def tiny_clip():
 
 
 @pytest.fixture
+def own_tiny_clip():
+    """A private copy of the tiny CLIP, for tests that move a model: VideoFeatureCLIP shares
+    the CLIP text modules, so ``model.to(...)`` would move the session fixture's too."""
+    from videocoop.clip import TINY_MODEL, load_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_clip(TINY_MODEL, seed=0)
+
+
+@pytest.fixture
 def device():
     return torch.device(TEST_DEVICE)
 

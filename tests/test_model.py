@@ -92,8 +92,8 @@ def test_bad_inputs(tiny_clip, classnames):
 
 
 @pytest.mark.gpu
-def test_cuda_forward_backward_and_parity(tiny_clip, classnames):
-    model = _model(tiny_clip, classnames, temporal_agg="transformer")
+def test_cuda_forward_backward_and_parity(own_tiny_clip, classnames):
+    model = _model(own_tiny_clip, classnames, temporal_agg="transformer")
     cpu_logits = model(torch.ones(2, 4, 32))
     model.to("cuda")
     assert all(t.is_cuda for t in [*model.parameters(), *model.buffers()])

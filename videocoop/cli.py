@@ -14,6 +14,7 @@ import warnings
 from enum import IntEnum
 
 from .errors import VideoCoopError
+from .packed import DTYPES as PACKED_DTYPES
 from .synth import synthesize
 from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged, fit
 
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="write planted-prompt synthetic features",
                            description="Write synthetic features whose class text features come from a secret context.")
     _add_synth_arguments(synth)
+    pack = sub.add_parser("pack", help="pack a feature folder into one memory-mapped array",
+                          description="Pack one split (DIR/<class>/<video>.pt|.npy) into DST: one array plus an index.")
+    pack.add_argument("src", help="the feature folder of one split")
+    pack.add_argument("dst", help="the packed split to write; train with --feature-dir DST")
+    pack.add_argument("--dtype", choices=PACKED_DTYPES, default="float16", help="default float16")
     return parser
 
 
@@ -168,6 +174,11 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             return ExitCode.OK if not e.code else ExitCode.USAGE
         if args.command == "synth":
             _run_synth(args)
+        elif args.command == "pack":
+            from .packed import pack
+
+            index = pack(args.src, args.dst, dtype=args.dtype)
+            print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
         else:
             summary = fit(config_from_args(args))
             if args.eval_only:

@@ -10,6 +10,7 @@ from torch import nn
 from .clip import embed_dim
 from .errors import VideoCoopError
 from .prompts import PromptLearner
+from .shared_prefix import SharedLayout
 from .text_encoder import TextEncoder
 
 TEMPORAL_AGGS = ("mean", "max", "transformer")
@@ -105,7 +106,9 @@ class VideoFeatureCLIP(nn.Module):
     def encode_text(self) -> torch.Tensor:
         """L2-normalised class text features ``[n_cls, embed_dim]`` (fp32)."""
         prompts = self.prompt_learner()  # [n_cls, L, width]
-        text = self.text_encoder(prompts, self.prompt_learner.tokenized_prompts)  # [n_cls, E]
+        text = self.text_encoder(
+            prompts, self.prompt_learner.tokenized_prompts, layout=SharedLayout.of(self.prompt_learner)
+        )  # [n_cls, E]
         return F.normalize(text, dim=-1)
 
     def encode_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,165 @@
+"""dataset-unpacking: items and batches are (features, label, meta), as the trainer unpacks them."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ..core import AuditTarget, Outcome, Skip, Status, audit
+from ..probe import copy_model, feature_dim, locate, probe_classes, text_features
+
+#: Items read per dataset (spread over it); labels are checked on all of them.
+MAX_ITEMS = 256
+BATCH = 4
+
+
+def _label(value):
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def check_item(item, i: int, n_cls: int, dim: int) -> list[str]:
+    """What is wrong with one dataset item (empty when nothing)."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        size = len(item) if isinstance(item, (tuple, list)) else type(item).__name__
+        return [f"item {i} is a {type(item).__name__} of {size} field(s): `features, label, meta = item` "
+                f"raises ValueError (expected (features, label, meta))"]
+    features, label, meta = item
+    problems = []
+    if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
+        problems.append(f"item {i}: features are {type(features).__name__} "
+                        f"{getattr(features, 'dtype', '')}, expected a float tensor")
+    else:
+        if features.dim() != 2 or features.shape[-1] != dim:
+            problems.append(f"item {i}: features {list(features.shape)}, expected [T, {dim}]")
+        if not bool(torch.isfinite(features).all()):
+            problems.append(f"item {i}: features contain NaN/inf")
+    y = _label(label)
+    if y is None:
+        problems.append(f"item {i}: label {label!r} is not an integer")
+    elif not 0 <= y < n_cls:
+        problems.append(f"item {i}: label {y} outside [0, {n_cls})" + (" (labels start at 1?)" if y == n_cls else ""))
+    if not isinstance(meta, Mapping):
+        problems.append(f"item {i}: meta is {type(meta).__name__}, expected a dict")
+    return problems
+
+
+def check_batch(batch, n_cls: int, dim: int) -> list[str]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 3:
+        return [f"a DataLoader batch has {len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__} "
+                f"field(s): `features, labels, meta = batch` raises"]
+    features, labels, meta = batch
+    problems = []
+    if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[-1] != dim:
+        problems.append(f"batch features {list(getattr(features, 'shape', []))}, expected [B, T, {dim}]")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.dim() != 1:
+        problems.append(f"batch labels {getattr(labels, 'dtype', type(labels).__name__)}, expected LongTensor [B]")
+    elif labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < n_cls):
+        problems.append(f"batch labels in [{int(labels.min())}, {int(labels.max())}], expected [0, {n_cls})")
+    return problems
+
+
+class CachedTextModel(nn.Module):
+    """The model with its class text features computed once (a trainable zero shift keeps
+    the backward alive): the trainer's loop runs the real video path and logits in seconds."""
+
+    def __init__(self, model: nn.Module, text: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("text", F.normalize(text.detach().float(), dim=-1))  # [n_cls, E]
+        self.shift = nn.Parameter(torch.zeros_like(self.text))
+        self.seen: list[tuple] = []
+
+    def encode_text(self) -> torch.Tensor:
+        return F.normalize(self.text + self.shift, dim=-1)
+
+    def encode_video(self, features, mask=None):
+        self.seen.append((list(features.shape), None if mask is None else list(mask.shape)))
+        return self.model.encode_video(features, mask)
+
+    def logits(self, video, text):
+        return self.model.logits(video, text)
+
+
+def run_trainer(target: AuditTarget, loader) -> list[str]:
+    """One batch through the target's train_one_epoch and validate; returns evidence lines."""
+    trainer = target.trainer
+    probe = CachedTextModel(copy_model(target.model), text_features(target))
+    opt = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
+    tr = trainer.train_one_epoch(probe, loader, opt, torch.device("cpu"))
+    ev = trainer.validate(probe, loader, torch.device("cpu"), list(target.classnames))
+    shapes = "; ".join(f"features {f}, mask {m}" for f, m in probe.seen)
+    return [f"{trainer.__name__}.train_one_epoch + validate on one batch (class text features computed once, "
+            f"the model's own video path and logits): the model received {shapes}",
+            f"train_one_epoch -> {tuple(round(v, 4) for v in tr)}; validate -> loss {ev[0]:.4f}, top1 {ev[1]:.1f}"]
+
+
+@audit(
+    "dataset-unpacking",
+    title="Dataset items unpack as (features, label, meta)",
+    problem="the trainer unpacks `features, labels, _ = batch` while the dataset yields another shape "
+            "(two fields, labels from 1, features [D, T]): a crash, or silently wrong labels",
+    fix="items and DataLoader batches are (features [T, D] float, label in [0, n_cls), meta dict); one batch "
+        "goes through the trainer's train_one_epoch and validate",
+    remediation="return VideoSample(features, label, meta) from __getitem__ with 0-based labels in class "
+                "order and features [T, D] in the model's embedding dim",
+)
+def dataset_unpacking(target: AuditTarget) -> Outcome:
+    """Read items and one batch of every dataset; push one batch through the trainer."""
+    sets = target.datasets()
+    if not sets:
+        raise Skip("the target has no dataset")
+    n_cls, dim = len(target.classnames), feature_dim(target)
+    problems, evidence, metrics = [], [], {}
+    for split, ds in sets:
+        idx = probe_classes(len(ds), MAX_ITEMS)
+        labels = []
+        for i in idx:
+            item = ds[i]
+            found = check_item(item, i, n_cls, dim)
+            problems += [f"{split}: {p}" for p in found]
+            if not found:
+                labels.append(_label(item[1]))
+            if len(problems) > 20:
+                break
+        metrics[f"{split}_items_checked"] = len(idx)
+        declared = getattr(ds, "labels", None)  # every label, when the dataset lists them (FeatureDataset does)
+        if isinstance(declared, (list, tuple)) and declared:
+            out = sorted({y for y in declared if not (isinstance(y, int) and 0 <= y < n_cls)}, key=str)
+            evidence.append(f"{split}: dataset.labels lists {len(declared)} labels, {len(out)} distinct outside [0, {n_cls})")
+            if out:
+                problems.append(f"{split}: dataset.labels has labels outside [0, {n_cls}): {out[:5]}"
+                                + (" (labels start at 1?)" if n_cls in out else ""))
+        if labels:
+            evidence.append(f"{split}: {len(idx)} of {len(ds)} items read; labels {min(labels)}..{max(labels)} "
+                            f"({len(set(labels))} distinct) for {n_cls} classes")
+        if problems:
+            continue
+        loader = DataLoader(Subset(ds, list(range(min(BATCH, len(ds))))), batch_size=BATCH,
+                            collate_fn=target.collate_fn)
+        batch = next(iter(loader))
+        problems += [f"{split}: {p}" for p in check_batch(batch, n_cls, dim)]
+        if not problems:
+            evidence.append(f"{split}: batch features {list(batch[0].shape)} {batch[0].dtype}, labels "
+                            f"{batch[1].tolist()}, meta keys {sorted(batch[2]) if isinstance(batch[2], Mapping) else type(batch[2]).__name__}")
+            if split == "train" and target.trainer is not None:
+                evidence += run_trainer(target, loader)
+            elif split == "train":
+                with torch.no_grad():
+                    logits = target.model(batch[0])
+                evidence.append(f"model(batch features) -> logits {list(logits.shape)}")
+                if list(logits.shape) != [len(batch[1]), n_cls]:
+                    problems.append(f"logits {list(logits.shape)}, expected [{len(batch[1])}, {n_cls}]")
+    first = sets[0][1]
+    location = locate(getattr(type(first), "__getitem__", type(first)))
+    metrics["problems"] = len(problems)
+    if problems:
+        return Outcome(Status.FAIL, f"{len(problems)} problem(s): {problems[0]}", metrics, evidence + problems, location)
+    return Outcome(Status.PASS, f"{', '.join(s for s, _ in sets)}: items and batches unpack as "
+                   f"(features [T, {dim}], label in [0, {n_cls}), meta)", metrics, evidence, location)

@@ -1,0 +1,148 @@
+"""eot-collapse: the class text features are told apart, as far as this CLIP tells names apart."""
+from __future__ import annotations
+
+import torch
+
+from videocoop.clip import text_tower
+from videocoop.text_encoder import TextEncoder
+
+from ..core import AuditTarget, Outcome, Skip, Status, audit
+from ..probe import (class_word_list, cosine_matrix, eot_index, eot_token_id, locate, prompts_and_tokens, stats,
+                     text_encoder, text_features)
+
+#: FAIL: some class has a twin within numerical noise (margin = 1 - cosine to its nearest class).
+COLLAPSE_MARGIN = 1e-4
+#: WARN: the spread (1 - mean cosine) is below this fraction of CLIP's own spread of the class
+#: names in a hand-written prompt (NATURAL_PROMPT). Measured (README, "Audits"): random ViT-B-32,
+#: the 101 UCF101 names: EOT pooling keeps 0.82-1.16 of it, the seed's mean pooling 0.02-0.17.
+SPREAD_RATIO_WARN = 0.3
+#: The hand-written prompt whose encode_text spread is the reference: like the learned prompts,
+#: it puts a shared prefix before every class name.
+NATURAL_PROMPT = "a video of a person {}."
+NATURAL = "encode_text('a video of a person {name}.')"
+BARE = "encode_text(class names)"
+#: Classes shown in the similarity heatmap.
+HEATMAP_CLASSES = 12
+_SHADES = " .:-=+*#%@"
+
+
+def reference_poolings(target: AuditTarget) -> dict[str, torch.Tensor]:
+    """EOT and mean pooling of the same text-transformer states, and CLIP's encode_text of the
+    class names (in a hand-written prompt, and bare).
+
+    The states come from the model's own forward when it ran CLIP's transformer batch-first
+    (captured by :func:`checks.probe.text_features`), else from a reference encoder.
+    """
+    clip = target.clip_model
+    prompts, tokens = prompts_and_tokens(target)
+    ref = TextEncoder(clip, pool="eot", eot_token_id=eot_token_id(target))
+    eot = eot_index(target, tokens)
+    hidden = target.cache.get("hidden")
+    with torch.no_grad():
+        if hidden is None:
+            captured = []
+            handle = ref.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
+            try:
+                ref(prompts, tokens)
+            finally:
+                handle.remove()
+            hidden = captured[0]
+        out = {}
+        for pool in ("eot", "mean"):
+            ref.pool = pool
+            out[f"{pool} pooling"] = ref.project(ref.pool_states(hidden, eot)).float()
+        words = class_word_list(target)
+        out[NATURAL] = encode_texts(target, ref, [NATURAL_PROMPT.format(w) for w in words])
+        out[BARE] = encode_texts(target, ref, words)
+    return out
+
+
+def encode_texts(target: AuditTarget, ref: TextEncoder, texts: list[str]) -> torch.Tensor:
+    """CLIP's ``encode_text`` of ``texts``, run on the first max(EOT)+1 positions
+    (exact under the causal mask; text-encoder-parity checks the encoder against encode_text)."""
+    text = text_tower(target.clip_model)
+    tokens = target.tokenizer(texts)  # [n, context]
+    if getattr(ref, "attn_mask", None) is not None:
+        tokens = tokens[:, : int(eot_index(target, tokens).max()) + 1]
+    tokens = tokens.to(text.token_embedding.weight.device)
+    ref.pool = "eot"
+    return ref(text.token_embedding(tokens), tokens).float()
+
+
+def heatmap(features: torch.Tensor, names: list[str], k: int = HEATMAP_CLASSES) -> list[str]:
+    """A text heatmap of the cosine matrix of the first ``k`` classes, shaded between its
+    smallest and largest off-diagonal value."""
+    cos = cosine_matrix(features[:k])
+    n = cos.shape[0]
+    off = cos[~torch.eye(n, dtype=torch.bool)]
+    lo, hi = float(off.min()), float(off.max())
+    span = max(hi - lo, 1e-12)
+    width = max(len(s) for s in names[:n])
+    lines = [f"shade: ' ' = {lo:.4f} ... '@' = {hi:.4f} (diagonal '#' = 1)"]
+    for i in range(n):
+        row = "".join("#" if i == j else _SHADES[min(9, int((float(cos[i, j]) - lo) / span * 10))]
+                      for j in range(n))
+        lines.append(f"{names[i][:width]:>{width}} |{''.join(c * 2 for c in row)}|")
+    return lines
+
+
+@audit(
+    "eot-collapse",
+    title="Class text features are distinguishable",
+    problem="every class gets (nearly) the same text feature, so the logits cannot separate classes "
+            "(the seed's 'EOT collapse')",
+    fix="the configured pooling keeps the classes apart about as well as CLIP keeps their names apart",
+    remediation="FAIL: look at text-encoder-parity, causal-mask and batch-independence, which name the "
+                "usual causes (kept permute, dropped mask, wrong EOT index). WARN: the pooling narrows the "
+                "spread CLIP gives the names; compare the other pooling in the table (--text-pool)",
+)
+def eot_collapse(target: AuditTarget) -> Outcome:
+    """Pairwise cosine, margins and effective rank of the class features, beside the references."""
+    te = text_encoder(target)
+    n = len(target.classnames)
+    if n < 2:
+        raise Skip("one class: nothing to tell apart")
+    configured = text_features(target)
+    rows = {"model (configured pooling)": configured}
+    if target.clip_model is not None and target.tokenizer is not None:
+        rows.update(reference_poolings(target))
+    table = {name: stats(f) for name, f in rows.items()}
+    mine = table["model (configured pooling)"]
+    natural = table.get(NATURAL)
+    pooled_as = None
+    for pool in ("eot", "mean"):
+        ref = rows.get(f"{pool} pooling")
+        if ref is not None and torch.allclose(configured, ref, rtol=1e-3, atol=1e-4):
+            pooled_as = pool
+    evidence = [f"{name}: mean cos {s['mean_cos']:.4f}, max cos {s['max_cos']:.6f}, min margin "
+                f"{s['min_margin']:.2e}, mean margin {s['mean_margin']:.4f}, effective rank "
+                f"{s['effective_rank']:.1f} of {n}" for name, s in table.items()]
+    if pooled_as:
+        evidence.append(f"the model's features equal {pooled_as} pooling of CLIP's states")
+    metrics = {f"{k}": round(v, 6) for k, v in mine.items()}
+    metrics["pooling"] = pooled_as or "unknown"
+    ratio = None
+    if natural is not None:
+        ratio = (1 - mine["mean_cos"]) / max(1 - natural["mean_cos"], 1e-12)
+        metrics["spread_ratio"] = round(ratio, 4)
+        metrics["natural_mean_cos"] = round(natural["mean_cos"], 6)
+        evidence.append(f"spread ratio (1 - mean cos) / (1 - mean cos of {NATURAL}) = {ratio:.3f}; "
+                        f"WARN below {SPREAD_RATIO_WARN}")
+    f = configured
+    cos = cosine_matrix(f).masked_fill(torch.eye(n, dtype=torch.bool), -2)
+    i, j = divmod(int(cos.argmax()), n)
+    names = list(target.classnames)
+    extra = {"table": table, "heatmap": heatmap(f, names)}
+    location = locate(type(te).forward, r"pool|argmax|mean\(") or locate(type(te).forward)
+    if mine["min_margin"] < COLLAPSE_MARGIN:
+        twins = int((cos > 1 - COLLAPSE_MARGIN).sum()) // 2
+        return Outcome(Status.FAIL, f"classes indistinguishable: {twins} pair(s) with cosine > {1 - COLLAPSE_MARGIN} "
+                       f"(e.g. {names[i]!r} ~ {names[j]!r}, cos {float(cos[i, j]):.7f}); mean cos {mine['mean_cos']:.4f}",
+                       metrics, evidence, location, extra)
+    if ratio is not None and ratio < SPREAD_RATIO_WARN:
+        return Outcome(Status.WARN, f"spread {ratio:.2f}x CLIP's own (mean cos {mine['mean_cos']:.4f} vs "
+                       f"{natural['mean_cos']:.4f} for {NATURAL}): classes are hard to tell apart",
+                       metrics, evidence, location, extra)
+    tail = f", {ratio:.2f}x CLIP's own spread" if ratio is not None else ""
+    return Outcome(Status.PASS, f"mean cos {mine['mean_cos']:.4f}, min margin {mine['min_margin']:.2e}, "
+                   f"effective rank {mine['effective_rank']:.1f} of {n}{tail}", metrics, evidence, location, extra)

@@ -1,0 +1,102 @@
+"""text-encoder-parity: on real token embeddings the text encoder is CLIP's encode_text."""
+from __future__ import annotations
+
+import torch
+
+from videocoop.clip import text_tower
+from videocoop.text_encoder import TextEncoder
+
+from ..core import AuditTarget, Outcome, Status, audit
+from ..probe import encode, eot_index, eot_token_id, locate, need_clip, probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance
+
+#: The words put in the context slots: any real text works; this one reads naturally.
+TEMPLATE = "a video of a person doing an action in a short clip recorded by a camera with sound"
+
+
+REFERENCES = {"eot": "encode_text (EOT pooling)", "mean": "encode_text's states mean-pooled over 0..EOT"}
+
+
+def encode_text_references(target: AuditTarget, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``clip_model.encode_text`` of ``ids`` (padded to the context length), and the same
+    pass's transformer states mean-pooled over positions 0..EOT (the seed's pooling)."""
+    clip = target.clip_model
+    text = text_tower(clip)
+    length = text.positional_embedding.shape[0]
+    padded = torch.zeros(len(ids), length, dtype=ids.dtype)
+    padded[:, : ids.shape[1]] = ids[:, :length].cpu()
+    padded = padded.to(text.token_embedding.weight.device)
+    captured = []
+    handle = text.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
+    try:
+        eot = clip.encode_text(padded).float()
+    finally:
+        handle.remove()
+    pooler = TextEncoder(clip, pool="mean", eot_token_id=eot_token_id(target))
+    mean = pooler.project(pooler.pool_states(captured[0], eot_index(target, padded))).float()
+    return {"eot": eot, "mean": mean}
+
+
+def context_slots(prompts: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+    """Where the prompt embeddings differ from the token embeddings of their own ids:
+    the learned slots, found from the model itself ``[n_cls, L]`` bool."""
+    return (prompts.float() - embedded.float()).abs().amax(dim=-1) > 1e-6
+
+
+@audit(
+    "text-encoder-parity",
+    title="Text encoder = CLIP's encode_text",
+    problem="a port of CoOp's TextEncoder that differs from CLIP's own text path (a kept permute, a lost "
+            "causal mask, another pooling position or projection) gives features CLIP never produced",
+    fix="with the context set to a template's token embeddings, the text encoder equals "
+        "clip_model.encode_text of the same token ids",
+    remediation="make the text encoder run exactly encode_text's modules on the prompt embeddings: "
+                "positional embedding, transformer with clip_model.attn_mask (batch-first on open_clip 3.x, "
+                "no permute), ln_final, the EOT token, text_projection",
+)
+def text_encoder_parity(target: AuditTarget) -> Outcome:
+    """Fill the context slots with a template's embeddings and compare to encode_text."""
+    clip = need_clip(target, tokenizer=True)
+    te = text_encoder(target)
+    text = text_tower(clip)
+    prompts, tokens = prompts_and_tokens(target)
+    emb = text.token_embedding
+    with torch.no_grad():
+        embedded = emb(tokens.to(emb.weight.device)).to(prompts.device)  # [n_cls, L, width]
+    slots = context_slots(prompts, embedded)
+    idx = probe_classes(len(target.classnames))
+    template = target.tokenizer([TEMPLATE])[0]
+    words = template[1: int((template > 0).sum()) - 1]  # the template's ids between SOS and EOT
+    ids = tokens[idx].clone()
+    for row in range(len(idx)):
+        where = slots[idx[row]].nonzero().flatten().to(ids.device)
+        ids[row, where] = words.to(ids.device)[torch.arange(len(where)) % len(words)]
+    with torch.no_grad():
+        filled = emb(ids.to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
+        ours = encode(target, filled, ids)
+        refs = encode_text_references(target, ids)
+    tol = tolerance(target)
+    diffs = {pool: rel_diff(ours, ref.to(ours.device)) for pool, ref in refs.items() if ref.shape == ours.shape}
+    if not diffs:
+        return Outcome(Status.FAIL, f"text encoder output {list(ours.shape)} vs encode_text "
+                       f"{list(refs['eot'].shape)}", {"classes": len(idx)}, [], locate(type(te).forward))
+    pool = min(diffs, key=lambda k: float(diffs[k].max()))
+    diff = diffs[pool]  # [k]
+    worst = int(diff.argmax())
+    length = text.positional_embedding.shape[0]
+    evidence = [f"context slots found from the model: {int(slots.sum(1).min())}-{int(slots.sum(1).max())} per class "
+                f"(positions where prompt_learner() differs from token_embedding(tokenized_prompts))",
+                f"template {TEMPLATE!r} written into the slots of {len(idx)} classes; encode_text on {length} positions"]
+    evidence += [f"closest reference: {REFERENCES[pool]}; other: " + ", ".join(
+        f"{REFERENCES[k]} {float(d.max()):.2e}" for k, d in diffs.items() if k != pool)]
+    evidence += [f"{target.classnames[c]}: max|diff|/max|ref| = {float(d):.2e}" for c, d in zip(idx, diff)]
+    metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), "tolerance": tol, "pooling": pool,
+               "context_slots": int(slots.sum(1).max())}
+    location = locate(type(te).forward)
+    if not slots.any():
+        evidence.append("no context slot differs from its token embedding: compared the prompts as they are")
+    if float(diff.max()) > tol:
+        return Outcome(Status.FAIL, f"text encoder differs from encode_text by {float(diff.max()):.2e} (relative) "
+                       f"for {target.classnames[idx[worst]]!r}, under either pooling; tolerance {tol:g}",
+                       metrics, evidence, location)
+    return Outcome(Status.PASS, f"equal to {REFERENCES[pool]} within {float(diff.max()):.1e} (tolerance {tol:g}) "
+                   f"on {len(idx)} classes", metrics, evidence, location)

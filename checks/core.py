@@ -1,0 +1,238 @@
+"""The audit suite's data model: statuses, results, the audited target, the registry, the runner.
+
+Results are data; rendering (markdown, JSON, JUnit, console) lives in :mod:`checks.report`.
+"""
+from __future__ import annotations
+
+import enum
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from videocoop.errors import VideoCoopError
+
+#: Evidence lines kept per result; the rest are counted, not shown.
+MAX_EVIDENCE = 14
+#: Characters kept of a result's one-line message.
+MAX_MESSAGE = 300
+
+
+class Status(str, enum.Enum):
+    """What an audit concluded. ``ERROR``: the audit itself crashed; ``SKIP``: it cannot apply."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    ERROR = "error"
+    SKIP = "skip"
+
+    @property
+    def failed(self) -> bool:
+        """True for the statuses that make ``python -m checks`` exit 1."""
+        return self in (Status.FAIL, Status.ERROR)
+
+
+class Skip(Exception):
+    """Raised by an audit that cannot apply to this target; the message is the reason."""
+
+
+@dataclass
+class Outcome:
+    """What an audit function returns: its verdict and the measurements behind it."""
+
+    status: Status
+    message: str  # one line: the verdict with its deciding number
+    metrics: dict[str, Any] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    location: str | None = None  # file:line found by inspecting the audited object
+    extra: dict[str, Any] = field(default_factory=dict)  # longer artefacts: trace, heatmap
+
+
+@dataclass
+class CheckResult:
+    """One audit's result: the outcome plus the audit's description and timing."""
+
+    id: str
+    title: str
+    status: Status
+    message: str
+    problem: str
+    fix: str
+    remediation: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    location: str | None = None
+    duration: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``status`` is one of pass / warn / fail / error / skip."""
+        d = asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+@dataclass
+class AuditTarget:
+    """What the audits look at: a model in the CoOp layout and what is known around it.
+
+    Args:
+        model: ``model.prompt_learner`` (``forward()`` -> ``[n_cls, L, width]``, buffer
+            ``tokenized_prompts``), ``model.text_encoder(prompts, tokenized_prompts)``,
+            ``model(features [B, T, D])`` -> logits ``[B, n_cls]``.
+        classnames: class names in label order.
+        clip_model, tokenizer: the frozen open_clip model and its tokenizer; audits that
+            compare against CLIP itself SKIP without them.
+        dataset, val_dataset: datasets whose items unpack as ``(features, label, meta)``.
+        collate_fn: the DataLoader collate function used in training (default collate if None).
+        clip_name, weights: the CLIP architecture and weights id (``videocoop.clip.weights_id``)
+            the model was built from, compared against the features' ``features.json``.
+        trainer: a module with ``train_one_epoch`` / ``validate`` (seed signatures) to push
+            one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
+        description: a line naming the model, weights and configuration, for the report.
+        train_command: the command that trains exactly this configuration.
+    """
+
+    model: nn.Module
+    classnames: Sequence[str]
+    clip_model: nn.Module | None = None
+    tokenizer: Any = None
+    dataset: Any = None
+    val_dataset: Any = None
+    collate_fn: Callable | None = None
+    clip_name: str | None = None
+    weights: str | None = None
+    trainer: Any = None
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
+    description: str = ""
+    train_command: str | None = None
+    cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
+
+    def __post_init__(self):
+        self.classnames = list(self.classnames)
+
+    @classmethod
+    def coerce(cls, obj: Any) -> "AuditTarget":
+        """An AuditTarget as is, or a bare model wrapped with the class names it carries."""
+        if isinstance(obj, cls):
+            return obj
+        if isinstance(obj, nn.Module):
+            names = getattr(obj, "classnames", None) or getattr(getattr(obj, "prompt_learner", None), "classnames", None)
+            if not names:
+                raise VideoCoopError(
+                    f"{type(obj).__name__} has no classnames (nor prompt_learner.classnames); return an "
+                    f"AuditTarget(model, classnames, ...) from the --target function instead"
+                )
+            return cls(obj, names, description=f"{type(obj).__name__} (bare model)")
+        raise VideoCoopError(f"the target must be an AuditTarget or an nn.Module, got {type(obj).__name__}")
+
+    def datasets(self) -> list[tuple[str, Any]]:
+        """``[(split, dataset)]`` for the datasets present."""
+        return [(n, d) for n, d in (("train", self.dataset), ("val", self.val_dataset)) if d is not None]
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """A registered audit: its function and what it tells the reader."""
+
+    id: str
+    func: Callable[[AuditTarget], Outcome]
+    title: str
+    problem: str
+    fix: str
+    remediation: str
+    correctness: bool = True  # False: at worst WARN (costs speed, not correctness)
+
+
+_REGISTRY: dict[str, AuditSpec] = {}
+
+
+def audit(id: str, *, title: str, problem: str, fix: str, remediation: str, correctness: bool = True):
+    """Register an audit function under a stable public id.
+
+    The function takes an :class:`AuditTarget` and returns an :class:`Outcome` (or raises
+    :class:`Skip`). ``problem`` is the failure mode, ``fix`` what it verifies, and
+    ``remediation`` what to do when it fails.
+    """
+
+    def register(func: Callable[[AuditTarget], Outcome]) -> Callable[[AuditTarget], Outcome]:
+        if id in _REGISTRY and _REGISTRY[id].func.__qualname__ != func.__qualname__:
+            warnings.warn(f"audit {id!r} registered twice; the later one wins", stacklevel=2)
+        _REGISTRY[id] = AuditSpec(id, func, title, problem, fix, remediation, correctness)
+        return func
+
+    return register
+
+
+def _load_audits() -> None:
+    from . import audits  # noqa: F401  (registers every audit)
+
+
+def list_audits() -> list[str]:
+    """Every audit id, in report order."""
+    _load_audits()
+    return list(_REGISTRY)
+
+
+def get_audit(id: str) -> AuditSpec:
+    """The spec of one audit; an unknown id is named with the valid ones."""
+    _load_audits()
+    if id not in _REGISTRY:
+        raise VideoCoopError(f"unknown audit {id!r}; valid audits: {', '.join(_REGISTRY)}")
+    return _REGISTRY[id]
+
+
+def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
+    """Run one audit; a crash becomes ERROR, :class:`Skip` becomes SKIP."""
+    start = time.perf_counter()
+    try:
+        out = spec.func(target)
+        if out.status == Status.PASS and not (out.metrics or out.evidence):
+            out = Outcome(Status.ERROR, "the audit examined nothing, so it cannot pass")
+        if not spec.correctness and out.status == Status.FAIL:
+            out.status = Status.WARN
+    except Skip as e:
+        out = Outcome(Status.SKIP, str(e))
+    except Exception as e:  # the audit crashed: say where, never count it as a pass
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        out = Outcome(Status.ERROR, f"the audit crashed: {type(e).__name__}: {e}",
+                      evidence=[f"raised at {tb.filename}:{tb.lineno} in {tb.name}"])
+    message = out.message if len(out.message) <= MAX_MESSAGE else out.message[:MAX_MESSAGE - 3] + "..."
+    evidence = list(out.evidence)
+    if len(evidence) > MAX_EVIDENCE:
+        evidence = evidence[:MAX_EVIDENCE] + [f"... {len(evidence) - MAX_EVIDENCE} more"]
+    return CheckResult(
+        id=spec.id, title=spec.title, status=out.status, message=message, problem=spec.problem,
+        fix=spec.fix, remediation=spec.remediation, metrics=out.metrics, evidence=evidence,
+        location=out.location, duration=round(time.perf_counter() - start, 3), extra=out.extra,
+    )
+
+
+def run_audits(target: Any, ids: Sequence[str] | None = None,
+               progress: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run the audits ``ids`` (all when None) on ``target`` (an AuditTarget or a bare model).
+
+    Raises:
+        VideoCoopError: an unknown audit id (the message lists the valid ones).
+    """
+    target = AuditTarget.coerce(target)
+    specs = [get_audit(i) for i in (ids or list_audits())]
+    results = []
+    for spec in specs:
+        result = run_audit(spec, target)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+def exit_code(results: Sequence[CheckResult]) -> int:
+    """0 when nothing failed (WARN and SKIP allowed), 1 on any FAIL or ERROR."""
+    return 1 if any(r.status.failed for r in results) else 0
+

@@ -1,0 +1,236 @@
+"""What the audits use to poke a model: locations, devices, cached text features, inputs."""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videocoop.clip import text_tower
+from videocoop.prompts import class_words, eot_positions
+
+from .core import AuditTarget, Skip
+
+#: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
+FP32_TOL = 1e-5
+#: The same for half-precision CLIP weights.
+HALF_TOL = 1e-2
+#: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
+PROBE_CLASSES = 8
+
+
+def relpath(path: str) -> str:
+    """``path`` relative to the working directory when under it, else as given."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def locate(obj, pattern: str | None = None) -> str | None:
+    """``file:line`` of ``obj`` (a class, function or method), from ``inspect``.
+
+    With ``pattern`` (a regex), the first line of its source matching it, so the report
+    points at the line that matters (``register_buffer("tokenized_prompts"…``), not the ``def``.
+    """
+    obj = inspect.unwrap(getattr(obj, "__func__", obj))
+    try:
+        path = inspect.getsourcefile(obj)
+        lines, start = inspect.getsourcelines(obj)
+    except (TypeError, OSError):
+        return None
+    if path is None:
+        return None
+    line = start
+    if pattern is not None:
+        rx = re.compile(pattern)
+        for i, text in enumerate(lines):
+            if rx.search(text) and not text.lstrip().startswith("#"):
+                line = start + i
+                break
+    return f"{relpath(path)}:{line}"
+
+
+def foreign_device() -> torch.device:
+    """Where device audits move the model: CUDA when present, else the meta device."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("meta")
+
+
+def device_note(device: torch.device) -> str:
+    """The device, and for meta why it stands in for a GPU."""
+    if device.type == "meta":
+        return ("meta (no CUDA here: the meta device stands in as the foreign device; it holds no data, "
+                "so any host read or CPU tensor in the path shows)")
+    return str(device)
+
+
+def prompt_learner(target: AuditTarget) -> nn.Module:
+    pl = getattr(target.model, "prompt_learner", None)
+    if pl is None:
+        raise Skip(f"{type(target.model).__name__} has no prompt_learner (not the CoOp layout)")
+    return pl
+
+
+def text_encoder(target: AuditTarget) -> nn.Module:
+    te = getattr(target.model, "text_encoder", None)
+    if te is None:
+        raise Skip(f"{type(target.model).__name__} has no text_encoder (not the CoOp layout)")
+    return te
+
+
+def need_clip(target: AuditTarget, tokenizer: bool = False) -> nn.Module:
+    if target.clip_model is None or (tokenizer and target.tokenizer is None):
+        raise Skip("the target gives no CLIP model" + (" and tokenizer" if tokenizer else "")
+                   + ": return AuditTarget(model, classnames, clip_model=..., tokenizer=...) to run it")
+    return target.clip_model
+
+
+def eot_token_id(target: AuditTarget) -> int | None:
+    """The EOT id: the tokenizer's, the prompt learner's, or None (argmax convention)."""
+    for owner in (target.tokenizer, getattr(target.model, "prompt_learner", None)):
+        value = getattr(owner, "eot_token_id", None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def eot_index(target: AuditTarget, tokens: torch.Tensor) -> torch.Tensor:
+    return eot_positions(tokens, eot_token_id(target))
+
+
+def class_word_list(target: AuditTarget) -> list[str]:
+    """The words each class contributes to its prompt (the learner's own when it says)."""
+    words = getattr(getattr(target.model, "prompt_learner", None), "class_words", None)
+    return list(words) if words else [class_words(c) for c in target.classnames]
+
+
+def prompts_and_tokens(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's prompt embeddings ``[n_cls, L, width]`` and token ids ``[n_cls, L]``."""
+    pl = prompt_learner(target)
+    with torch.no_grad():
+        prompts = pl()
+    return prompts.detach(), pl.tokenized_prompts
+
+
+def encode(target: AuditTarget, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The target's text encoder on given prompts, fp32 ``[n, E]``, no grad."""
+    with torch.no_grad():
+        return text_encoder(target)(prompts, tokens).float()
+
+
+def text_features(target: AuditTarget) -> torch.Tensor:
+    """The model's class text features ``[n_cls, E]`` (unnormalised), computed once per run.
+
+    When the CLIP model is known, its text transformer's output is kept as well
+    (``target.cache["hidden"]``), so other poolings of the same states cost no second pass.
+    """
+    if "text" not in target.cache:
+        prompts, tokens = prompts_and_tokens(target)
+        captured = []
+        handle = None
+        if target.clip_model is not None:
+            handle = text_tower(target.clip_model).transformer.register_forward_hook(
+                lambda m, a, out: captured.append(out.detach()))
+        try:
+            target.cache["text"] = encode(target, prompts, tokens)
+        finally:
+            if handle is not None:
+                handle.remove()
+        hidden = captured[-1] if len(captured) == 1 else None
+        if hidden is not None and hidden.shape[:2] == tokens.shape:
+            target.cache["hidden"] = hidden  # [n_cls, L, width], batch-first
+    return target.cache["text"]
+
+
+def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
+    """Up to ``k`` class indices spread evenly over ``n`` (always the first and the last)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def tolerance(target: AuditTarget) -> float:
+    te = getattr(target.model, "text_encoder", None)
+    dtype = getattr(te, "dtype", torch.float32)
+    return FP32_TOL if dtype == torch.float32 else HALF_TOL
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row ``max|a - b| / max|b|`` for ``[n, E]`` tensors."""
+    scale = b.abs().amax(dim=-1).clamp_min(1e-12)
+    return (a.float() - b.float()).abs().amax(dim=-1) / scale
+
+
+def feature_dim(target: AuditTarget) -> int:
+    """The frame-feature width the model expects."""
+    dim = getattr(target.model, "embed_dim", None)
+    if isinstance(dim, int):
+        return dim
+    return int(text_features(target).shape[-1])
+
+
+def sample_batch(target: AuditTarget, batch: int = 4, frames: int = 8, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random frame features ``[B, T, D]`` and labels ``[B]`` (seeded), on ``device``."""
+    n_cls = len(target.classnames)
+    shape = (batch, frames, feature_dim(target))
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, device="meta"), torch.zeros(batch, dtype=torch.long, device="meta")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    y = torch.arange(batch) % n_cls
+    return x.to(device), y.to(device)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy, so audits that move or train the model leave the user's untouched."""
+    try:
+        return copy.deepcopy(model)
+    except Exception as e:  # noqa: BLE001: the reason goes into the report
+        raise Skip(f"the model cannot be deep-copied ({type(e).__name__}: {e}); this audit needs a copy to move or train") from e
+
+
+def clip_param_names(target: AuditTarget) -> set[str]:
+    """Names of the model's parameters that are CLIP's own (shared with ``clip_model``).
+
+    Without the CLIP model, everything under ``text_encoder`` counts as CLIP.
+    """
+    named = dict(target.model.named_parameters(remove_duplicate=False))
+    if target.clip_model is not None:
+        clip_ptrs = {p.data_ptr() for p in target.clip_model.parameters()}
+        return {n for n, p in named.items() if p.data_ptr() in clip_ptrs}
+    return {n for n in named if n.startswith("text_encoder.")}
+
+
+def stats(features: torch.Tensor) -> dict[str, float]:
+    """Spread of L2-normalised class features ``[n, E]``.
+
+    Mean and max off-diagonal cosine, each class's margin (1 - cosine to its nearest
+    other class: min and mean), and the effective rank (exp of the entropy of the
+    normalised singular values; n when all directions are used equally, 1 when collapsed).
+    """
+    f = F.normalize(features.float(), dim=-1)
+    n = f.shape[0]
+    cos = f @ f.t()  # [n, n]
+    off = cos.masked_fill(torch.eye(n, dtype=torch.bool), float("nan"))
+    nearest = torch.nan_to_num(off, nan=-2.0).amax(dim=1)  # [n]
+    s = torch.linalg.svdvals(f.double())
+    p = s / s.sum()
+    p = p[p > 0]
+    return {
+        "mean_cos": float(off.nanmean()),
+        "max_cos": float(nearest.max()),
+        "min_margin": float((1 - nearest).min()),
+        "mean_margin": float((1 - nearest).mean()),
+        "effective_rank": float(torch.exp(-(p * p.log()).sum())),
+    }
+
+
+def cosine_matrix(features: torch.Tensor) -> torch.Tensor:
+    f = F.normalize(features.float(), dim=-1)
+    return f @ f.t()
+

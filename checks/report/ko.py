@@ -1,0 +1,126 @@
+"""Korean text of the report: headings and each audit's title, problem, fix and remediation.
+
+Measured evidence stays as the audits wrote it (numbers, names, code locations).
+"""
+
+HEADINGS = {
+    "title": "Verification Report (검증 보고서)",
+    "intro": "이 보고서의 모든 상태는 코드를 읽은 결과가 아니라 모델을 실제로 실행해 측정한 결과입니다.",
+    "target": "대상", "weights": "가중치", "devices": "장치", "command": "명령", "versions": "버전",
+    "generated": "생성 시각", "duration": "소요 시간",
+    "sections": "감사 항목별 상세",
+    "problem": "문제", "fix": "검증하는 해결책", "location": "위치", "status": "상태",
+    "evidence": "측정 근거", "metrics": "측정값", "remediation": "실패 시 조치",
+    "comparison": "풀링별 비교", "heatmap": "유사도 히트맵",
+    "trace": "상세 추적 경로 (이번 실행에서 관찰됨)",
+    "checklist": "종합 체크리스트",
+    "table_head": "| # | 문제 | 해결책 | 위치 | 상태 |",
+    "conclusion": "결론",
+    "safe": "✅ 학습해도 안전합니다: 실패(FAIL/ERROR)한 감사가 없습니다.",
+    "unsafe": "❌ 아직 학습하지 마십시오: {n}개의 감사가 실패했습니다. 각 항목의 '실패 시 조치'를 따르십시오.",
+    "warned": "⚠️ 경고 {n}개: 정확성에는 문제가 없지만 속도 또는 분리도에 영향을 줍니다.",
+    "train_with": "다음 명령으로 학습하십시오:",
+    "random_note": " (무작위 CLIP 가중치: 수치는 학습된 CLIP이 아니라 이 무작위 모델을 설명합니다)",
+    "devices_line": "모든 감사는 cpu에서 실행; buffer-device-sync, index-device-consistency, host-sync는 "
+                    "{dev}를 외부 장치로 사용",
+    "no_cuda": " (이 머신에는 CUDA가 없음: meta 장치는 데이터를 갖지 않으므로 순전파의 호스트 읽기나 CPU 텐서가 "
+               "모두 드러남)",
+    "constructed": "생성",
+    "moved": "이동",
+    "forward": "순전파",
+    "no_trace": "(장치 추적 없음: index-device-consistency가 실행되지 않았습니다)",
+}
+
+AUDITS = {
+    "buffer-device-sync": (
+        "버퍼가 model.to(device)를 따라감",
+        "tokenized_prompts(CoOp 원본은 일반 속성)가 model.to(device) 이후에도 CPU에 남아, 텍스트 인코더가 "
+        "CPU 인덱스로 장치 텐서를 인덱싱함",
+        "tokenized_prompts, token_prefix, token_suffix가 등록된 버퍼이며, 어떤 모듈도 일반 텐서 속성을 갖지 않음",
+        "forward가 읽는 모든 텐서를 self.name = tensor 대신 self.register_buffer(name, tensor)로 등록하십시오",
+    ),
+    "index-device-consistency": (
+        "순전파의 모든 텐서가 모델 장치에 있음",
+        "EOT 인덱스(또는 다른 인덱스 텐서)가 CPU에서 만들어지고 은닉 상태는 GPU에 있음: 장치 불일치 오류 "
+        "또는 매 스텝의 숨은 복사·동기화",
+        "인덱스는 모델 장치의 버퍼인 tokenized_prompts에서 나오며, 순전파에서 CPU로 옮기는 텐서가 없음",
+        "인덱스 텐서는 버퍼(tokenized_prompts.argmax(-1))에서 또는 device=x.device로 만들고, 순전파에서 "
+        ".cpu()/.to('cpu')를 제거하십시오",
+    ),
+    "eot-collapse": (
+        "클래스 텍스트 특징이 구별됨",
+        "모든 클래스가 (거의) 같은 텍스트 특징을 가져 로짓이 클래스를 구분하지 못함 (시드 보고서의 'EOT collapse')",
+        "설정된 풀링이 CLIP이 클래스 이름을 구별하는 만큼 클래스를 구별함",
+        "FAIL: text-encoder-parity, causal-mask, batch-independence가 흔한 원인(남은 permute, 빠진 마스크, "
+        "잘못된 EOT 인덱스)을 알려줍니다. WARN: 풀링이 CLIP의 분산을 좁힙니다. 표의 다른 풀링과 비교하십시오 (--text-pool)",
+    ),
+    "dataset-unpacking": (
+        "데이터셋 항목이 (features, label, meta)로 언팩됨",
+        "트레이너는 `features, labels, _ = batch`로 언팩하는데 데이터셋이 다른 형태(필드 2개, 1부터 시작하는 "
+        "라벨, [D, T] 특징)를 반환: 충돌 또는 조용히 틀린 라벨",
+        "항목과 DataLoader 배치가 (features [T, D] float, label ∈ [0, n_cls), meta dict)이며, 한 배치가 "
+        "train_one_epoch와 validate를 통과함",
+        "__getitem__에서 0부터 시작하는 라벨과 모델 임베딩 차원의 [T, D] 특징으로 VideoSample(features, label, meta)를 반환하십시오",
+    ),
+    "text-encoder-parity": (
+        "텍스트 인코더 = CLIP의 encode_text",
+        "CLIP 자체 텍스트 경로와 다른 CoOp TextEncoder 포트(남은 permute, 잃어버린 인과 마스크, 다른 풀링 위치나 "
+        "투영)는 CLIP이 만든 적 없는 특징을 냄",
+        "컨텍스트를 템플릿의 토큰 임베딩으로 채우면 텍스트 인코더가 같은 토큰 id의 clip_model.encode_text와 같음",
+        "텍스트 인코더가 encode_text의 모듈을 그대로 실행하게 하십시오: 위치 임베딩, clip_model.attn_mask를 쓴 "
+        "트랜스포머(open_clip 3.x는 batch-first, permute 없음), ln_final, EOT 토큰, text_projection",
+    ),
+    "causal-mask": (
+        "EOT 뒤의 위치는 풀링 결과를 바꾸지 않음",
+        "CLIP의 인과 마스크가 없으면(shape 오류를 없애려고 제거) EOT가 뒤따르는 패딩을 보게 되고, 모든 클래스에 "
+        "같은 패딩이 클래스 토큰을 압도함",
+        "트랜스포머가 clip_model.attn_mask로 실행되어 EOT 뒤의 위치가 EOT에 닿지 못함",
+        "transformer에 attn_mask=clip_model.attn_mask(프롬프트 길이로 잘라서)를 전달하고, 마지막 위치가 아니라 "
+        "EOT(또는 EOT 이하 위치의 평균)에서 풀링하십시오",
+    ),
+    "batch-independence": (
+        "각 클래스가 독립적으로 인코딩됨",
+        "open_clip의 batch-first 트랜스포머에 CoOp의 permute(1, 0, 2)를 남기면 클래스가 어텐션 시퀀스가 되어 "
+        "모든 클래스 특징이 다른 클래스와 섞임",
+        "클래스가 배치 차원이며, 한 클래스는 혼자 인코딩하든 다른 클래스와 함께 인코딩하든 같음",
+        "트랜스포머 주변의 permute(1, 0, 2) 쌍을 제거하고(open_clip >= 2.26은 batch-first) 인과 마스크를 전달하십시오",
+    ),
+    "gradient-flow": (
+        "그래디언트가 컨텍스트에 도달하고 CLIP은 고정됨",
+        "컨텍스트가 그래디언트를 받지 못하거나(detach, no_grad 텍스트 경로), CLIP 가중치가 학습 가능하게 남아 "
+        "변하거나, 옵티마이저가 학습 가능한 집합과 다른 텐서를 가짐",
+        "옵티마이저 한 스텝 후 모든 학습 텐서가 유한하고 0이 아닌 그래디언트를 받아 변했고, 모든 CLIP 텐서는 "
+        "그래디언트가 없고 비트 단위로 같으며, 옵티마이저가 정확히 학습 가능한 집합을 가짐",
+        "clip_model.requires_grad_(False)로 CLIP을 고정하고, [p for p in model.parameters() if p.requires_grad]로 "
+        "옵티마이저를 만들며, 학습 중 프롬프트를 detach하거나 텍스트 인코더를 torch.no_grad()로 감싸지 마십시오",
+    ),
+    "prompt-tokenization": (
+        "프롬프트가 맞게 들어가고, 클래스가 레이아웃 위치에 있으며 EOT에서 풀링됨",
+        "컨텍스트 길이보다 긴 프롬프트가 조용히 잘리거나(클래스 이름 토큰 손실, EOT가 마지막 칸으로 강제), "
+        "풀링 인덱스가 이 토크나이저의 EOT가 아님",
+        "모든 클래스의 단어가 설정된 위치에 온전히 있고, 프롬프트마다 EOT가 하나이며, argmax 방식 풀링이 그 EOT를 읽음",
+        "컨텍스트 토큰 수나 표시 이름을 줄이십시오. EOT가 가장 큰 id가 아닌 토크나이저는 (tokens == eot_id).argmax(-1)에서 풀링하십시오",
+    ),
+    "host-sync": (
+        "순전파에 호스트-장치 동기화 없음",
+        "클래스별 .item() 루프(시드의 mean pooling)나 .cpu()/.tolist()가 스텝마다 클래스 수만큼 GPU를 멈춤: "
+        "정확하지만 느림",
+        "풀링이 장치 위의 인덱스로 클래스에 대해 벡터화됨",
+        ".item() 값에 대한 파이썬 루프를 텐서 연산(gather, EOT 이하 위치 마스크)으로 바꾸고 인덱스 텐서를 장치에 두십시오",
+    ),
+    "checkpoint-roundtrip": (
+        "저장 후 다시 불러온 상태가 같은 로짓을 냄",
+        "학습된 텐서를 빠뜨린 체크포인트(또는 키를 조용히 건너뛰는 로드)가 다른 모델을 복원함: CoOp 포트에서 "
+        "보고되는 '다시 불러오면 정확도 1%'",
+        "파일에 저장하고 새 모델에 strict로 불러온 학습 상태가 동일한 로짓을 냄",
+        "모든 학습 텐서를 저장하고(model.trainable_state_dict()) strict=True로 불러오며, prefix/suffix 버퍼는 "
+        "체크포인트가 아니라 클래스 이름에서 만드십시오",
+    ),
+    "feature-model-match": (
+        "특징이 모델과 같은 CLIP에서 나옴",
+        "한 CLIP(구조 또는 가중치)으로 추출한 프레임 특징과 다른 CLIP으로 학습한 프롬프트: 두 임베딩 공간이 "
+        "맞지 않아 학습은 돌지만 쓸모 있는 것을 배우지 못함",
+        "각 특징 폴더의 features.json이 모델의 CLIP 구조와 가중치를 가리키고, 차원이 모델의 임베딩 차원과 같음",
+        "특징을 추출한 --clip-model/--pretrained/--clip-checkpoint로 학습하거나(features.json 참고) 특징을 다시 추출하십시오",
+    ),
+}

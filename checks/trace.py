@@ -1,0 +1,227 @@
+"""Watching a forward pass: tensors reaching every submodule, and reads back to the host."""
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .core import AuditTarget
+from .probe import copy_model, relpath, sample_batch
+
+# Tensor methods that hand a value to Python: on CUDA each one waits for the device.
+HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
+_SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+
+
+def call_site() -> str:
+    """``file:line (function)`` of the innermost frame outside torch and checks."""
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(_SKIP_DIRS) and "<frozen" not in frame.filename:
+            return f"{relpath(frame.filename)}:{frame.lineno} ({frame.name})"
+    return "unknown"
+
+
+def _placeholder(name: str, t: torch.Tensor):
+    """A stand-in value for a host read of a meta tensor, so the forward can go on."""
+    if name == "tolist":
+        return torch.zeros(t.shape, dtype=t.dtype).tolist()
+    if name == "__bool__":
+        return False
+    if name == "__float__" or (name == "item" and t.dtype.is_floating_point):
+        return 0.0
+    return 0
+
+
+def _moves_to_cpu(name: str, args, kwargs) -> bool:
+    if name == "cpu":
+        return True
+    if name != "to":
+        return False
+    for a in list(args[1:]) + list(kwargs.values()):
+        if isinstance(a, torch.device) and a.type == "cpu" or isinstance(a, str) and a.split(":")[0] == "cpu":
+            return True
+    return False
+
+
+@dataclass
+class HostEvent:
+    kind: str  # "read" (value to Python) or "move" (tensor copied to the CPU)
+    op: str
+    site: str
+    device: str
+
+
+class HostWatch(TorchFunctionMode):
+    """Records every host read and CPU copy of a device tensor during a forward.
+
+    On the meta device a host read cannot return data, so it is answered with a
+    placeholder (0, False, zeros) and recorded: the forward goes on and every read is
+    found, not only the first. Copies to the CPU are recorded and left to fail on meta.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[HostEvent] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if t is not None and t.device.type != "cpu":
+            if name in HOST_READS:
+                self.events.append(HostEvent("read", f"Tensor.{name}()", call_site(), t.device.type))
+                if t.device.type == "meta":
+                    return _placeholder(name, t)
+            elif _moves_to_cpu(name, args, kwargs):
+                self.events.append(HostEvent("move", f"Tensor.{name}(cpu)", call_site(), t.device.type))
+        return func(*args, **kwargs)
+
+    def of_kind(self, kind: str) -> list[HostEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{list(x.shape)} {str(x.dtype).replace('torch.', '')} on {x.device.type}"
+    return type(x).__name__
+
+
+def _tensors(obj, prefix: str, out: list, depth: int = 0):
+    if isinstance(obj, torch.Tensor):
+        out.append((prefix, obj))
+    elif depth < 3 and isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _tensors(v, f"{prefix}[{i}]", out, depth + 1)
+    elif depth < 3 and isinstance(obj, dict):
+        for k, v in obj.items():
+            _tensors(v, f"{prefix}[{k!r}]", out, depth + 1)
+
+
+@dataclass
+class Call:
+    module: str
+    inputs: list[tuple[str, str]]  # (argument, description)
+    output: str = ""
+
+
+@dataclass
+class InputTrace:
+    """Forward pre-hooks on every submodule: each tensor that reaches one, and its device."""
+
+    model: nn.Module
+    device: torch.device
+    calls: list[Call] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    tensors_seen: int = 0
+
+    def __enter__(self):
+        self._handles = []
+        for name, module in self.model.named_modules():
+            self._handles.append(module.register_forward_pre_hook(self._pre(name or "model"), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post(name or "model")))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        return False
+
+    def _pre(self, name: str):
+        def hook(module, args, kwargs):
+            found: list = []
+            params = _arg_names(module)
+            for i, a in enumerate(args):
+                _tensors(a, params[i] if i < len(params) else f"arg{i}", found)
+            for k, v in kwargs.items():
+                _tensors(v, k, found)
+            self.tensors_seen += len(found)
+            for arg, t in found:
+                if t.device.type != self.device.type:
+                    self.mismatches.append(f"{name}({arg}): {_describe(t)}, the model is on {self.device.type}")
+            self.calls.append(Call(name, [(arg, _describe(t)) for arg, t in found]))
+        return hook
+
+    def _post(self, name: str):
+        def hook(module, args, output):
+            for call in reversed(self.calls):
+                if call.module == name and not call.output:
+                    call.output = _describe(output)
+                    break
+        return hook
+
+    def path(self, max_depth: int = 2) -> list[str]:
+        """The calls down to ``max_depth`` dots, repeats collapsed: the traced path."""
+        lines, last = [], None
+        for c in self.calls:
+            depth = 0 if c.module == "model" else c.module.count(".") + 1
+            if depth > max_depth:
+                continue
+            ins = ", ".join(f"{a} {d}" for a, d in c.inputs) or "no tensor inputs"
+            line = f"{'  ' * depth}{c.module}({ins}) -> {c.output or '?'}"
+            if line != last:
+                lines.append(line)
+            last = line
+        return lines
+
+
+def _arg_names(module: nn.Module) -> list[str]:
+    try:
+        params = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return []
+    return [p for p in params if p != "self"]
+
+
+@dataclass
+class ForeignRun:
+    """One forward of a copy of the model moved to a foreign device, fully watched."""
+
+    device: torch.device
+    moved: list[str]  # "name [shape] dtype: cpu -> device" for each parameter/buffer kind
+    trace: InputTrace
+    host: HostWatch
+    output: str = ""
+    error: str | None = None
+    error_site: str | None = None
+    data_dependent: bool = False  # stopped at an op whose output shape depends on the data (meta cannot run it)
+
+
+def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
+    """Move a copy of the model to ``device`` and run ``model(features)`` there, watched.
+
+    Cached per device for the run: several audits read the same observation.
+    """
+    key = f"foreign:{device}"
+    if key in target.cache:
+        return target.cache[key]
+    model = copy_model(target.model)
+    before = {n: t.device.type for n, t in _named_tensors(model)}
+    model.to(device).eval()
+    moved = [f"{n} {_describe(t)} (was {before[n]})" for n, t in _named_tensors(model) if n.startswith("prompt_learner.")]
+    features, _ = sample_batch(target, batch=2, device=device)
+    run = ForeignRun(device, moved, InputTrace(model, device), HostWatch())
+    try:
+        with torch.no_grad(), run.trace, run.host:
+            out = model(features)
+        run.output = _describe(out)
+    except Exception as e:  # noqa: BLE001: the failure is the observation
+        run.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        # nonzero, boolean-mask indexing, unique...: no meta kernel, because the output shape
+        # depends on the values; on CUDA they work but wait for the device (a host sync).
+        run.data_dependent = device.type == "meta" and isinstance(e, NotImplementedError) and (
+            "data-independent" in str(e) or "Meta kernel" in str(e))
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_SKIP_DIRS)]
+        if frames:
+            run.error_site = f"{relpath(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})"
+    target.cache[key] = run
+    return run
+
+
+def _named_tensors(model: nn.Module):
+    yield from model.named_parameters()
+    yield from model.named_buffers()

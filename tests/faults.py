@@ -1,0 +1,249 @@
+"""Planted faults: each breaks a clean VideoFeatureCLIP the way a real CoOp port does.
+
+Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
+:class:`~checks.AuditTarget`; ``clean`` is the unbroken model.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import Dataset
+
+from checks import AuditTarget
+from videocoop.clip import TINY_MODEL, embed_dim, load_clip
+from videocoop.model import VideoFeatureCLIP
+from videocoop.text_encoder import TextEncoder
+
+FRAMES = 4
+
+
+def clean(clip, tok, names, **kwargs) -> AuditTarget:
+    model = VideoFeatureCLIP(names, clip, tok, n_ctx=4, **kwargs)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def _with_encoder(clip, tok, names, encoder_cls, **kwargs) -> AuditTarget:
+    target = clean(clip, tok, names, **kwargs)
+    te = target.model.text_encoder
+    target.model.text_encoder = encoder_cls(clip, pool=te.pool, eot_token_id=te.eot_token_id).requires_grad_(False)
+    return target
+
+
+# --- device faults ---------------------------------------------------------------------
+
+def plain_tokenized_prompts(clip, tok, names) -> AuditTarget:
+    """CoOp's original: ``self.tokenized_prompts = tokens``, a plain attribute."""
+    target = clean(clip, tok, names)
+    pl = target.model.prompt_learner
+    tokens = pl._buffers.pop("tokenized_prompts")
+    pl.tokenized_prompts = tokens  # not a buffer any more: .to(device) leaves it behind
+    return target
+
+
+class CpuEotEncoder(TextEncoder):
+    """Takes the EOT index on the CPU (``.cpu()`` in the encoder)."""
+
+    def pool_states(self, x, eot):
+        return super().pool_states(x, eot.cpu())
+
+
+def eot_index_on_cpu(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, CpuEotEncoder)
+
+
+class ItemLoopEncoder(TextEncoder):
+    """The seed's mean pooling: one class at a time, the EOT read back with ``.item()``."""
+
+    def pool_states(self, x, eot):
+        x = self.ln_final(x)
+        return torch.stack([x[i, : eot[i].item() + 1].mean(0) for i in range(x.shape[0])])  # [n_cls, width]
+
+
+def item_loop(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, ItemLoopEncoder, text_pool="mean")
+
+
+class BoolMaskEncoder(TextEncoder):
+    """Selects the EOT rows with a boolean mask: right numbers, but the output shape depends
+    on the data, so CUDA waits for it (and meta cannot run it)."""
+
+    def pool_states(self, x, eot):
+        at_eot = torch.arange(x.shape[1], device=x.device)[None, :] == eot[:, None]  # [n_cls, L]
+        return self.ln_final(x[at_eot])  # [n_cls, width]
+
+
+def bool_mask_pooling(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, BoolMaskEncoder)
+
+
+# --- text-path faults ------------------------------------------------------------------
+
+class PermuteNoMaskEncoder(TextEncoder):
+    """CoOp's ``permute(1, 0, 2)`` kept on open_clip's batch-first transformer; the mask
+    dropped to silence the resulting shape error."""
+
+    def forward(self, prompts, tokenized_prompts):
+        x = prompts + self.positional_embedding[: prompts.shape[1]]
+        x = x.permute(1, 0, 2)  # [L, n_cls, width]: open_clip reads it as batch L, sequence n_cls
+        x = self.transformer(x)
+        x = x.permute(1, 0, 2)
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.project(self.ln_final(x[rows, tokenized_prompts.argmax(-1)])).float()
+
+
+def permute_no_mask(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, PermuteNoMaskEncoder)
+
+
+class NoMaskEncoder(TextEncoder):
+    """The transformer run without CLIP's causal mask."""
+
+    def forward(self, prompts, tokenized_prompts):
+        x = self.transformer(prompts + self.positional_embedding[: prompts.shape[1]])  # no attn_mask
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.project(self.ln_final(x[rows, tokenized_prompts.argmax(-1)])).float()
+
+
+def no_causal_mask(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, NoMaskEncoder)
+
+
+class LastPositionEncoder(TextEncoder):
+    """Pools the last position instead of the EOT."""
+
+    def pool_states(self, x, eot):
+        return self.ln_final(x[:, -1])
+
+
+def last_position(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, LastPositionEncoder)
+
+
+class WrongEotIdEncoder(TextEncoder):
+    """Looks the EOT up by an id the prompts never contain: argmax of an all-false mask is 0,
+    so every class pools its SOS token."""
+
+    def pool_states(self, x, eot):
+        return super().pool_states(x, torch.zeros_like(eot))
+
+
+def sos_pooling(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, WrongEotIdEncoder)
+
+
+def truncated_prompts(clip, tok, names) -> AuditTarget:
+    """The ids a port with 72 context tokens gets from the tokenizer's silent truncation."""
+    target = clean(clip, tok, names, truncate=False)  # all 77 positions, as such a port runs
+    pl = target.model.prompt_learner
+    pl.tokenized_prompts = tok([" ".join(["X"] * 72) + f" {w}." for w in pl.class_words])  # [n_cls, 77]
+    return target
+
+
+# --- training faults -------------------------------------------------------------------
+
+def clip_trainable(clip, tok, names) -> AuditTarget:
+    """CLIP's text tower left trainable."""
+    target = clean(clip, tok, names)
+    target.model.text_encoder.requires_grad_(True)
+    return target
+
+
+class ContextOnlyCheckpoint(VideoFeatureCLIP):
+    """Saves the context and forgets the temporal module."""
+
+    def trainable_state_dict(self):
+        return {k: v for k, v in super().trainable_state_dict().items() if k.startswith("prompt_learner.")}
+
+
+def checkpoint_misses_temporal(clip, tok, names) -> AuditTarget:
+    model = ContextOnlyCheckpoint(names, clip, tok, n_ctx=4, temporal_agg="transformer")
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+# --- data faults -----------------------------------------------------------------------
+
+class Sample(NamedTuple):
+    """An item with VideoSample's fields (what videocoop.data.collate_samples reads)."""
+
+    features: torch.Tensor
+    label: int
+    meta: dict
+
+
+class Features(Dataset):
+    """In-memory frame features; ``fields`` 3 gives (features, label, meta), 2 drops meta."""
+
+    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None):
+        g = torch.Generator().manual_seed(0)
+        self.items = [(torch.randn(FRAMES, dim, generator=g), c + label_offset) for c in range(n_cls)
+                      for _ in range(per_class)]
+        self.fields, self.info, self.dim = fields, info, dim
+
+    def __len__(self):
+        return len(self.items)
+
+    @property
+    def labels(self):
+        return [label for _, label in self.items]
+
+    def __getitem__(self, i):
+        features, label = self.items[i]
+        if self.fields == 2:
+            return features, label
+        return Sample(features, label, {"video_id": f"v{i}", "path": f"v{i}.npy", "num_frames": FRAMES})
+
+
+def info_for(clip, clip_name=TINY_MODEL, weights="random:0") -> dict:
+    return {"clip_model": clip_name, "weights": weights, "num_frames": FRAMES, "dim": embed_dim(clip)}
+
+
+def with_data(clip, tok, names, **kwargs) -> AuditTarget:
+    target = clean(clip, tok, names)
+    kwargs.setdefault("info", info_for(clip))
+    target.dataset = Features(len(names), embed_dim(clip), **kwargs)
+    return target
+
+
+def two_field_items(clip, tok, names) -> AuditTarget:
+    """A dataset yielding (features, label)."""
+    return with_data(clip, tok, names, fields=2)
+
+
+def labels_from_one(clip, tok, names) -> AuditTarget:
+    return with_data(clip, tok, names, label_offset=1)
+
+
+def features_from_other_clip(clip, tok, names) -> AuditTarget:
+    """features.json names another CLIP than the model's."""
+    return with_data(clip, tok, names, info=info_for(clip, clip_name="ViT-B-16", weights="openai"))
+
+
+# --- zero-argument factories for `python -m checks --target tests.faults:NAME` -----------
+
+NAMES = ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_clip(TINY_MODEL, seed=0)
+
+
+def clean_target() -> AuditTarget:
+    return with_data(*_tiny(), NAMES)
+
+
+def bare_model():
+    return clean(*_tiny(), NAMES).model
+
+
+def plain_attribute_target() -> AuditTarget:
+    return plain_tokenized_prompts(*_tiny(), NAMES)
+
+
+def item_loop_target() -> AuditTarget:
+    return item_loop(*_tiny(), NAMES)

@@ -1,0 +1,82 @@
+"""python -m checks in-process: --target, reports in every format, exit codes 0 / 1 / 4."""
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from checks.cli import main
+
+
+def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
+    report, js, junit = tmp_path / "r.md", tmp_path / "r.json", tmp_path / "r.xml"
+    code = main(["--target", "tests.faults:clean_target", "--report", str(report), "--json", str(js),
+                 "--junit", str(junit)])
+    assert code == 0, capsys.readouterr()
+    text = report.read_text()
+    assert "## Audits in detail" in text and "Summary checklist" in text and "Safe to train" in text
+    assert "| # | Problem | Fix | Location | Status |" in text
+    assert "videocoop-tiny, random:0" in text and "meta" in text
+    results = json.loads(js.read_text())
+    assert [r["status"] for r in results] == ["pass"] * 12
+    assert ET.parse(junit).getroot().get("failures") == "0"
+
+
+def test_fault_exits_1_with_failure_in_junit(tmp_path):
+    junit = tmp_path / "r.xml"
+    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+                 "--report", str(tmp_path / "r.md"), "--junit", str(junit)])
+    assert code == 1
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot()}
+    assert cases["buffer-device-sync"].find("failure") is not None
+    assert "Do not train yet" in (tmp_path / "r.md").read_text()
+
+
+def test_warn_only_exits_0_and_korean_report(tmp_path):
+    report = tmp_path / "r.md"
+    code = main(["--target", "tests.faults:item_loop_target", "--only", "host-sync", "--lang", "ko",
+                 "--report", str(report)])
+    assert code == 0
+    text = report.read_text()
+    assert "종합 체크리스트" in text and "⚠️ WARN" in text and "결론" in text
+
+
+def test_bare_model_target(tmp_path):
+    code = main(["--target", "tests.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md")])
+    assert code == 0
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--only", "no-such-audit"], "valid audits"),
+    (["--target", "tests.faults"], "pkg.module:function"),
+    (["--target", "tests.faults:nothing_here"], "has no function 'nothing_here'"),
+    (["--target", "no_such_pkg.mod:f"], "cannot import"),
+    (["--lang", "fr"], "invalid choice"),
+])
+def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_list(capsys):
+    assert main(["--list"]) == 0
+    assert "eot-collapse" in capsys.readouterr().out
+
+
+def test_own_model_from_train_flags(tmp_path):
+    from videocoop.clip import TINY_MODEL
+
+    report, js = tmp_path / "r.md", tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--text-pool", "mean", "--report", str(report),
+                 "--json", str(js)])
+    results = {r["id"]: r for r in json.loads(js.read_text())}
+    assert code == 0, {i: r["message"] for i, r in results.items() if r["status"] != "pass"}
+    assert results["dataset-unpacking"]["status"] == "pass"  # synthetic UCF101 features, our trainer's loop
+    assert results["feature-model-match"]["status"] == "pass"
+    assert results["text-encoder-parity"]["metrics"]["pooling"] == "mean"
+    assert "videocoop train --feature-dir data/synth/train" in report.read_text()
+
+
+def test_train_flags_do_not_mix_with_target(capsys):
+    assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
+    assert "do not apply" in capsys.readouterr().err

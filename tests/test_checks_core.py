@@ -1,0 +1,69 @@
+"""The registry, the runner's guards (crash -> ERROR, nothing examined -> not PASS), exit codes."""
+import pytest
+
+import faults
+from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, list_audits, run_audits
+from checks.core import _REGISTRY, get_audit
+from videocoop.errors import VideoCoopError
+
+PUBLIC_IDS = ["buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
+              "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",
+              "host-sync", "checkpoint-roundtrip", "feature-model-match"]
+
+
+def test_public_ids_in_report_order():
+    assert list_audits() == PUBLIC_IDS
+
+
+def test_unknown_id_names_the_valid_ones(tiny_clip, classnames):
+    with pytest.raises(VideoCoopError, match="valid audits: buffer-device-sync"):
+        run_audits(faults.clean(*tiny_clip, classnames), ["eot-colapse"])
+
+
+@pytest.fixture
+def temporary_audits():
+    before = dict(_REGISTRY)
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(before)
+
+
+def test_runner_guards(temporary_audits, tiny_clip, classnames):
+    @audit("t-crash", title="t", problem="p", fix="f", remediation="r")
+    def crash(target):
+        raise ZeroDivisionError("boom")
+
+    @audit("t-empty", title="t", problem="p", fix="f", remediation="r")
+    def empty(target):
+        return Outcome(Status.PASS, "looked at nothing")
+
+    @audit("t-skip", title="t", problem="p", fix="f", remediation="r")
+    def skip(target):
+        raise Skip("no dataset")
+
+    @audit("t-perf", title="t", problem="p", fix="f", remediation="r", correctness=False)
+    def perf(target):
+        return Outcome(Status.FAIL, "slow", {"n": 1})
+
+    target = faults.clean(*tiny_clip, classnames)
+    crashed, empty_, skipped, perf_ = run_audits(target, ["t-crash", "t-empty", "t-skip", "t-perf"])
+    assert crashed.status == Status.ERROR and "ZeroDivisionError: boom" in crashed.message
+    assert "test_checks_core.py" in crashed.evidence[0]
+    assert empty_.status == Status.ERROR and "examined nothing" in empty_.message
+    assert skipped.status == Status.SKIP and skipped.message == "no dataset"
+    assert perf_.status == Status.WARN  # a speed audit never fails a run
+    assert exit_code([crashed]) == 1 and exit_code([skipped, perf_]) == 0
+    assert get_audit("t-skip").title == "t"
+
+
+def test_bare_model_is_wrapped(tiny_clip, classnames):
+    target = AuditTarget.coerce(faults.clean(*tiny_clip, classnames).model)
+    assert target.classnames == classnames
+    with pytest.raises(VideoCoopError, match="no classnames"):
+        AuditTarget.coerce(__import__("torch").nn.Linear(2, 2))
+
+
+def test_results_are_json_ready(tiny_clip, classnames):
+    (r,) = run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"])
+    d = r.to_dict()
+    assert d["status"] == "pass" and {"id", "metrics", "evidence", "location"} <= set(d)

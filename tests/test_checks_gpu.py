@@ -1,0 +1,32 @@
+"""The device audits on CUDA (run by `make test-gpu`; skipped without CUDA)."""
+import pytest
+
+import faults
+from checks import Status, run_audits
+
+pytestmark = pytest.mark.gpu
+DEVICE_AUDITS = ["buffer-device-sync", "index-device-consistency", "host-sync"]
+
+
+def test_clean_model_on_cuda(tiny_clip, classnames):
+    results = run_audits(faults.clean(*tiny_clip, classnames), DEVICE_AUDITS)
+    assert [r.status for r in results] == [Status.PASS] * 3, [r.message for r in results]
+    index, host = results[1], results[2]
+    assert set(index.extra["runs"]) == {"cuda", "meta"}
+    assert index.metrics["cuda_tensors_checked"] > 0 and host.metrics["cuda_syncs"] == 0
+
+
+@pytest.mark.parametrize("make,audit_id,status,words", [
+    (faults.plain_tokenized_prompts, "index-device-consistency", Status.FAIL, "on the wrong device"),
+    (faults.plain_tokenized_prompts, "buffer-device-sync", Status.FAIL, "on cpu"),
+    (faults.eot_index_on_cpu, "index-device-consistency", Status.FAIL, "copies a tensor to the CPU on cuda"),
+    (faults.item_loop, "host-sync", Status.WARN, "Tensor.item()"),
+])
+def test_faults_on_cuda(make, audit_id, status, words, tiny_clip, classnames):
+    (r,) = run_audits(make(*tiny_clip, classnames), [audit_id])
+    assert r.status == status and words in r.message + " ".join(r.evidence), (r.message, r.evidence)
+
+
+def test_item_loop_syncs_on_cuda(tiny_clip, classnames):
+    (r,) = run_audits(faults.item_loop(*tiny_clip, classnames), ["host-sync"])
+    assert r.metrics["cuda_syncs"] >= 1

@@ -1,0 +1,64 @@
+"""Renderers: one result list -> markdown (en, ko), JSON, JUnit."""
+import json
+import xml.etree.ElementTree as ET
+
+from checks.core import CheckResult, Status
+from checks.report import RunInfo, to_json, to_junit, to_markdown
+
+
+def result(id, status, **kw):
+    return CheckResult(id=id, title=f"title of {id}", status=status, message=f"{id} says {status.value}",
+                       problem="the problem", fix="the fix", remediation="do this", metrics={"x": 0.5},
+                       evidence=["line one"], location="pkg/mod.py:12", duration=0.25, **kw)
+
+
+RESULTS = [result("eot-collapse", Status.PASS, extra={"table": {"eot pooling": dict(
+               mean_cos=0.9, max_cos=0.95, min_margin=0.05, mean_margin=0.1, effective_rank=3.0)},
+               "heatmap": ["shade: ...", "a |##  |"]}),
+           result("causal-mask", Status.FAIL), result("host-sync", Status.WARN),
+           result("dataset-unpacking", Status.SKIP), result("gradient-flow", Status.ERROR)]
+INFO = RunInfo(target="tiny", weights="videocoop-tiny, random:0", foreign_device="meta", command="python -m checks",
+               train_command="videocoop train --feature-dir x")
+
+
+def test_markdown_sections_checklist_conclusion():
+    md = to_markdown(RESULTS, INFO)
+    assert md.index("## Audits in detail") < md.index("Traced path") < md.index("Summary checklist") < md.index("Conclusion")
+    assert "| 2 | title of causal-mask (`causal-mask`) | the fix | `pkg/mod.py:12` | ❌ FAIL |" in md
+    assert "Do not train yet: 2 audit(s) failed" in md  # FAIL and ERROR
+    assert "**If it fails:** do this" in md and "| eot pooling | 0.9000 |" in md and "a |##  |" in md
+    assert "videocoop train --feature-dir x" not in md  # no train command while something failed
+    ok = to_markdown([RESULTS[0], RESULTS[2]], INFO)
+    assert "Safe to train" in ok and "videocoop train --feature-dir x" in ok and "1 warning(s)" in ok
+
+
+def test_korean_uses_korean_texts_for_known_audits():
+    md = to_markdown(RESULTS, INFO, lang="ko")
+    assert "종합 체크리스트" in md and "EOT 뒤의 위치는 풀링 결과를 바꾸지 않음" in md and "아직 학습하지 마십시오" in md
+
+
+def test_json_is_a_list_with_the_required_keys():
+    data = json.loads(to_json(RESULTS))
+    assert [d["status"] for d in data] == ["pass", "fail", "warn", "skip", "error"]
+    assert all({"id", "status", "metrics", "evidence", "location"} <= set(d) for d in data)
+
+
+def test_junit_maps_statuses():
+    root = ET.fromstring(to_junit(RESULTS).split("\n", 1)[1])
+    assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == ("5", "1", "1", "1")
+    kinds = {c.get("name"): [x.tag for x in c if x.tag != "system-out"] for c in root}
+    assert kinds == {"eot-collapse": [], "causal-mask": ["failure"], "host-sync": [], "dataset-unpacking": ["skipped"],
+                     "gradient-flow": ["error"]}
+
+
+def test_committed_example_reports_come_from_the_default_run():
+    from pathlib import Path
+
+    from checks import list_audits
+
+    root = Path(__file__).resolve().parent.parent / "reports"
+    for name, words in (("verification.md", "Safe to train"), ("verification.ko.md", "학습해도 안전합니다")):
+        text = (root / name).read_text(encoding="utf-8")
+        assert words in text and "ViT-B-32, random:0" in text
+        assert "`python -m checks" in text
+        assert all(f"(`{i}`)" in text for i in list_audits())

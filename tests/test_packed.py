@@ -1,0 +1,129 @@
+"""A packed split reads back as the per-file dataset does: same items, same sampling."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from videocoop.data import FeatureDataset, MissingValidationClassWarning, collate_samples, frame_indices, write_feature_info
+from videocoop.errors import VideoCoopError
+from videocoop.packed import PackedFeatureDataset, batch_frame_indices, is_packed, pack
+
+DIM = 16
+
+
+@pytest.fixture
+def split(tmp_path):
+    """Three classes, videos of different lengths, in both file formats, with features.json."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for c, name in enumerate(["archery", "bowling", "yoga"]):
+        (src / name).mkdir(parents=True)
+        for v in range(3):
+            x = rng.standard_normal((3 + 2 * v + c, DIM)).astype(np.float32)  # [T, D]
+            if v % 2:
+                torch.save(torch.from_numpy(x), src / name / f"{name}_{v}.pt")
+            else:
+                np.save(src / name / f"{name}_{v}.npy", x)
+    write_feature_info(src, {"clip_model": "ViT-B-32", "weights": "random:0", "num_frames": 0, "dim": DIM})
+    return src
+
+
+def _items(dataset, seed):
+    torch.manual_seed(seed)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+@pytest.mark.parametrize("num_frames,train", [(None, False), (4, False), (4, True)])
+def test_packed_items_equal_per_file_items(split, tmp_path, num_frames, train):
+    index = pack(split, tmp_path / "packed", dtype="float32")
+    assert is_packed(tmp_path / "packed") and index["videos"] == 9
+    per_file = FeatureDataset(split, num_frames=num_frames, train=train)
+    packed = PackedFeatureDataset(tmp_path / "packed", num_frames=num_frames, train=train)
+    assert packed.classnames == per_file.classnames and packed.dim == per_file.dim and len(packed) == len(per_file)
+    assert packed.info == per_file.info and packed.labels == per_file.labels
+    for want, got in zip(_items(per_file, 7), _items(packed, 7)):
+        assert torch.equal(got.features, want.features) and got.features.dtype == torch.float32
+        assert got.label == want.label
+        assert got.meta == want.meta
+
+
+def test_batched_fetch_equals_item_by_item(split, tmp_path):
+    pack(split, tmp_path / "packed", dtype="float32")
+    packed = PackedFeatureDataset(tmp_path / "packed", num_frames=5, train=True)
+    order = [4, 0, 8, 3, 3]
+    torch.manual_seed(3)
+    batched = packed.__getitems__(order)
+    torch.manual_seed(3)
+    single = [packed[i] for i in order]
+    for a, b in zip(batched, single):
+        assert torch.equal(a.features, b.features) and a.label == b.label and a.meta == b.meta
+    # Through a DataLoader (which uses __getitems__) the batches are the per-file dataset's.
+    per_file = FeatureDataset(split, num_frames=5, train=True)
+    batches = []
+    for dataset in (per_file, packed):
+        torch.manual_seed(5)
+        loader = DataLoader(dataset, batch_size=4, shuffle=True, collate_fn=collate_samples,
+                            generator=torch.Generator().manual_seed(1))
+        batches.append(list(loader))
+    for (fa, la, ma), (fb, lb, mb) in zip(*batches):
+        assert torch.equal(fa, fb) and torch.equal(la, lb) and ma["video_id"] == mb["video_id"]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_batch_frame_indices_equal_frame_indices(train):
+    lengths = torch.randint(1, 400, (300,), generator=torch.Generator().manual_seed(0)).tolist()
+    for num_frames in (1, 3, 8, 16):
+        torch.manual_seed(11)
+        want = torch.stack([frame_indices(n, num_frames, train) for n in lengths]).numpy()
+        torch.manual_seed(11)
+        np.testing.assert_array_equal(batch_frame_indices(lengths, num_frames, train), want)
+
+
+def test_half_precision_packing_rounds_to_fp16(split, tmp_path):
+    pack(split, tmp_path / "half")
+    per_file = FeatureDataset(split)
+    packed = PackedFeatureDataset(tmp_path / "half")
+    assert np.load(tmp_path / "half" / "features.npy", mmap_mode="r").dtype == np.float16
+    for i in range(len(packed)):
+        assert torch.equal(packed[i].features, per_file[i].features.half().float())
+
+
+def test_validation_split_takes_the_training_class_order(split, tmp_path):
+    pack(split, tmp_path / "packed", dtype="float32")
+    training = ["zumba", "yoga", "archery", "bowling"]
+    with pytest.warns(MissingValidationClassWarning, match="zumba"):
+        packed = PackedFeatureDataset(tmp_path / "packed", classnames=training)
+    with pytest.warns(MissingValidationClassWarning):
+        per_file = FeatureDataset(split, classnames=training)
+    assert packed.classnames == training
+    label_of = {packed[i].meta["video_id"]: packed[i].label for i in range(len(packed))}
+    assert label_of == {per_file[i].meta["video_id"]: per_file[i].label for i in range(len(per_file))}
+    with pytest.raises(VideoCoopError, match="unknown to training"):
+        PackedFeatureDataset(tmp_path / "packed", classnames=["archery", "bowling"])
+
+
+def test_packed_errors_name_the_problem(split, tmp_path):
+    with pytest.raises(VideoCoopError, match="not a packed split"):
+        PackedFeatureDataset(split)
+    with pytest.raises(VideoCoopError, match="float16"):
+        pack(split, tmp_path / "x", dtype="int8")
+    pack(split, tmp_path / "packed")
+    with pytest.raises(VideoCoopError, match="dim 16"):
+        PackedFeatureDataset(tmp_path / "packed", dim=512)
+
+
+def test_pack_command(split, tmp_path, capsys):
+    from videocoop.cli import ExitCode, main
+
+    assert main(["pack", str(split), str(tmp_path / "packed"), "--dtype", "float32"]) == ExitCode.OK
+    assert "packed 9 videos" in capsys.readouterr().out
+    assert len(PackedFeatureDataset(tmp_path / "packed")) == 9
+    assert main(["pack", str(tmp_path / "missing"), str(tmp_path / "out")]) == ExitCode.USAGE
+
+
+def test_open_feature_dataset_picks_the_reader(split, tmp_path):
+    from videocoop.packed import open_feature_dataset
+
+    pack(split, tmp_path / "packed")
+    assert isinstance(open_feature_dataset(tmp_path / "packed", num_frames=2), PackedFeatureDataset)
+    assert isinstance(open_feature_dataset(split, num_frames=2), FeatureDataset)

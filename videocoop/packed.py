@@ -1,0 +1,213 @@
+"""Packed feature splits: one memory-mapped array per split plus an index.
+
+Per-file loading opens, parses and checks one small file per video: a few thousand
+videos a second, which cannot feed a training step of a few milliseconds. ``pack``
+writes a split once as::
+
+    dst/
+      packed.json      the index: format, dtype, dim, class names, video ids and paths
+      features.npy     every video's frames, one after another: [sum T, D]
+      offsets.npy      where each video starts: [N + 1] int64
+      labels.npy       class index per video: [N] int64
+      features.json    copied from the source (which CLIP made the features)
+
+and :class:`PackedFeatureDataset` reads it through ``np.load(mmap_mode="r")`` with the
+interface of :class:`~videocoop.data.FeatureDataset`: the same ``VideoSample`` items and
+the same frame sampling (:func:`~videocoop.data.frame_indices`), plus a batched fetch
+(``__getitems__``) that gathers a whole batch's frames with one indexing operation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .data import (
+    CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_indices, read_feature_info,
+    write_feature_info,
+)
+from .errors import VideoCoopError
+
+INDEX_FILE = "packed.json"
+FORMAT = "videocoop-packed"
+VERSION = 1
+DTYPES = ("float16", "float32")
+
+
+def is_packed(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a packed split (its index file)."""
+    return (Path(root) / INDEX_FILE).is_file()
+
+
+def open_feature_dataset(root: str | os.PathLike, classnames: Sequence[str] | None = None,
+                         num_frames: int | None = None, train: bool = False, *, dim: int | None = None):
+    """A packed split's :class:`PackedFeatureDataset`, else a per-file :class:`~videocoop.data.FeatureDataset`."""
+    cls = PackedFeatureDataset if is_packed(root) else FeatureDataset
+    return cls(root, classnames=classnames, num_frames=num_frames, train=train, dim=dim)
+
+
+def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence[str] | None = None,
+         manifest: str | os.PathLike | None = None, dtype: str = "float16") -> dict:
+    """Pack one split of per-video feature files into ``dst`` (see the module docstring).
+
+    Every source file is read and checked by :class:`~videocoop.data.FeatureDataset`
+    first, so a bad file stops the packing with its path in the message.
+
+    Args:
+        src: a feature folder (``<class>/<video>.pt|.npy``) or, with ``manifest``, its root.
+        dst: the output folder (created; an existing packed split there is replaced).
+        classnames: the class order (e.g. training's, for a validation split).
+        manifest: a ``path,label`` CSV instead of class folders.
+        dtype: ``float16`` (half the bytes; CLIP features are made in half precision on
+            the GPU anyway) or ``float32`` (the source values exactly).
+
+    Returns:
+        the index written to ``dst/packed.json``.
+    """
+    if dtype not in DTYPES:
+        raise VideoCoopError(f"unknown packed dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    dataset = FeatureDataset(src, classnames=classnames, manifest=manifest, cache=False)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    offsets = np.zeros(len(dataset) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(dataset.lengths)
+    array = np.lib.format.open_memmap(dst / "features.npy", mode="w+", dtype=dtype,
+                                      shape=(int(offsets[-1]), dataset.dim))  # [sum T, D]
+    for i in range(len(dataset)):
+        array[offsets[i]:offsets[i + 1]] = dataset[i].features.numpy()  # every frame: num_frames is None
+    array.flush()
+    del array
+    np.save(dst / "offsets.npy", offsets)
+    np.save(dst / "labels.npy", np.asarray(dataset.labels, dtype=np.int64))
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dtype": dtype,
+        "dim": dataset.dim,
+        "videos": len(dataset),
+        "frames": int(offsets[-1]),
+        "classnames": list(dataset.classnames),
+        "video_ids": [Path(p).stem for p, _ in dataset.files],
+        "paths": [str(p) for p, _ in dataset.files],
+        "source": str(Path(src).resolve()),
+    }
+    (dst / INDEX_FILE).write_text(json.dumps(index) + "\n")
+    (dst / CLASSNAMES_FILE).write_text("".join(f"{c}\n" for c in dataset.classnames))
+    if dataset.info is not None:
+        write_feature_info(dst, dataset.info)
+    return index
+
+
+def batch_frame_indices(lengths: Sequence[int], num_frames: int, train: bool) -> np.ndarray:
+    """:func:`~videocoop.data.frame_indices` for a batch of videos at once: ``[B, num_frames]``.
+
+    The same numbers as calling it on each length in turn, random draws included (one
+    ``torch.rand(B, F)`` draws what ``B`` calls of ``torch.rand(F)`` draw); a test holds
+    the two to equality. A Python call per video was half of the packed loader's time.
+    """
+    B = len(lengths)
+    offset = torch.rand(B, num_frames) if train else torch.full((B, num_frames), 0.5)  # [B, F]
+    # frame_indices multiplies by the Python float length / num_frames, rounded to fp32.
+    scale = torch.tensor([n / num_frames for n in lengths], dtype=torch.float64).float()  # [B]
+    idx = ((torch.arange(num_frames) + offset) * scale[:, None]).long()  # [B, F]
+    return torch.minimum(idx, torch.tensor(lengths)[:, None] - 1).numpy()
+
+
+class PackedFeatureDataset(Dataset):
+    """A packed split, read through a memory map, with :class:`~videocoop.data.FeatureDataset`'s interface.
+
+    Args:
+        root: a folder written by :func:`pack`.
+        classnames: label with this class order (training's, for validation); the
+            split's classes must all be in it.
+        num_frames: sample this many frames per video (as ``FeatureDataset``); None
+            keeps every frame.
+        train: random frame offsets (training) or segment middles (evaluation).
+        dim: the chosen CLIP's embedding width; the split must match it.
+
+    Items are ``VideoSample(features [T, D] float32, label, meta)`` with ``meta``
+    ``video_id``, ``path`` (the source file), ``num_frames``.
+    """
+
+    def __init__(self, root: str | os.PathLike, classnames: Sequence[str] | None = None,
+                 num_frames: int | None = None, train: bool = False, *, dim: int | None = None):
+        self.root = Path(root)
+        if not is_packed(self.root):
+            raise VideoCoopError(f"{self.root} is not a packed split (no {INDEX_FILE}); make one with `videocoop pack SRC DST`")
+        index = json.loads((self.root / INDEX_FILE).read_text())
+        if index.get("format") != FORMAT or index.get("version") != VERSION:
+            raise VideoCoopError(
+                f"{self.root / INDEX_FILE} is format {index.get('format')!r} v{index.get('version')}; "
+                f"this videocoop reads {FORMAT!r} v{VERSION}: re-pack the split"
+            )
+        if num_frames is not None and num_frames < 1:
+            raise VideoCoopError(f"num_frames must be >= 1 or None, got {num_frames}")
+        self._array = np.load(self.root / "features.npy", mmap_mode="r")  # [sum T, D], not read until used
+        self._offsets = np.load(self.root / "offsets.npy")  # [N + 1]
+        labels = np.load(self.root / "labels.npy")  # [N]
+        self.dim = int(self._array.shape[1])
+        if dim is not None and dim != self.dim:
+            raise VideoCoopError(f"packed split {self.root} has dim {self.dim}; the chosen CLIP embeds in {dim}")
+        stored = index["classnames"]
+        if classnames is not None:
+            classnames = list(classnames)
+            unknown = sorted(set(stored[i] for i in np.unique(labels)) - set(classnames))
+            if unknown:
+                raise VideoCoopError(f"packed split {self.root} has classes unknown to training: {unknown}; training classes are {classnames}")
+            absent = [c for c in classnames if c not in set(stored[i] for i in np.unique(labels))]
+            if absent:
+                warnings.warn(f"packed split {self.root} has no videos of training classes {absent}; their accuracy is not measured",
+                              MissingValidationClassWarning, stacklevel=2)
+            remap = np.array([classnames.index(c) if c in classnames else -1 for c in stored], dtype=np.int64)
+            labels = remap[labels]
+            self.classnames = classnames
+        else:
+            self.classnames = stored
+        self._labels = labels.tolist()
+        self._starts = self._offsets[:-1].tolist()
+        self.lengths = np.diff(self._offsets).tolist()
+        self._ids = index["video_ids"]
+        self._paths = index["paths"]
+        self.files = [(Path(p), label) for p, label in zip(self._paths, self._labels)]
+        self.num_frames = num_frames
+        self.train = train
+        self.info = read_feature_info(self.root)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def labels(self) -> list[int]:
+        return list(self._labels)
+
+    def _meta(self, i: int) -> dict:
+        return {"video_id": self._ids[i], "path": self._paths[i], "num_frames": self.lengths[i]}
+
+    def __getitem__(self, i: int) -> VideoSample:
+        start, length = self._starts[i], self.lengths[i]
+        if self.num_frames is None:
+            rows = self._array[start:start + length]  # [T, D]
+        else:
+            rows = self._array[start + frame_indices(length, self.num_frames, self.train).numpy()]  # [num_frames, D]
+        return VideoSample(torch.from_numpy(np.array(rows)).float(), self._labels[i], self._meta(i))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[VideoSample]:
+        """A DataLoader batch: every item's frames gathered in one indexing operation.
+
+        Draws the same frames as calling ``__getitem__`` on each index in turn (the same
+        random numbers, in the same order); only the read from the map is batched.
+        """
+        if self.num_frames is None:
+            return [self[i] for i in indices]
+        starts = np.array([self._starts[i] for i in indices])  # [B]
+        idx = batch_frame_indices([self.lengths[i] for i in indices], self.num_frames, self.train)  # [B, F]
+        rows = (starts[:, None] + idx).ravel()  # [B * F]
+        frames = torch.from_numpy(self._array[rows]).float()  # [B * F, D]; torch converts fp16 fastest
+        frames = frames.view(len(indices), self.num_frames, self.dim)  # [B, F, D]
+        return [VideoSample(frames[b], self._labels[i], self._meta(i)) for b, i in enumerate(indices)]
