@@ -184,3 +184,12 @@ def test_trains_on_cuda(synth, tmp_path, precision):
     summary = fit(_cfg(synth, tmp_path, epochs=2, device="auto", precision=precision))
     assert summary["device"].startswith("cuda")
     assert math.isfinite(summary["final_train_loss"]) and summary["final_val_top1"] >= 0
+
+
+def test_trains_on_a_packed_split(synth, tmp_path):
+    from videocoop.packed import PackedFeatureDataset, pack
+
+    pack(synth["train"], tmp_path / "packed", dtype="float32")
+    built = build(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed")))
+    assert isinstance(built.train_set, PackedFeatureDataset) and built.classnames == synth["classnames"]
+    assert built.cfg.clip_model == TINY_MODEL  # features.json travels with the packed split

@@ -29,6 +29,7 @@ from .clip import PRECISIONS, embed_dim, load_clip, weights_id
 from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info
 from .errors import VideoCoopError
 from .model import TEMPORAL_AGGS, VideoFeatureCLIP
+from .packed import open_feature_dataset
 from .prompts import POSITIONS, PromptsFile
 from .text_encoder import POOLS
 
@@ -222,11 +223,12 @@ def build(cfg: TrainConfig) -> Built:
     for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
         if info is not None:
             check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
-    train_set = FeatureDataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim)
+    # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
+    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim)
     classnames = train_set.classnames
     val_set = None
     if cfg.val_feature_dir:
-        val_set = FeatureDataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
+        val_set = open_feature_dataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
     prompt_kwargs = prompts.prompt_kwargs(classnames) if prompts else {}
     csc = cfg.csc or (prompts is not None and prompts.csc)
     torch.manual_seed(cfg.seed)  # random context init
