@@ -27,6 +27,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny tensors on a 2-core machine: OpenMP's spinning second thread costs far more
+    than it saves (the suite ran 10x slower with two threads while the cores were busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip():
     """(clip_model, tokenizer) of the registered tiny architecture, random weights, seed 0."""

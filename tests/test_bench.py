@@ -6,7 +6,6 @@ import torch
 
 from bench.__main__ import main
 from bench.step import VARIANTS
-from single_thread import one_thread  # noqa: F401 (autouse)
 
 
 def test_bench_smoke_run_writes_results(tmp_path):

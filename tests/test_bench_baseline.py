@@ -5,7 +5,6 @@ import torch
 from bench.baseline import SeedFaithfulCLIP
 from videocoop.classnames import UCF101
 from videocoop.model import VideoFeatureCLIP
-from single_thread import one_thread  # noqa: F401 (autouse)
 
 
 

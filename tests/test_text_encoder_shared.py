@@ -12,7 +12,6 @@ from videocoop.model import VideoFeatureCLIP
 from videocoop.prompts import eot_positions
 from videocoop.shared_prefix import SharedLayout, shareable
 from videocoop.text_encoder import TextEncoder
-from single_thread import one_thread  # noqa: F401 (autouse)
 
 
 NAMES = UCF101[:30] + ["brush_hair", "ride bike", "jump"]

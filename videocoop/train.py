@@ -279,11 +279,19 @@ class EvalResult(NamedTuple):
     per_class: dict[str, float]  # class name -> top-1 percent (classes without videos left out)
 
 
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 wherever it runs (the CPU, CUDA from Ampere on): fp32's range, so no loss
+    scaling; fp16 with a GradScaler only on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def _autocast(device: torch.device, precision: str):
-    """Autocast for ``amp``: fp16 on CUDA (with a GradScaler), bf16 on the CPU."""
+    """Autocast for ``amp`` (the context and its gradients stay fp32)."""
     if precision != "amp":
         return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return torch.autocast(device.type, dtype=_amp_dtype(device))
 
 
 def _to_device(batch, device: torch.device):
@@ -655,7 +663,8 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
     train_loader, val_loader = _loaders(built, generator)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, len(train_loader))
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "amp" and device.type == "cuda" else None
+    fp16_amp = cfg.precision == "amp" and _amp_dtype(device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda") if fp16_amp else None
     best = {"epoch": 0, "top1": -1.0, "per_class": {}}
     metrics_path = out / "metrics.jsonl"
     first_epoch = 1
