@@ -26,6 +26,7 @@ from videocoop.synth import synthesize
 from .core import AuditTarget, exit_code, get_audit, list_audits, run_audits
 from .probe import foreign_device, locate
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown
+from .report.heatmap import write_heatmap_png
 
 DEFAULT_REPORT = "reports/verification.md"
 #: The embedded default: random-weight ViT-B-32, UCF101 names, a few synthetic videos per class.
@@ -141,6 +142,15 @@ def _write(path: str, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
+def _write_heatmaps(results, report: str) -> None:
+    """The eot-collapse cosine matrix as ``<report>_eot_collapse.png``, linked from the report."""
+    for r in results:
+        if r.extra.get("cosine"):
+            png = Path(report).with_name(f"{Path(report).stem}_{r.id.replace('-', '_')}.png")
+            write_heatmap_png(torch.tensor(r.extra["cosine"]), png)
+            r.extra["heatmap_png"] = png.name
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``python -m checks``; returns the exit code (0 ok, 1 failed, 4 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return ExitCode.USAGE
     print_summary(results)
+    _write_heatmaps(results, args.report)
     _write(args.report, to_markdown(results, info, args.lang))
     written = [args.report]
     if args.json:

@@ -3,6 +3,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+import torch
 
 from checks.cli import main
 
@@ -80,3 +81,21 @@ def test_own_model_from_train_flags(tmp_path):
 def test_train_flags_do_not_mix_with_target(capsys):
     assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
     assert "do not apply" in capsys.readouterr().err
+
+
+def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    report = tmp_path / "r.md"
+    assert main(["--target", "tests.faults:clean_target", "--only", "eot-collapse", "--report", str(report)]) == 0
+    png = tmp_path / "r_eot_collapse.png"
+    assert "![Similarity heatmap](r_eot_collapse.png)" in report.read_text()
+    image = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1)  # [3, k*16, k*16]
+    k = image.shape[1] // 16
+    assert image.shape == (3, k * 16, k * 16) and k >= 2
+    cells = image[:, 8::16, 8::16].int()  # one pixel per class pair
+    assert (cells[:, torch.arange(k), torch.arange(k)] == 0).all()  # diagonal black
+    # the most similar pair is the reddest cell (least green), the least similar white
+    green = cells[1][~torch.eye(k, dtype=torch.bool)]
+    assert int(green.min()) == 0 and int(green.max()) == 255 and len(set(green.tolist())) > 2

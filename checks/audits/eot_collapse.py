@@ -132,7 +132,8 @@ def eot_collapse(target: AuditTarget) -> Outcome:
     cos = cosine_matrix(f).masked_fill(torch.eye(n, dtype=torch.bool), -2)
     i, j = divmod(int(cos.argmax()), n)
     names = list(target.classnames)
-    extra = {"table": table, "heatmap": heatmap(f, names)}
+    extra = {"table": table, "heatmap": heatmap(f, names),
+             "cosine": cosine_matrix(f[:HEATMAP_CLASSES]).tolist()}  # drawn as a PNG beside the report
     location = locate(type(te).forward, r"pool|argmax|mean\(") or locate(type(te).forward)
     if mine["min_margin"] < COLLAPSE_MARGIN:
         twins = int((cos > 1 - COLLAPSE_MARGIN).sum()) // 2

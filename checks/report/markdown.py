@@ -79,6 +79,8 @@ def _section(i: int, r: CheckResult, t: dict, audits: dict) -> list[str]:
         out.append("")
     if r.extra.get("heatmap"):
         out += [f"**{t['heatmap']}:**", "", *_code(r.extra["heatmap"]), ""]
+    if r.extra.get("heatmap_png"):
+        out += [f"![{t['heatmap']}]({r.extra['heatmap_png']})", ""]
     if r.metrics:
         out += [f"**{t['metrics']}:** " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in r.metrics.items()), ""]
     if r.status != Status.PASS:
