@@ -67,8 +67,10 @@ def test_training_raises_accuracy_and_writes_every_output(synth, tmp_path):
     assert json.loads((out / "eval.json").read_text())["top1"] == ev["top1"]
 
 
-def test_resume_after_a_kill_reaches_the_same_numbers(synth, tmp_path, monkeypatch):
-    full = fit(_cfg(synth, tmp_path / "a"))
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_after_a_kill_reaches_the_same_numbers(synth, tmp_path, monkeypatch, num_workers):
+    # num_workers=1: frames are sampled in the worker, whose RNG must restart from the checkpoint
+    full = fit(_cfg(synth, tmp_path / "a", num_workers=num_workers))
     ctx_full = load_checkpoint(tmp_path / "a" / "out" / "checkpoint_last.pt")["trainable"]
 
     real = train_mod.train_one_epoch
@@ -82,16 +84,67 @@ def test_resume_after_a_kill_reaches_the_same_numbers(synth, tmp_path, monkeypat
 
     monkeypatch.setattr(train_mod, "train_one_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        fit(_cfg(synth, tmp_path / "b"))
+        fit(_cfg(synth, tmp_path / "b", num_workers=num_workers))
     monkeypatch.setattr(train_mod, "train_one_epoch", real)
     assert load_checkpoint(tmp_path / "b" / "out" / "checkpoint_last.pt")["epoch"] == 2
-    resumed = fit(_cfg(synth, tmp_path / "b", resume=True))
+    with open(tmp_path / "b" / "out" / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "train_lo')  # a kill mid-write tears the last line
+    resumed = fit(_cfg(synth, tmp_path / "b", resume=True, num_workers=num_workers))
 
     assert _rows(tmp_path / "b" / "out") == _rows(tmp_path / "a" / "out")
     ctx_resumed = load_checkpoint(tmp_path / "b" / "out" / "checkpoint_last.pt")["trainable"]
     assert torch.equal(ctx_full["prompt_learner.ctx"], ctx_resumed["prompt_learner.ctx"])
     for key in ("best_epoch", "best_top1", "final_val_top1", "final_train_loss", "per_class"):
         assert resumed[key] == full[key]
+
+
+def test_eval_only_uses_the_runs_frames_and_precision(synth, tmp_path):
+    summary = fit(_cfg(synth, tmp_path, epochs=2, num_frames=3, precision="bf16"))
+    ev = fit(_cfg(synth, tmp_path, epochs=2, num_frames=None, eval_only=True))  # neither given: the run's
+    assert ev["top1"] == pytest.approx(summary["best_top1"])
+    built = {}
+    real = train_mod._evaluate_only
+    train_mod._evaluate_only = lambda b, *a: built.setdefault("cfg", b.cfg) and real(b, *a)
+    try:
+        fit(_cfg(synth, tmp_path, epochs=2, num_frames=5, precision="fp32", eval_only=True))  # given: these
+    finally:
+        train_mod._evaluate_only = real
+    assert (built["cfg"].num_frames, built["cfg"].precision) == (5, "fp32")
+
+
+def test_checkpoint_best_is_written_before_last(synth, tmp_path, monkeypatch):
+    written = []
+    real = train_mod.save_checkpoint
+    monkeypatch.setattr(train_mod, "save_checkpoint", lambda path, **state: written.append(path.name) or real(path, **state))
+    fit(_cfg(synth, tmp_path, epochs=1))
+    assert written == ["checkpoint_best.pt", "checkpoint_last.pt"]  # a kill between leaves last at the old epoch
+
+
+def test_resume_accepts_the_same_folders_spelled_differently(synth, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit(_cfg(synth, tmp_path, epochs=2, output_dir="out"))
+    (tmp_path / "out" / "checkpoint_last.pt").unlink()
+    shutil.copy(tmp_path / "out" / "checkpoint_best.pt", tmp_path / "out" / "checkpoint_last.pt")
+    import os
+
+    rel = os.path.relpath(synth["train"], tmp_path)
+    fit(_cfg(synth, tmp_path, epochs=2, output_dir=str(tmp_path / "out") + "/", feature_dir="./" + rel + "/",
+             resume=True))
+
+
+def test_a_corrupt_config_json_is_a_user_error(synth, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text('{"epochs": 4, "lr"')
+    with pytest.raises(VideoCoopError, match="cannot read .*config.json.*--overwrite"):
+        fit(_cfg(synth, tmp_path, epochs=1))
+
+
+@pytest.mark.parametrize("name", ["mps", "cuda", "cuda:0"])
+def test_an_unavailable_device_is_a_user_error(name):
+    if (name.startswith("cuda") and torch.cuda.is_available()) or (name == "mps" and torch.backends.mps.is_available()):
+        pytest.skip(f"{name} is available here")
+    with pytest.raises(VideoCoopError, match=rf"device '{name}' asked for, but it is not available here; available: cpu"):
+        train_mod.resolve_device(name)
 
 
 def test_output_dir_with_another_config_is_refused(synth, tmp_path):

@@ -59,7 +59,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
                       help="JSON: default_prompt, class_prompts, display_names (see README)")
     data.add_argument("--num-frames", type=int, default=d.num_frames,
-                      help="sample this many frames per video (default: all, padded and masked)")
+                      help="sample this many frames per video (default: all, padded and masked; --eval-only: the run's)")
     data.add_argument("--num-workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")
 
     clip = parser.add_argument_group("CLIP (default: from features.json)")
@@ -67,7 +67,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     clip.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
     clip.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
     clip.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
-    clip.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=f"default {d.precision}")
+    clip.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                      help="default fp32 (--eval-only: the run's)")
 
     model = parser.add_argument_group("prompts and model")
     model.add_argument("--n-ctx", type=int, default=d.n_ctx, help=f"context vectors (default {d.n_ctx}, CoOp)")

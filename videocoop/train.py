@@ -40,7 +40,9 @@ CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
-_EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress")
+_EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir")
+# Paths compared resolved: ./k and /abs/k/ name the same folder.
+_PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file")
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,12 +75,12 @@ class TrainConfig:
     class_token_position: str = "end"  # end | middle | front (CoOp)
     temporal_agg: str = "mean"  # mean | max | transformer over frames
     text_pool: str = "eot"  # eot (CLIP) | mean (the seed report's pooling)
-    num_frames: int | None = None  # sample this many frames per video; None: all, padded and masked
+    num_frames: int | None = None  # sample this many frames per video; None: all, padded and masked (eval_only: the run's)
     clip_model: str | None = None  # open_clip name; None: from features.json
     pretrained: str | None = None  # open_clip pretrained tag in the local cache; None: from features.json
     clip_checkpoint: str | None = None  # local CLIP weights file (wins over pretrained)
     clip_seed: int = 0  # seed of random CLIP weights when there are no weights (features.json's random:<seed> wins)
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (CLIP weights in half, fp32 context; CoOp's default is fp16) | amp
+    precision: str | None = None  # fp32 | fp16 | bf16 (CLIP weights in half, fp32 context; CoOp's default is fp16) | amp; None: fp32 (eval_only: the run's)
     num_workers: int = 0  # DataLoader workers; features are small and cached, 0 is usually fastest
     seed: int = 0  # context init, shuffling, frame sampling
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -114,7 +116,7 @@ class TrainConfig:
             "temporal_agg": TEMPORAL_AGGS, "text_pool": POOLS, "progress": PROGRESS,
         }
         for key, valid in choices.items():
-            if getattr(self, key) not in valid:
+            if getattr(self, key) not in valid and not (key == "precision" and self.precision is None):
                 raise VideoCoopError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx}
         if self.num_frames is not None:
@@ -164,9 +166,17 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as e:
         raise VideoCoopError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VideoCoopError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if torch.backends.mps.is_available() else [])
+    if device.type not in available:
+        raise VideoCoopError(f"device {name!r} asked for, but it is not available here; available: {', '.join(available)} (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VideoCoopError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def _default_precision(cfg: TrainConfig) -> TrainConfig:
+    """``precision`` None (not given) is fp32 once the run's own value is no longer wanted."""
+    return cfg if cfg.precision is not None else dataclasses.replace(cfg, precision="fp32")
 
 
 def resolve_clip(cfg: TrainConfig, info: Mapping | None) -> TrainConfig:
@@ -205,6 +215,7 @@ def build(cfg: TrainConfig) -> Built:
         VideoCoopError: bad config, missing CLIP identity, a features.json that names
             another CLIP, any bad feature file, a prompts file naming unknown classes.
     """
+    cfg = _default_precision(cfg)
     cfg.check()
     device = resolve_device(cfg.device)
     train_info = read_feature_info(cfg.feature_dir)
@@ -540,7 +551,10 @@ def _loaders(built: Built, generator: torch.Generator) -> tuple[DataLoader, Data
     cfg = built.cfg
     common = {
         "batch_size": cfg.batch_size, "collate_fn": collate_samples, "num_workers": cfg.num_workers,
-        "pin_memory": built.device.type == "cuda", "persistent_workers": cfg.num_workers > 0,
+        "pin_memory": built.device.type == "cuda",
+        # fresh workers every epoch, seeded from the (checkpointed) loader generator: persistent
+        # workers carry their RNG across epochs, which a resumed run cannot restore
+        "persistent_workers": False,
     }
     train = DataLoader(built.train_set, shuffle=True, generator=generator, **common)
     val = None
@@ -550,13 +564,34 @@ def _loaders(built: Built, generator: torch.Generator) -> tuple[DataLoader, Data
     return train, val
 
 
+def _read_config(path: Path) -> dict:
+    """A run's ``config.json``.
+
+    Raises:
+        VideoCoopError: an unreadable or corrupt file.
+    """
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VideoCoopError(f"cannot read {path}: {e}; pass --overwrite to replace the run, or choose another --output-dir") from e
+    if not isinstance(config, dict):
+        raise VideoCoopError(f"{path} is not a JSON object; pass --overwrite to replace the run, or choose another --output-dir")
+    return config
+
+
+def _same_setting(key: str, old, new) -> bool:
+    if key in _PATH_KEYS and old and new:
+        return os.path.realpath(old) == os.path.realpath(new)
+    return old == new
+
+
 def _prepare_output(cfg: TrainConfig, out: Path) -> None:
     """Refuse to mix two different runs in one folder (unless overwriting)."""
     config_path = out / "config.json"
     if config_path.is_file() and not cfg.overwrite:
-        old = json.loads(config_path.read_text())
+        old = _read_config(config_path)
         new = cfg.to_dict()
-        diff = sorted(k for k in set(old) | set(new) if k not in _EXECUTION_KEYS and old.get(k) != new.get(k))
+        diff = sorted(k for k in set(old) | set(new) if k not in _EXECUTION_KEYS and not _same_setting(k, old.get(k), new.get(k)))
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
             raise VideoCoopError(
@@ -585,6 +620,19 @@ def _write_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``, skipping unparsable lines (a kill mid-write tears the last one)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
 
 
 def _evaluate_only(built: Built, out: Path, reporter: Reporter) -> dict:
@@ -628,14 +676,16 @@ def fit(cfg: TrainConfig) -> dict:
     cfg.check()
     out = Path(cfg.output_dir)
     if not cfg.eval_only:
+        cfg = _default_precision(cfg)
         # compare resolved configs: config.json holds the CLIP that features.json named
         _prepare_output(resolve_clip(cfg, read_feature_info(cfg.feature_dir)), out)
     elif (out / "config.json").is_file():
-        # the checkpoint's model shape (n_ctx, csc, prompts file, CLIP) comes from its run;
-        # data, device and precision from this call
-        stored = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
-        keep = ("feature_dir", "val_feature_dir", "num_frames", "precision", *_EXECUTION_KEYS)
-        cfg = dataclasses.replace(stored, **{k: getattr(cfg, k) for k in keep})
+        # the checkpoint's model shape (n_ctx, csc, prompts file, CLIP), frame sampling and
+        # precision come from its run; data and device from this call, frames and precision
+        # too where given
+        stored = TrainConfig.from_dict(_read_config(out / "config.json"))
+        given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
+        cfg = dataclasses.replace(stored, **{k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *_EXECUTION_KEYS)}, **given)
     reporter = Reporter(cfg.progress, None if cfg.eval_only else out / "log.txt")
     try:
         t_start = time.perf_counter()
@@ -681,7 +731,7 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
         first_epoch = state["epoch"] + 1
         _set_rng_state(state["rng"], generator)
         # drop lines of epochs after the checkpoint (a kill between the two writes)
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.is_file() else []
+        rows = _read_metrics(metrics_path) if metrics_path.is_file() else []
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
         reporter.log(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
     else:
@@ -725,11 +775,12 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
             "classnames": classnames,
         }
         record(row)
-        save_checkpoint(out / CHECKPOINT_LAST, **state)
+        # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
         if is_best:
             save_checkpoint(out / CHECKPOINT_BEST, **state)
+        save_checkpoint(out / CHECKPOINT_LAST, **state)
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = _read_metrics(metrics_path)
     untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
     final = rows[-1]
     summary = {
