@@ -127,3 +127,33 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
     pack(split, tmp_path / "packed")
     assert isinstance(open_feature_dataset(tmp_path / "packed", num_frames=2), PackedFeatureDataset)
     assert isinstance(open_feature_dataset(split, num_frames=2), FeatureDataset)
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"cannot read .*packed\.json"),
+        (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json is not a JSON object"),
+        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"cannot read .*features\.npy"),
+        (lambda p: (p / "offsets.npy").unlink(), r"cannot read .*offsets\.npy"),
+        (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy")[:-1]), r"offsets\.npy must rise"),
+        (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy") * 2), r"offsets\.npy must rise"),
+        (lambda p: np.save(p / "labels.npy", np.load(p / "labels.npy")[:-1]), r"labels\.npy must hold 9"),
+        (lambda p: np.save(p / "labels.npy", np.load(p / "labels.npy") + 3), r"labels\.npy must hold 9"),
+    ],
+)
+def test_a_damaged_packed_split_is_refused_by_name(split, tmp_path, damage, match):
+    # a VideoCoopError: the CLI exits 4 with the message, no traceback
+    packed = tmp_path / "packed"
+    pack(split, packed, dtype="float32")
+    damage(packed)
+    with pytest.raises(VideoCoopError, match=match):
+        PackedFeatureDataset(packed, num_frames=2)
+
+
+def test_pack_refuses_values_that_overflow_float16(split, tmp_path):
+    np.save(split / "yoga" / "yoga_0.npy", np.full((3, DIM), 1e5, dtype=np.float32))
+    with pytest.raises(VideoCoopError, match=r"yoga_0\.npy has values beyond float16's range"):
+        pack(split, tmp_path / "packed")
+    assert not is_packed(tmp_path / "packed")
+    pack(split, tmp_path / "packed32", dtype="float32")  # float32 keeps them

@@ -246,3 +246,5 @@ def test_trains_on_a_packed_split(synth, tmp_path):
     built = build(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed")))
     assert isinstance(built.train_set, PackedFeatureDataset) and built.classnames == synth["classnames"]
     assert built.cfg.clip_model == TINY_MODEL  # features.json travels with the packed split
+    summary = fit(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed"), epochs=1))
+    assert math.isfinite(summary["final_train_loss"]) and summary["final_val_top1"] >= 0

@@ -75,12 +75,17 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence
     dataset = FeatureDataset(src, classnames=classnames, manifest=manifest, cache=False)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    (dst / INDEX_FILE).unlink(missing_ok=True)  # a pack that stops half-way leaves no readable split
     offsets = np.zeros(len(dataset) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(dataset.lengths)
     array = np.lib.format.open_memmap(dst / "features.npy", mode="w+", dtype=dtype,
                                       shape=(int(offsets[-1]), dataset.dim))  # [sum T, D]
     for i in range(len(dataset)):
-        array[offsets[i]:offsets[i + 1]] = dataset[i].features.numpy()  # every frame: num_frames is None
+        with np.errstate(over="ignore"):  # float16 overflows to inf above 65504: refused below, by name
+            rows = dataset[i].features.numpy().astype(dtype)  # [T, D], every frame: num_frames is None
+        if not np.isfinite(rows).all():
+            raise VideoCoopError(f"feature file {dataset.files[i][0]} has values beyond {dtype}'s range; pack with --dtype float32")
+        array[offsets[i]:offsets[i + 1]] = rows
     array.flush()
     del array
     np.save(dst / "offsets.npy", offsets)
@@ -119,6 +124,45 @@ def batch_frame_indices(lengths: Sequence[int], num_frames: int, train: bool) ->
     return torch.minimum(idx, torch.tensor(lengths)[:, None] - 1).numpy()
 
 
+def _load_array(path: Path, ndim: int, mmap_mode: str | None = None) -> np.ndarray:
+    """One of a packed split's arrays, checked for its number of dimensions.
+
+    Raises:
+        VideoCoopError: a missing, truncated or foreign file, named.
+    """
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as e:  # numpy raises many types for a missing or truncated file
+        raise VideoCoopError(f"cannot read {path}: {type(e).__name__}: {e}; re-pack the split") from e
+    if not isinstance(array, np.ndarray) or array.ndim != ndim:
+        raise VideoCoopError(f"{path} is not a {ndim}-d array; re-pack the split")
+    return array
+
+
+def _check_index(root: Path, index: dict, array: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+    """The index and the arrays must describe the same videos.
+
+    Raises:
+        VideoCoopError: naming the file that disagrees.
+    """
+    keys = ("classnames", "video_ids", "paths")
+    missing = [k for k in keys if not isinstance(index.get(k), list)]
+    if missing:
+        raise VideoCoopError(f"{root / INDEX_FILE} lacks {', '.join(missing)}; re-pack the split")
+    n = len(index["video_ids"])
+    problems = []
+    if not np.issubdtype(offsets.dtype, np.integer) or len(offsets) != n + 1 or offsets[0] != 0 \
+            or (np.diff(offsets) < 1).any() or offsets[-1] != len(array):
+        problems.append(f"offsets.npy must rise from 0 to the {len(array)} frames of features.npy in {n + 1} steps")
+    if not np.issubdtype(labels.dtype, np.integer) or len(labels) != n \
+            or (n and (labels.min() < 0 or labels.max() >= len(index["classnames"]))):
+        problems.append(f"labels.npy must hold {n} class indices below {len(index['classnames'])}")
+    if len(index["paths"]) != n:
+        problems.append(f"{INDEX_FILE} lists {len(index['paths'])} paths for {n} videos")
+    if problems:
+        raise VideoCoopError(f"packed split {root} is inconsistent: {'; '.join(problems)}; re-pack the split")
+
+
 class PackedFeatureDataset(Dataset):
     """A packed split, read through a memory map, with :class:`~videocoop.data.FeatureDataset`'s interface.
 
@@ -140,7 +184,12 @@ class PackedFeatureDataset(Dataset):
         self.root = Path(root)
         if not is_packed(self.root):
             raise VideoCoopError(f"{self.root} is not a packed split (no {INDEX_FILE}); make one with `videocoop pack SRC DST`")
-        index = json.loads((self.root / INDEX_FILE).read_text())
+        try:
+            index = json.loads((self.root / INDEX_FILE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise VideoCoopError(f"cannot read {self.root / INDEX_FILE}: {e}; re-pack the split") from e
+        if not isinstance(index, dict):
+            raise VideoCoopError(f"{self.root / INDEX_FILE} is not a JSON object; re-pack the split")
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise VideoCoopError(
                 f"{self.root / INDEX_FILE} is format {index.get('format')!r} v{index.get('version')}; "
@@ -148,9 +197,10 @@ class PackedFeatureDataset(Dataset):
             )
         if num_frames is not None and num_frames < 1:
             raise VideoCoopError(f"num_frames must be >= 1 or None, got {num_frames}")
-        self._array = np.load(self.root / "features.npy", mmap_mode="r")  # [sum T, D], not read until used
-        self._offsets = np.load(self.root / "offsets.npy")  # [N + 1]
-        labels = np.load(self.root / "labels.npy")  # [N]
+        self._array = _load_array(self.root / "features.npy", 2, mmap_mode="r")  # [sum T, D], not read until used
+        self._offsets = _load_array(self.root / "offsets.npy", 1)  # [N + 1]
+        labels = _load_array(self.root / "labels.npy", 1)  # [N]
+        _check_index(self.root, index, self._array, self._offsets, labels)
         self.dim = int(self._array.shape[1])
         if dim is not None and dim != self.dim:
             raise VideoCoopError(f"packed split {self.root} has dim {self.dim}; the chosen CLIP embeds in {dim}")
