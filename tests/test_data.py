@@ -188,3 +188,35 @@ def test_uncached_dataset_reads_the_same(folder):
         a, b = FeatureDataset(folder), FeatureDataset(folder, cache=False)
     for i in range(len(a)):
         assert torch.equal(a[i].features, b[i].features)
+
+
+@pytest.mark.parametrize("content", [np.arange(3 * D, dtype=np.float32).reshape(3, D),
+                                     {"features": np.ones((2, D), dtype=np.float16)}])
+def test_pt_files_may_hold_numpy_arrays(tmp_path, content):
+    # torch.save of a numpy array pickles numpy's reconstructor: allowed, still under weights_only
+    _write(tmp_path / "root", "a_class", "v", torch.zeros(1, D))
+    torch.save(content, tmp_path / "root" / "a_class" / "v.pt")
+    x = FeatureDataset(tmp_path / "root", dim=D)[0].features
+    expected = content["features"] if isinstance(content, dict) else content
+    assert x.dtype == torch.float32 and torch.equal(x, torch.from_numpy(expected).float())
+
+
+def test_hidden_files_are_not_features(folder):
+    (folder / "a_class" / "._v3.pt").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    assert len(FeatureDataset(folder)) == 4
+
+
+def test_classnames_txt_lines_are_unique(folder):
+    (folder / "classnames.txt").write_text("c_class\na_class\nb_class\na_class\n")
+    with pytest.raises(VideoCoopError, match=r"classnames.txt lists classes more than once: \['a_class'\]"):
+        FeatureDataset(folder)
+
+
+def test_manifest_row_without_label_is_named(folder):
+    manifest = folder / "list.csv"
+    manifest.write_text("path,label\nb_class/v1.pt,b_class\nc_class/v4.pt, \n")
+    with pytest.raises(VideoCoopError, match=r"list.csv row 3 has no label"):
+        FeatureDataset(folder, manifest=manifest)
+    manifest.write_text("path,label\nb_class/v1.pt\n")  # a short row: csv gives None
+    with pytest.raises(VideoCoopError, match=r"list.csv row 2 has no label"):
+        FeatureDataset(folder, manifest=manifest)

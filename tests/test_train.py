@@ -213,6 +213,9 @@ def test_clip_identity_comes_from_features_json(synth, tmp_path):
         build(dataclasses.replace(cfg, clip_model=TINY_MODEL))
     write_feature_info(bare, {"clip_model": TINY_MODEL, "weights": "random:1", "num_frames": 6, "dim": 32})
     assert build(cfg).cfg.clip_seed == 1
+    write_feature_info(bare, {"clip_model": TINY_MODEL, "weights": "random:abc", "num_frames": 6, "dim": 32})
+    with pytest.raises(VideoCoopError, match=r"weights 'random:abc'; random weights are written random:<integer seed>"):
+        build(cfg)
 
 
 def test_config_rejects_unknown_keys_and_bad_values():

@@ -35,6 +35,11 @@ FEATURE_SUFFIXES = (".pt", ".npy")
 INFO_FILE = "features.json"
 CLASSNAMES_FILE = "classnames.txt"
 INFO_KEYS = ("clip_model", "weights", "num_frames", "dim")
+# What torch.save of a numeric numpy array pickles (numpy 1 and 2 name the reconstructor
+# differently; numpy 2 adds a class per dtype): allowed under weights_only, which still
+# refuses any other class.
+_NUMPY_GLOBALS = [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype,
+                  *{type(np.dtype(c)) for c in np.typecodes["AllInteger"] + np.typecodes["Float"]}]
 
 
 class VideoSample(NamedTuple):
@@ -121,7 +126,8 @@ def load_feature_file(path: str | os.PathLike, dim: int | None = None) -> torch.
         if path.suffix == ".npy":
             data = np.load(path, allow_pickle=False)
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+                data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch/numpy raise many types for a corrupt file
         raise VideoCoopError(f"cannot read feature file {path}: {type(e).__name__}: {e}") from e
     if isinstance(data, Mapping):
@@ -238,6 +244,9 @@ class FeatureDataset(Dataset):
         listed = self.root / CLASSNAMES_FILE
         if listed.is_file():
             names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated:
+                raise VideoCoopError(f"{listed} lists classes more than once: {repeated}")
             unknown = sorted(set(found) - set(names))
             if unknown:
                 raise VideoCoopError(f"{source} has classes {unknown} that {listed} does not list")
@@ -246,7 +255,9 @@ class FeatureDataset(Dataset):
 
     def _scan_folders(self, classnames):
         folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        per_class = {p.name: sorted(f for f in p.iterdir() if f.suffix in FEATURE_SUFFIXES and f.is_file()) for p in folders}
+        # hidden files (macOS's ._x.pt resource forks) are not features
+        per_class = {p.name: sorted(f for f in p.iterdir() if f.suffix in FEATURE_SUFFIXES and f.is_file()
+                                    and not f.name.startswith(".")) for p in folders}
         if not any(per_class.values()):
             raise VideoCoopError(
                 f"no feature files ({'|'.join(FEATURE_SUFFIXES)}) in {self.root}; expected {self.root}/<class>/<video>.pt"
@@ -271,7 +282,9 @@ class FeatureDataset(Dataset):
             raise VideoCoopError(f"cannot read manifest {manifest}: {e}") from e
         if not rows or not {"path", "label"} <= set(rows[0]):
             raise VideoCoopError(f"manifest {manifest} needs a 'path,label' header and at least one row")
-        labels = [r["label"].strip() for r in rows]
+        labels = [(r["label"] or "").strip() for r in rows]
+        if "" in labels:  # row 1 is the header
+            raise VideoCoopError(f"manifest {manifest} row {labels.index('') + 2} has no label")
         names = self._class_order(classnames, sorted(set(labels)), f"manifest {manifest}")
         index = {c: i for i, c in enumerate(names)}
         files = []

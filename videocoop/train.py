@@ -198,7 +198,10 @@ def resolve_clip(cfg: TrainConfig, info: Mapping | None) -> TrainConfig:
         return out
     weights = str(info["weights"])
     if weights.startswith("random:"):
-        return dataclasses.replace(out, clip_seed=int(weights.split(":", 1)[1]))
+        seed = weights.split(":", 1)[1]
+        if not seed.isdigit():
+            raise VideoCoopError(f"{where} has weights {weights!r}; random weights are written random:<integer seed>")
+        return dataclasses.replace(out, clip_seed=int(seed))
     if weights.startswith("sha256:"):
         raise VideoCoopError(
             f"{where} says the features were made with a CLIP checkpoint file ({weights}); pass it with --clip-checkpoint FILE"
