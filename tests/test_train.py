@@ -186,6 +186,16 @@ def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
     assert result.top5 == 100.0  # 5 classes
 
 
+@pytest.mark.parametrize("progress, watched", [("plain", False), ("none", False), ("rich", True)])
+def test_per_batch_numbers_only_when_a_bar_shows_them(synth, tmp_path, monkeypatch, progress, watched):
+    # on_batch costs a host sync per batch (loss.item()); plain lines print per epoch only
+    seen = []
+    real = train_mod.train_one_epoch
+    monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, **kw: seen.append(kw["on_batch"]) or real(*a, **kw))
+    fit(_cfg(synth, tmp_path, epochs=1, val_feature_dir=None, progress=progress))
+    assert [b is not None for b in seen] == [watched]
+
+
 def test_schedule_follows_coop():
     cfg = TrainConfig(feature_dir="x", epochs=3)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)

@@ -495,6 +495,11 @@ class Reporter:
         self._t0 = time.perf_counter()
         self._items = 0
 
+    @property
+    def shows_batches(self) -> bool:
+        """Whether :meth:`batch` displays anything: a host sync per batch only then."""
+        return self.mode == "rich"
+
     def log(self, message: str) -> None:
         if self.log_file is not None:
             self.log_file.write(message + "\n")
@@ -759,7 +764,7 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         reporter.begin_epoch(epoch, len(train_loader))
         tr = train_one_epoch(model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
-                             scaler=scaler, on_batch=reporter.batch)
+                             scaler=scaler, on_batch=reporter.batch if reporter.shows_batches else None)
         row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
                "val_top5": None, "lr": lr}
         score, per_class = tr.top1, {}
