@@ -71,6 +71,8 @@ def load_target(spec: str) -> AuditTarget:
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise VideoCoopError(f"--target {spec}: {module_name} has no function {func_name!r}; it has: {', '.join(names)}")
     target = AuditTarget.coerce(func())
+    if target.rebuild is None:  # calling the factory again gives a fresh model (checkpoint-roundtrip)
+        target.rebuild = lambda: AuditTarget.coerce(func()).model
     if not target.description:
         target.description = f"{type(target.model).__name__} from --target {spec}"
     return target
@@ -118,7 +120,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
-        train_command=command,
+        train_command=command, rebuild=lambda: train.build(cfg).model,
     )
 
 

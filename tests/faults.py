@@ -163,6 +163,37 @@ def checkpoint_misses_temporal(clip, tok, names) -> AuditTarget:
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
+class BatchNormVideo(VideoFeatureCLIP):
+    """A learned BatchNorm on the video feature: its running statistics are buffers, which
+    ``trainable_state_dict`` (parameters only) does not save."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bn = torch.nn.BatchNorm1d(self.embed_dim)
+
+    def encode_video(self, features, mask=None):
+        return torch.nn.functional.normalize(self.bn(super().encode_video(features, mask)), dim=-1)  # [B, E]
+
+
+def checkpoint_misses_buffers(clip, tok, names) -> AuditTarget:
+    """Trained a few steps (the running statistics moved); the factory is known, as with --target."""
+    def build():
+        return BatchNormVideo(names, clip, tok, n_ctx=4)
+
+    model = build().train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        model(torch.randn(8, FRAMES, model.embed_dim, generator=g) + 3.0)  # running stats move
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0", rebuild=build)
+
+
+def nothing_trainable(clip, tok, names) -> AuditTarget:
+    """Every parameter frozen: the checkpoint is empty."""
+    target = clean(clip, tok, names)
+    target.model.requires_grad_(False)
+    return target
+
+
 # --- data faults -----------------------------------------------------------------------
 
 class Sample(NamedTuple):
