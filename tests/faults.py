@@ -5,6 +5,7 @@ Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 from typing import NamedTuple
@@ -149,6 +150,13 @@ def clip_trainable(clip, tok, names) -> AuditTarget:
     target = clean(clip, tok, names)
     target.model.text_encoder.requires_grad_(True)
     return target
+
+
+def own_clip_copy_trainable(clip, tok, names) -> AuditTarget:
+    """The model holds its own copy of CLIP (a port calling clip.load inside the model), left trainable."""
+    model = VideoFeatureCLIP(names, copy.deepcopy(clip), tok, n_ctx=4)
+    model.text_encoder.requires_grad_(True)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
 class ContextOnlyCheckpoint(VideoFeatureCLIP):

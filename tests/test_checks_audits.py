@@ -35,6 +35,7 @@ MORE = [
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
     ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
+    ("gradient-flow", faults.own_clip_copy_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
     ("checkpoint-roundtrip", faults.checkpoint_misses_buffers, Status.FAIL, "logits differ"),
     ("checkpoint-roundtrip", faults.nothing_trainable, Status.FAIL, "holds no tensor"),
 ]
@@ -147,3 +148,10 @@ def test_checkpoint_roundtrip_loads_into_a_rebuilt_model(tiny_clip, classnames):
     buffers_only.rebuild = None  # the copy holds the unsaved statistics: it cannot tell
     (r,) = run_audits(buffers_only, ["checkpoint-roundtrip"])
     assert any("deep copy" in e and "cannot show" in e for e in r.evidence), r.evidence
+
+
+def test_a_model_with_its_own_frozen_clip_copy_passes_gradient_flow(tiny_clip, classnames):
+    target = faults.own_clip_copy_trainable(*tiny_clip, classnames)
+    target.model.text_encoder.requires_grad_(False)
+    (r,) = run_audits(target, ["gradient-flow"])
+    assert r.status == Status.PASS, (r.message, r.evidence)
