@@ -143,6 +143,22 @@ def truncated_prompts(clip, tok, names) -> AuditTarget:
     return target
 
 
+def coop_front_ids(clip, tok, names) -> AuditTarget:
+    """Clean, as a faithful CoOp port is: class at the front in the embeddings, ids tokenized as
+    ``"X X X X name."`` (CoOp tokenizes the end layout whatever the position)."""
+    target = clean(clip, tok, names, class_token_position="front")
+    pl = target.model.prompt_learner
+    pl.tokenized_prompts = clean(clip, tok, names).model.prompt_learner.tokenized_prompts  # end-layout ids
+    return target
+
+
+def position_ignored(clip, tok, names) -> AuditTarget:
+    """The layout says front, but the forward builds the end layout (the rearrangement skipped)."""
+    target = clean(clip, tok, names)
+    target.model.prompt_learner.class_token_position = "front"
+    return target
+
+
 # --- training faults -------------------------------------------------------------------
 
 def clip_trainable(clip, tok, names) -> AuditTarget:
