@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from checks import AuditTarget
 from videocoop.clip import TINY_MODEL, embed_dim, load_clip
 from videocoop.model import VideoFeatureCLIP
+from videocoop.prompts import eot_positions
 from videocoop.text_encoder import TextEncoder
 
 FRAMES = 4
@@ -53,6 +54,37 @@ class CpuEotEncoder(TextEncoder):
 
 def eot_index_on_cpu(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, CpuEotEncoder)
+
+
+class ListEotEncoder(TextEncoder):
+    """Keeps the EOT positions as a Python list made at construction; the forward indexes
+    the device states with ``torch.tensor(list)``, a CPU tensor."""
+
+    eots: list[int] = []
+
+    def pool_states(self, x, eot, prefix=None):
+        return super().pool_states(x, torch.tensor(self.eots), prefix)
+
+
+def eot_list_index(clip, tok, names) -> AuditTarget:
+    target = _with_encoder(clip, tok, names, ListEotEncoder)
+    te, pl = target.model.text_encoder, target.model.prompt_learner
+    te.shared_prefix = "off"  # the plain path, which pools with the given indices
+    te.eots = eot_positions(pl.tokenized_prompts, te.eot_token_id).tolist()
+    return target
+
+
+class ArangeRowsEncoder(TextEncoder):
+    """Builds the row index with ``torch.arange(n)``, no device: a CPU tensor."""
+
+    def pool_states(self, x, eot, prefix=None):  # shared prefix off: x holds every position
+        return self.ln_final(x[torch.arange(x.shape[0]), eot])  # [n_cls, width]
+
+
+def arange_without_device(clip, tok, names) -> AuditTarget:
+    target = _with_encoder(clip, tok, names, ArangeRowsEncoder)
+    target.model.text_encoder.shared_prefix = "off"
+    return target
 
 
 class ItemLoopEncoder(TextEncoder):

@@ -35,6 +35,8 @@ MORE = [
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
     ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
+    ("index-device-consistency", faults.eot_list_index, Status.FAIL, "CPU tensor meets"),
+    ("index-device-consistency", faults.arange_without_device, Status.FAIL, "CPU tensor meets"),
     ("prompt-tokenization", faults.position_ignored, Status.FAIL, "the layout says 'front'"),
     ("prompt-tokenization", faults.coop_front_ids, Status.PASS, "class tokens at the front"),
     ("gradient-flow", faults.own_clip_copy_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
