@@ -167,6 +167,50 @@ def sos_pooling(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, WrongEotIdEncoder)
 
 
+class FullContextEncoder(TextEncoder):
+    """CoOp's ``prompts + self.positional_embedding``: all 77 positions, so the model's own
+    (truncated) prompts do not fit: every encode raises."""
+
+    def forward(self, prompts, tokenized_prompts):
+        x = self.transformer(prompts + self.positional_embedding, attn_mask=self.attn_mask)  # [n_cls, 77, width]
+        return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()
+
+
+def full_context_positions(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, FullContextEncoder)
+
+
+class FixedLengthEncoder(TextEncoder):
+    """Correct for the model's own prompt length, which it fixes: longer probe prompts do not fit."""
+
+    length = 0
+
+    def forward(self, prompts, tokenized_prompts):
+        n = self.length
+        x = self.transformer(prompts + self.positional_embedding[:n], attn_mask=self.attn_mask[:n, :n])  # [n_cls, n, w]
+        return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()
+
+
+def fixed_prompt_length(clip, tok, names) -> AuditTarget:
+    """Names of one token each: every prompt ends at its EOT, so causal-mask must lengthen them."""
+    target = _with_encoder(clip, tok, ["jump", "walk", "swim"], FixedLengthEncoder)
+    target.model.text_encoder.length = target.model.prompt_learner.tokenized_prompts.shape[1]
+    return target
+
+
+class CpuCudaOnlyEncoder(TextEncoder):
+    """Refuses any device but cpu and cuda: the meta forward stops before the text path is watched."""
+
+    def forward(self, prompts, tokenized_prompts, **kwargs):
+        if prompts.device.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"unsupported device {prompts.device.type}")
+        return super().forward(prompts, tokenized_prompts, **kwargs)
+
+
+def meta_refused(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, CpuCudaOnlyEncoder)
+
+
 def truncated_prompts(clip, tok, names) -> AuditTarget:
     """The ids a port with 72 context tokens gets from the tokenizer's silent truncation."""
     target = clean(clip, tok, names, truncate=False)  # all 77 positions, as such a port runs
