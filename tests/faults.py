@@ -378,3 +378,8 @@ def plain_attribute_target() -> AuditTarget:
 
 def item_loop_target() -> AuditTarget:
     return item_loop(*_tiny(), NAMES)
+
+
+def broken_factory():
+    """A --target factory that fails while building."""
+    raise RuntimeError("checkpoint file not found: ckpt.pt")
