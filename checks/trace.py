@@ -86,7 +86,7 @@ class HostWatch(TorchFunctionMode):
         t = args[0] if args and isinstance(args[0], torch.Tensor) else None
         mixed = _mixes_cpu(args, kwargs)
         if mixed is not None:
-            self.events.append(HostEvent("mix", f"{name or func}(CPU tensor, {mixed.type} tensor)", call_site(),
+            self.events.append(HostEvent("mix", f"{name or func} given a CPU tensor and a {mixed.type} tensor", call_site(),
                                          mixed.type))
         if t is not None and t.device.type != "cpu":
             if name in HOST_READS:
