@@ -123,13 +123,14 @@ def encode(target: AuditTarget, prompts: torch.Tensor, tokens: torch.Tensor) -> 
         return text_encoder(target)(prompts, tokens).float()
 
 
-def text_features(target: AuditTarget) -> torch.Tensor:
-    """The model's class text features ``[n_cls, E]`` (unnormalised), computed once per run.
+def plain_text_features(target: AuditTarget) -> torch.Tensor:
+    """``text_encoder(prompt_learner(), tokenized_prompts)``, the CoOp call, ``[n_cls, E]``
+    (unnormalised), computed once per run.
 
     When the CLIP model is known, its text transformer's output is kept as well
     (``target.cache["hidden"]``), so other poolings of the same states cost no second pass.
     """
-    if "text" not in target.cache:
+    if "text_plain" not in target.cache:
         prompts, tokens = prompts_and_tokens(target)
         captured = []
         handle = None
@@ -137,14 +138,43 @@ def text_features(target: AuditTarget) -> torch.Tensor:
             handle = text_tower(target.clip_model).transformer.register_forward_hook(
                 lambda m, a, out: captured.append(out.detach()))
         try:
-            target.cache["text"] = encode(target, prompts, tokens)
+            target.cache["text_plain"] = encode(target, prompts, tokens)
         finally:
             if handle is not None:
                 handle.remove()
         hidden = captured[-1] if len(captured) == 1 else None
         if hidden is not None and hidden.shape[:2] == tokens.shape:
             target.cache["hidden"] = hidden  # [n_cls, L, width], batch-first
-    return target.cache["text"]
+    return target.cache["text_plain"]
+
+
+def forward_text_features(target: AuditTarget) -> torch.Tensor | None:
+    """What ``text_encoder`` returns inside the model's own forward ``[n_cls, E]``: the path
+    training takes (a model may pass the encoder more than the CoOp call, e.g. our
+    shared-prefix layout). None when the forward fails or never calls ``text_encoder``
+    (the device and dataset audits report why)."""
+    if "text_forward" not in target.cache:
+        captured = []
+        handle = text_encoder(target).register_forward_hook(lambda m, a, out: captured.append(out.detach().float()))
+        try:
+            param = next(iter(target.model.parameters()), None)
+            x, _ = sample_batch(target, batch=2, frames=4, device=param.device if param is not None else "cpu")
+            with torch.no_grad():
+                target.model(x)
+        except Exception:  # noqa: BLE001: index-device-consistency and dataset-unpacking report it
+            captured = []
+        finally:
+            handle.remove()
+        target.cache["text_forward"] = captured[0] if captured else None
+    return target.cache["text_forward"]
+
+
+def text_features(target: AuditTarget) -> torch.Tensor:
+    """The model's class text features ``[n_cls, E]`` (unnormalised) as its own forward
+    computes them, else as the CoOp call :func:`plain_text_features` does."""
+    forward = forward_text_features(target)
+    plain = plain_text_features(target)
+    return forward if forward is not None and forward.shape == plain.shape else plain
 
 
 def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
@@ -171,7 +201,7 @@ def feature_dim(target: AuditTarget) -> int:
     dim = getattr(target.model, "embed_dim", None)
     if isinstance(dim, int):
         return dim
-    return int(text_features(target).shape[-1])
+    return int(plain_text_features(target).shape[-1])
 
 
 def sample_batch(target: AuditTarget, batch: int = 4, frames: int = 8, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -211,6 +211,22 @@ def meta_refused(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, CpuCudaOnlyEncoder)
 
 
+class PrefixOnlySharedEncoder(TextEncoder):
+    """A broken fast path: the shared-prefix branch (what model.encode_text runs on the CPU)
+    pools only the shared prefix, so every class gets one feature; the plain CoOp call stays right."""
+
+    def pool_states(self, x, eot, prefix=None):
+        if prefix is not None:
+            return self.ln_final(prefix[-1]).expand(x.shape[0], -1)
+        return super().pool_states(x, eot)
+
+
+def shared_path_prefix_only(clip, tok, names) -> AuditTarget:
+    target = _with_encoder(clip, tok, names, PrefixOnlySharedEncoder)
+    target.model.text_encoder.shared_prefix = "split"  # the fast path on any device
+    return target
+
+
 def truncated_prompts(clip, tok, names) -> AuditTarget:
     """The ids a port with 72 context tokens gets from the tokenizer's silent truncation."""
     target = clean(clip, tok, names, truncate=False)  # all 77 positions, as such a port runs

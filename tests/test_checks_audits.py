@@ -30,6 +30,10 @@ MORE = [
     ("causal-mask", faults.permute_no_mask, Status.FAIL, "changed the pooled feature"),
     ("eot-collapse", faults.permute_no_mask, Status.FAIL, "classes indistinguishable"),
     ("text-encoder-parity", faults.sos_pooling, Status.FAIL, "differs from encode_text"),
+    # a fast path that only model.forward takes: the audits must see what training sees
+    ("text-encoder-parity", faults.shared_path_prefix_only, Status.FAIL, "own forward computes other text features"),
+    ("eot-collapse", faults.shared_path_prefix_only, Status.FAIL, "classes indistinguishable"),
+    ("batch-independence", faults.shared_path_prefix_only, Status.FAIL, ""),
     # a correct but syncing forward: a speed warning, not a device failure (on CUDA the whole
     # path is traced there, so it passes; only meta stops at the data-dependent op)
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,

@@ -7,7 +7,8 @@ from videocoop.clip import text_tower
 from videocoop.text_encoder import TextEncoder
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import encode, eot_index, eot_token_id, locate, need_clip, probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance
+from ..probe import (encode, eot_index, eot_token_id, forward_text_features, locate, need_clip, plain_text_features,
+                     probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance)
 
 #: The words put in the context slots: any real text works; this one reads naturally.
 TEMPLATE = "a video of a person doing an action in a short clip recorded by a camera with sound"
@@ -94,6 +95,21 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     location = locate(type(te).forward)
     if not slots.any():
         evidence.append("no context slot differs from its token embedding: compared the prompts as they are")
+    # The comparison above runs the CoOp call; training runs whatever the model's forward
+    # passes the encoder (our shared-prefix layout, say): that must give the same features.
+    forward, plain = forward_text_features(target), plain_text_features(target)
+    if forward is None:
+        evidence.append("the model's forward did not run or never called text_encoder: only the CoOp call was compared")
+    else:
+        path_diff = rel_diff(forward, plain.to(forward.device))  # [n_cls]
+        metrics["forward_path_max_rel_diff"] = float(path_diff.max())
+        evidence.append(f"text_encoder inside model(features) vs text_encoder(prompts, tokenized_prompts), all "
+                        f"{len(path_diff)} classes: max relative difference {float(path_diff.max()):.2e}")
+        if float(path_diff.max()) > tol:
+            bad = int(path_diff.argmax())
+            return Outcome(Status.FAIL, f"the model's own forward computes other text features than its text encoder's "
+                           f"CoOp call: {float(path_diff.max()):.2e} (relative) for {target.classnames[bad]!r}; "
+                           f"tolerance {tol:g}", metrics, evidence, location)
     if float(diff.max()) > tol:
         return Outcome(Status.FAIL, f"text encoder differs from encode_text by {float(diff.max()):.2e} (relative) "
                        f"for {target.classnames[idx[worst]]!r}, under either pooling; tolerance {tol:g}",
