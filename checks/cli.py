@@ -8,6 +8,7 @@ import shlex
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from videocoop.errors import VideoCoopError
 from videocoop.synth import synthesize
 
 from .core import AuditTarget, exit_code, get_audit, list_audits, run_audits
-from .probe import foreign_device, locate
+from .probe import foreign_device, locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown
 from .report.heatmap import write_heatmap_png
 
@@ -70,7 +71,15 @@ def load_target(spec: str) -> AuditTarget:
     if not callable(func):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise VideoCoopError(f"--target {spec}: {module_name} has no function {func_name!r}; it has: {', '.join(names)}")
-    target = AuditTarget.coerce(func())
+    try:
+        built = func()
+    except Exception as e:  # noqa: BLE001: the user's factory failed: one line, where, no traceback
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise VideoCoopError(f"--target {spec}: {func_name}() raised {type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0]} (at {relpath(where.filename)}:{where.lineno})") from e
+    target = AuditTarget.coerce(built)
+    if target.rebuild is None:  # calling the factory again gives a fresh model (checkpoint-roundtrip)
+        target.rebuild = lambda: AuditTarget.coerce(func()).model
     if not target.description:
         target.description = f"{type(target.model).__name__} from --target {spec}"
     return target
@@ -118,7 +127,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
-        train_command=command,
+        train_command=command, rebuild=lambda: train.build(cfg).model,
     )
 
 

@@ -97,6 +97,8 @@ class AuditTarget:
             one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
         description: a line naming the model, weights and configuration, for the report.
         train_command: the command that trains exactly this configuration.
+        rebuild: builds a new, untrained model of the same configuration (checkpoint-roundtrip
+            loads the checkpoint into it); None: the audit loads into a deep copy instead.
     """
 
     model: nn.Module
@@ -112,6 +114,7 @@ class AuditTarget:
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
     description: str = ""
     train_command: str | None = None
+    rebuild: Callable[[], nn.Module] | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):

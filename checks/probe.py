@@ -225,15 +225,27 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 
 def clip_param_names(target: AuditTarget) -> set[str]:
-    """Names of the model's parameters that are CLIP's own (shared with ``clip_model``).
+    """Names of the model's parameters that are CLIP's own.
 
-    Without the CLIP model, everything under ``text_encoder`` counts as CLIP.
+    Everything under ``text_encoder``, plus any parameter shared with ``clip_model`` or equal
+    to one of its parameters of the same name (a model may hold its own copy of CLIP).
     """
     named = dict(target.model.named_parameters(remove_duplicate=False))
+    names = {n for n in named if n.startswith("text_encoder.")}
     if target.clip_model is not None:
-        clip_ptrs = {p.data_ptr() for p in target.clip_model.parameters()}
-        return {n for n, p in named.items() if p.data_ptr() in clip_ptrs}
-    return {n for n in named if n.startswith("text_encoder.")}
+        clip_params = dict(target.clip_model.named_parameters())
+        clip_ptrs = {p.data_ptr() for p in clip_params.values()}
+        names |= {n for n, p in named.items() if p.data_ptr() in clip_ptrs or _copied(n, p, clip_params)}
+    return names
+
+
+def _copied(name: str, p: torch.Tensor, clip_params: dict[str, torch.Tensor]) -> bool:
+    """``p`` equals the CLIP parameter its name ends with (a constant, e.g. a zero bias, proves nothing)."""
+    q = next((q for k, q in clip_params.items() if name == k or name.endswith("." + k)), None)
+    if q is None or q.shape != p.shape or p.numel() < 2:
+        return False
+    a = p.detach().cpu()
+    return not torch.all(a == a.flatten()[0]) and torch.equal(a, q.detach().cpu())
 
 
 def stats(features: torch.Tensor) -> dict[str, float]:

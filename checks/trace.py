@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from .core import AuditTarget
 from .probe import copy_model, relpath, sample_batch
@@ -48,16 +49,27 @@ def _moves_to_cpu(name: str, args, kwargs) -> bool:
     return False
 
 
+def _mixes_cpu(args, kwargs) -> torch.device | None:
+    """The foreign device when the arguments hold a non-scalar CPU tensor next to a tensor on
+    another device (a CPU index into device states: an error or a hidden copy on CUDA)."""
+    tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+    foreign = next((t.device for t in tensors if t.device.type != "cpu"), None)
+    if foreign is not None and any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
+        return foreign
+    return None
+
+
 @dataclass
 class HostEvent:
-    kind: str  # "read" (value to Python) or "move" (tensor copied to the CPU)
+    kind: str  # "read" (value to Python), "move" (tensor copied to the CPU), "mix" (CPU tensor meets a device one)
     op: str
     site: str
     device: str
 
 
 class HostWatch(TorchFunctionMode):
-    """Records every host read and CPU copy of a device tensor during a forward.
+    """Records every host read and CPU copy of a device tensor, and every op mixing a CPU
+    tensor with a device one, during a forward.
 
     On the meta device a host read cannot return data, so it is answered with a
     placeholder (0, False, zeros) and recorded: the forward goes on and every read is
@@ -72,6 +84,10 @@ class HostWatch(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        mixed = _mixes_cpu(args, kwargs)
+        if mixed is not None:
+            self.events.append(HostEvent("mix", f"{name or func} given a CPU tensor and a {mixed.type} tensor", call_site(),
+                                         mixed.type))
         if t is not None and t.device.type != "cpu":
             if name in HOST_READS:
                 self.events.append(HostEvent("read", f"Tensor.{name}()", call_site(), t.device.type))

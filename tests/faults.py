@@ -5,6 +5,7 @@ Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 from typing import NamedTuple
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset
 from checks import AuditTarget
 from videocoop.clip import TINY_MODEL, embed_dim, load_clip
 from videocoop.model import VideoFeatureCLIP
+from videocoop.prompts import eot_positions
 from videocoop.text_encoder import TextEncoder
 
 FRAMES = 4
@@ -52,6 +54,37 @@ class CpuEotEncoder(TextEncoder):
 
 def eot_index_on_cpu(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, CpuEotEncoder)
+
+
+class ListEotEncoder(TextEncoder):
+    """Keeps the EOT positions as a Python list made at construction; the forward indexes
+    the device states with ``torch.tensor(list)``, a CPU tensor."""
+
+    eots: list[int] = []
+
+    def pool_states(self, x, eot, prefix=None):
+        return super().pool_states(x, torch.tensor(self.eots), prefix)
+
+
+def eot_list_index(clip, tok, names) -> AuditTarget:
+    target = _with_encoder(clip, tok, names, ListEotEncoder)
+    te, pl = target.model.text_encoder, target.model.prompt_learner
+    te.shared_prefix = "off"  # the plain path, which pools with the given indices
+    te.eots = eot_positions(pl.tokenized_prompts, te.eot_token_id).tolist()
+    return target
+
+
+class ArangeRowsEncoder(TextEncoder):
+    """Builds the row index with ``torch.arange(n)``, no device: a CPU tensor."""
+
+    def pool_states(self, x, eot, prefix=None):  # shared prefix off: x holds every position
+        return self.ln_final(x[torch.arange(x.shape[0]), eot])  # [n_cls, width]
+
+
+def arange_without_device(clip, tok, names) -> AuditTarget:
+    target = _with_encoder(clip, tok, names, ArangeRowsEncoder)
+    target.model.text_encoder.shared_prefix = "off"
+    return target
 
 
 class ItemLoopEncoder(TextEncoder):
@@ -134,6 +167,50 @@ def sos_pooling(clip, tok, names) -> AuditTarget:
     return _with_encoder(clip, tok, names, WrongEotIdEncoder)
 
 
+class FullContextEncoder(TextEncoder):
+    """CoOp's ``prompts + self.positional_embedding``: all 77 positions, so the model's own
+    (truncated) prompts do not fit: every encode raises."""
+
+    def forward(self, prompts, tokenized_prompts):
+        x = self.transformer(prompts + self.positional_embedding, attn_mask=self.attn_mask)  # [n_cls, 77, width]
+        return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()
+
+
+def full_context_positions(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, FullContextEncoder)
+
+
+class FixedLengthEncoder(TextEncoder):
+    """Correct for the model's own prompt length, which it fixes: longer probe prompts do not fit."""
+
+    length = 0
+
+    def forward(self, prompts, tokenized_prompts):
+        n = self.length
+        x = self.transformer(prompts + self.positional_embedding[:n], attn_mask=self.attn_mask[:n, :n])  # [n_cls, n, w]
+        return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()
+
+
+def fixed_prompt_length(clip, tok, names) -> AuditTarget:
+    """Names of one token each: every prompt ends at its EOT, so causal-mask must lengthen them."""
+    target = _with_encoder(clip, tok, ["jump", "walk", "swim"], FixedLengthEncoder)
+    target.model.text_encoder.length = target.model.prompt_learner.tokenized_prompts.shape[1]
+    return target
+
+
+class CpuCudaOnlyEncoder(TextEncoder):
+    """Refuses any device but cpu and cuda: the meta forward stops before the text path is watched."""
+
+    def forward(self, prompts, tokenized_prompts, **kwargs):
+        if prompts.device.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"unsupported device {prompts.device.type}")
+        return super().forward(prompts, tokenized_prompts, **kwargs)
+
+
+def meta_refused(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, CpuCudaOnlyEncoder)
+
+
 class PrefixOnlySharedEncoder(TextEncoder):
     """A broken fast path: the shared-prefix branch (what model.encode_text runs on the CPU)
     pools only the shared prefix, so every class gets one feature; the plain CoOp call stays right."""
@@ -158,6 +235,22 @@ def truncated_prompts(clip, tok, names) -> AuditTarget:
     return target
 
 
+def coop_front_ids(clip, tok, names) -> AuditTarget:
+    """Clean, as a faithful CoOp port is: class at the front in the embeddings, ids tokenized as
+    ``"X X X X name."`` (CoOp tokenizes the end layout whatever the position)."""
+    target = clean(clip, tok, names, class_token_position="front")
+    pl = target.model.prompt_learner
+    pl.tokenized_prompts = clean(clip, tok, names).model.prompt_learner.tokenized_prompts  # end-layout ids
+    return target
+
+
+def position_ignored(clip, tok, names) -> AuditTarget:
+    """The layout says front, but the forward builds the end layout (the rearrangement skipped)."""
+    target = clean(clip, tok, names)
+    target.model.prompt_learner.class_token_position = "front"
+    return target
+
+
 # --- training faults -------------------------------------------------------------------
 
 def clip_trainable(clip, tok, names) -> AuditTarget:
@@ -165,6 +258,13 @@ def clip_trainable(clip, tok, names) -> AuditTarget:
     target = clean(clip, tok, names)
     target.model.text_encoder.requires_grad_(True)
     return target
+
+
+def own_clip_copy_trainable(clip, tok, names) -> AuditTarget:
+    """The model holds its own copy of CLIP (a port calling clip.load inside the model), left trainable."""
+    model = VideoFeatureCLIP(names, copy.deepcopy(clip), tok, n_ctx=4)
+    model.text_encoder.requires_grad_(True)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
 class ContextOnlyCheckpoint(VideoFeatureCLIP):
@@ -177,6 +277,37 @@ class ContextOnlyCheckpoint(VideoFeatureCLIP):
 def checkpoint_misses_temporal(clip, tok, names) -> AuditTarget:
     model = ContextOnlyCheckpoint(names, clip, tok, n_ctx=4, temporal_agg="transformer")
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+class BatchNormVideo(VideoFeatureCLIP):
+    """A learned BatchNorm on the video feature: its running statistics are buffers, which
+    ``trainable_state_dict`` (parameters only) does not save."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bn = torch.nn.BatchNorm1d(self.embed_dim)
+
+    def encode_video(self, features, mask=None):
+        return torch.nn.functional.normalize(self.bn(super().encode_video(features, mask)), dim=-1)  # [B, E]
+
+
+def checkpoint_misses_buffers(clip, tok, names) -> AuditTarget:
+    """Trained a few steps (the running statistics moved); the factory is known, as with --target."""
+    def build():
+        return BatchNormVideo(names, clip, tok, n_ctx=4)
+
+    model = build().train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        model(torch.randn(8, FRAMES, model.embed_dim, generator=g) + 3.0)  # running stats move
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0", rebuild=build)
+
+
+def nothing_trainable(clip, tok, names) -> AuditTarget:
+    """Every parameter frozen: the checkpoint is empty."""
+    target = clean(clip, tok, names)
+    target.model.requires_grad_(False)
+    return target
 
 
 # --- data faults -----------------------------------------------------------------------
@@ -263,3 +394,8 @@ def plain_attribute_target() -> AuditTarget:
 
 def item_loop_target() -> AuditTarget:
     return item_loop(*_tiny(), NAMES)
+
+
+def broken_factory():
+    """A --target factory that fails while building."""
+    raise RuntimeError("checkpoint file not found: ckpt.pt")

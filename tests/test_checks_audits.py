@@ -39,6 +39,16 @@ MORE = [
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
     ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
+    ("index-device-consistency", faults.eot_list_index, Status.FAIL, "CPU tensor meets"),
+    ("index-device-consistency", faults.arange_without_device, Status.FAIL, "CPU tensor meets"),
+    ("host-sync", faults.meta_refused, Status.WARN, "not checked past tests/faults.py"),
+    ("causal-mask", faults.full_context_positions, Status.ERROR, "the audit crashed: RuntimeError"),
+    ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),
+    ("prompt-tokenization", faults.position_ignored, Status.FAIL, "the layout says 'front'"),
+    ("prompt-tokenization", faults.coop_front_ids, Status.PASS, "class tokens at the front"),
+    ("gradient-flow", faults.own_clip_copy_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
+    ("checkpoint-roundtrip", faults.checkpoint_misses_buffers, Status.FAIL, "logits differ"),
+    ("checkpoint-roundtrip", faults.nothing_trainable, Status.FAIL, "holds no tensor"),
 ]
 
 
@@ -137,3 +147,22 @@ def test_model_that_already_trained_passes_every_audit(tiny_clip):
     opt.step()
     bad = [(r.id, r.status, r.message) for r in run_audits(target) if r.status != Status.PASS]
     assert not bad
+
+
+def test_checkpoint_roundtrip_loads_into_a_rebuilt_model(tiny_clip, classnames):
+    """With a factory the fresh model is rebuilt (and the clean model passes); without, a copy, said so."""
+    target = faults.clean(*tiny_clip, classnames)
+    target.rebuild = lambda: faults.clean(*tiny_clip, classnames).model
+    (r,) = run_audits(target, ["checkpoint-roundtrip"])
+    assert r.status == Status.PASS and any("rebuilt by the target's factory" in e for e in r.evidence), r.evidence
+    buffers_only = faults.checkpoint_misses_buffers(*tiny_clip, classnames)
+    buffers_only.rebuild = None  # the copy holds the unsaved statistics: it cannot tell
+    (r,) = run_audits(buffers_only, ["checkpoint-roundtrip"])
+    assert any("deep copy" in e and "cannot show" in e for e in r.evidence), r.evidence
+
+
+def test_a_model_with_its_own_frozen_clip_copy_passes_gradient_flow(tiny_clip, classnames):
+    target = faults.own_clip_copy_trainable(*tiny_clip, classnames)
+    target.model.text_encoder.requires_grad_(False)
+    (r,) = run_audits(target, ["gradient-flow"])
+    assert r.status == Status.PASS, (r.message, r.evidence)

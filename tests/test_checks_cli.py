@@ -52,6 +52,7 @@ def test_bare_model_target(tmp_path):
     (["--target", "tests.faults:nothing_here"], "has no function 'nothing_here'"),
     (["--target", "no_such_pkg.mod:f"], "cannot import"),
     (["--lang", "fr"], "invalid choice"),
+    (["--target", "tests.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
 ])
 def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
     assert main(argv) == 4
@@ -99,3 +100,11 @@ def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
     # the most similar pair is the reddest cell (least green), the least similar white
     green = cells[1][~torch.eye(k, dtype=torch.bool)]
     assert int(green.min()) == 0 and int(green.max()) == 255 and len(set(green.tolist())) > 2
+
+
+def test_target_factory_is_called_again_for_a_fresh_model():
+    from checks.cli import load_target
+
+    target = load_target("tests.faults:clean_target")
+    fresh = target.rebuild()
+    assert type(fresh) is type(target.model) and fresh is not target.model

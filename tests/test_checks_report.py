@@ -4,6 +4,7 @@ import xml.etree.ElementTree as ET
 
 from checks.core import CheckResult, Status
 from checks.report import RunInfo, to_json, to_junit, to_markdown
+from checks.report.markdown import CORE_AUDITS
 
 
 def result(id, status, **kw):
@@ -28,8 +29,18 @@ def test_markdown_sections_checklist_conclusion():
     assert "Do not train yet: 2 audit(s) failed" in md  # FAIL and ERROR
     assert "**If it fails:** do this" in md and "| eot pooling | 0.9000 |" in md and "a |##  |" in md
     assert "videocoop train --feature-dir x" not in md  # no train command while something failed
-    ok = to_markdown([RESULTS[0], RESULTS[2]], INFO)
+    core = [result(i, Status.PASS) for i in CORE_AUDITS]
+    ok = to_markdown([RESULTS[0], RESULTS[2], *core], INFO)
     assert "Safe to train" in ok and "videocoop train --feature-dir x" in ok and "1 warning(s)" in ok
+
+
+def test_mostly_skipped_run_is_not_called_safe():
+    skipped = [result(i, Status.SKIP) for i in CORE_AUDITS[1:]]
+    md = to_markdown([result(CORE_AUDITS[0], Status.PASS), RESULTS[0], *skipped], INFO)
+    assert "Safe to train" not in md
+    assert f"{len(skipped)} of {len(skipped) + 2} audit(s) were skipped" in md
+    assert ", ".join(CORE_AUDITS[1:]) in md and f"{len(skipped)} audit(s) skipped" in md
+    assert "학습해도 안전합니다" not in to_markdown(skipped, INFO, lang="ko")
 
 
 def test_korean_uses_korean_texts_for_known_audits():

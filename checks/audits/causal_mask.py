@@ -31,7 +31,8 @@ def causal_mask(target: AuditTarget) -> Outcome:
     p, t = prompts[idx], tokens[idx]
     eot = eot_index(target, t)
     evidence = []
-    if int(eot.min()) >= t.shape[1] - 1:
+    extended = int(eot.min()) >= t.shape[1] - 1
+    if extended:
         p, t = _extend(p, t, 2)
         evidence.append("every probed prompt ends at its EOT: appended 2 padding positions")
     after = torch.arange(t.shape[1], device=t.device)[None, :] > eot[:, None]  # [k, L]
@@ -43,10 +44,14 @@ def causal_mask(target: AuditTarget) -> Outcome:
     p2 = torch.where(after.unsqueeze(-1), p + noise, p)
     top = (eot_token_id(target) or int(t.max())) - 1  # new ids stay below the EOT id: argmax still finds it
     t2 = torch.where(after, torch.randint(1, max(top, 2), t.shape, generator=g).to(t.device), t)
-    try:
+    if not extended:  # the model's own prompt length: an encoder failing there is an ERROR, not a SKIP
         base, moved = encode(target, p, t), encode(target, p2, t2)
-    except RuntimeError as e:
-        raise Skip(f"the text encoder rejects the probe prompts ({str(e).splitlines()[0]})") from e
+    else:
+        encode(target, prompts[idx], tokens[idx])  # the unextended baseline must run (else ERROR)
+        try:
+            base, moved = encode(target, p, t), encode(target, p2, t2)
+        except RuntimeError as e:  # longer than the encoder allows: the probe cannot apply
+            raise Skip(f"the text encoder rejects the probe prompts ({str(e).splitlines()[0]})") from e
     diff = rel_diff(moved[rows], base[rows])
     tol = tolerance(target)
     names = [target.classnames[c] for c, r in zip(idx, rows.tolist()) if r]

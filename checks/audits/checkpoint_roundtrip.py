@@ -43,7 +43,14 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
     model = target.model
     location = locate(getattr(type(model), "trainable_state_dict", type(model)))
     state = trainable_state(model)
-    fresh = copy_model(model)
+    if not state:
+        return Outcome(Status.FAIL, "the checkpoint holds no tensor: nothing the model learns would be saved",
+                       {"saved_tensors": 0}, ["trainable state: 0 tensors (no parameter requires grad?)"], location)
+    if target.rebuild is not None:  # a new model: buffers the checkpoint misses keep their initial values
+        fresh, made = target.rebuild(), "fresh model: rebuilt by the target's factory"
+    else:  # a copy already holds every unsaved buffer, so only missing trainable tensors can show
+        fresh, made = copy_model(model), ("fresh model: a deep copy (no factory known), so non-parameter state "
+                                          "missing from the checkpoint cannot show")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in fresh.parameters():
@@ -55,7 +62,7 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
         size = os.path.getsize(path)
         loaded = torch.load(path, weights_only=True)
     evidence = [f"saved {len(state)} tensor(s) ({size} bytes): {', '.join(list(state)[:4])}"
-                + (" ..." if len(state) > 4 else ""), "fresh model: every trainable tensor re-drawn before loading"]
+                + (" ..." if len(state) > 4 else ""), made + "; every trainable tensor re-drawn before loading"]
     metrics = {"saved_tensors": len(state), "bytes": size}
     try:
         strict_load(fresh, loaded)

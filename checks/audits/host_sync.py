@@ -59,5 +59,9 @@ def host_sync(target: AuditTarget) -> Outcome:
             location = run.error_site.split(" ")[0]
         return Outcome(Status.WARN, f"{max(len(events), len(sites), metrics.get('cuda_syncs', 0))} host-device "
                        f"sync(s) per forward, first: {first}", metrics, evidence, location)
+    if run.error:  # the path after the crash was never watched: no claim about it
+        return Outcome(Status.WARN, f"not checked past {run.error_site or 'the crash'}: the meta forward raised "
+                       f"{run.error} (see index-device-consistency); no host read before it", metrics, evidence,
+                       run.error_site.split(" ")[0] if run.error_site else location)
     return Outcome(Status.PASS, "the forward makes no host read (it ran on meta, where any would show)",
                    metrics, evidence, location)

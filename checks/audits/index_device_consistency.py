@@ -38,6 +38,8 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
         evidence += [f"{device.type}: wrong device: {m}" for m in run.trace.mismatches]
         moves = run.host.of_kind("move")
         evidence += [f"{device.type}: {e.op} at {e.site}" for e in moves]
+        mixes = run.host.of_kind("mix")
+        evidence += [f"{device.type}: {e.op} at {e.site}" for e in mixes]
         reads = run.host.of_kind("read")
         if reads:
             evidence.append(f"{device.type}: {len(reads)} host read(s) answered with placeholders (see host-sync)")
@@ -47,6 +49,12 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
         if moves:
             location = moves[0].site.split(" ")[0]
             problems.append(f"the forward copies a tensor to the CPU on {device.type} ({moves[0].op} at {moves[0].site})")
+        metrics[f"{device.type}_cpu_tensor_ops"] = len(mixes)
+        if mixes and not moves:
+            location = mixes[0].site.split(" ")[0]
+        if mixes:
+            problems.append(f"CPU tensor meets {device.type} tensor at {mixes[0].site} ({mixes[0].op}; "
+                            f"{len(mixes)} such op(s))")
         if run.trace.mismatches:
             problems.append(f"{len(run.trace.mismatches)} tensor(s) reach submodules on the wrong device "
                             f"({run.trace.mismatches[0]})")

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from ..core import CheckResult, Status
 from . import ko
 
+#: The device and text audits a "safe to train" needs to have run (PASS or WARN).
+CORE_AUDITS = ("buffer-device-sync", "index-device-consistency", "text-encoder-parity", "causal-mask")
+
 ICON = {Status.PASS: "✅ PASS", Status.WARN: "⚠️ WARN", Status.FAIL: "❌ FAIL", Status.ERROR: "💥 ERROR",
         Status.SKIP: "⏭️ SKIP"}
 
@@ -23,7 +26,10 @@ EN = {
     "checklist": "Summary checklist",
     "table_head": "| # | Problem | Fix | Location | Status |",
     "conclusion": "Conclusion",
-    "safe": "✅ Safe to train: no audit failed (FAIL/ERROR).",
+    "safe": "✅ Safe to train: no audit failed (FAIL/ERROR), and the core device and text audits ran.",
+    "unproven": "⏸️ Not shown safe: no audit failed, but {skipped} of {n} audit(s) were skipped and the core "
+                "audit(s) {missing} did not run. Give the target what each SKIP asks for and run again.",
+    "skipped": "⏭️ {n} audit(s) skipped (see each one's reason).",
     "unsafe": "❌ Do not train yet: {n} audit(s) failed. Follow each one's 'If it fails'.",
     "warned": "⚠️ {n} warning(s): not a correctness problem, but they cost speed or class separation.",
     "train_with": "Train this exact configuration with:",
@@ -139,7 +145,17 @@ def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en")
         title, problem, fix, _ = audits.get(r.id, (r.title, r.problem, r.fix, r.remediation))
         out.append(f"| {i} | {title} (`{r.id}`) | {_short(fix)} | `{r.location or '-'}` | {ICON[r.status]} |")
     out += ["", f"## 🎯 {t['conclusion']}", ""]
-    out.append(t["unsafe"].format(n=len(failed)) if failed else t["safe"])
+    ran = {r.id for r in results if r.status in (Status.PASS, Status.WARN)}
+    missing = [i for i in CORE_AUDITS if i not in ran]
+    skipped = [r for r in results if r.status == Status.SKIP]
+    if failed:
+        out.append(t["unsafe"].format(n=len(failed)))
+    elif missing:
+        out.append(t["unproven"].format(skipped=len(skipped), n=len(results), missing=", ".join(missing)))
+    else:
+        out.append(t["safe"])
+    if skipped and not failed:
+        out += ["", t["skipped"].format(n=len(skipped))] + [f"- `{r.id}`: {r.message}" for r in skipped]
     if failed:
         out += [""] + [f"- `{r.id}`: {r.message}" for r in failed]
     if warned:
