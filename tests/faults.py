@@ -87,6 +87,18 @@ def arange_without_device(clip, tok, names) -> AuditTarget:
     return target
 
 
+class CpuBiasEncoder(TextEncoder):
+    """Adds a bias made in the forward without a device: a CPU tensor in arithmetic with
+    device states, which raises on CUDA."""
+
+    def pool_states(self, x, eot, prefix=None):
+        return super().pool_states(x, eot, prefix) + torch.zeros(x.shape[-1])
+
+
+def cpu_bias(clip, tok, names) -> AuditTarget:
+    return _with_encoder(clip, tok, names, CpuBiasEncoder)
+
+
 class ItemLoopEncoder(TextEncoder):
     """The seed's mean pooling: one class at a time, the EOT read back with ``.item()``."""
 

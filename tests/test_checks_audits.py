@@ -39,8 +39,11 @@ MORE = [
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
     ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
-    ("index-device-consistency", faults.eot_list_index, Status.FAIL, "CPU tensor meets"),
-    ("index-device-consistency", faults.arange_without_device, Status.FAIL, "CPU tensor meets"),
+    # CPU index tensors into device states: PyTorch copies them over (CoOp's own arange does
+    # this and runs on CUDA), so a speed warning, not a failure
+    ("index-device-consistency", faults.eot_list_index, Status.WARN, "CPU index tensor indexes"),
+    ("index-device-consistency", faults.arange_without_device, Status.WARN, "CPU index tensor indexes"),
+    ("index-device-consistency", faults.cpu_bias, Status.FAIL, "CPU tensor meets"),
     ("host-sync", faults.meta_refused, Status.WARN, "not checked past tests/faults.py"),
     ("causal-mask", faults.full_context_positions, Status.ERROR, "the audit crashed: RuntimeError"),
     ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),

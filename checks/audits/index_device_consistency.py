@@ -24,7 +24,7 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     devices = [foreign_device()]
     if devices[0].type != "meta":
         devices.append(torch.device("meta"))  # meta also proves the path needs no data on the host
-    evidence, problems, metrics, runs, partial = [], [], {}, {}, []
+    evidence, problems, metrics, runs, partial, cpu_index = [], [], {}, {}, [], []
     location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
     for device in devices:
         run = foreign_run(target, device)
@@ -52,9 +52,18 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
         metrics[f"{device.type}_cpu_tensor_ops"] = len(mixes)
         if mixes and not moves:
             location = mixes[0].site.split(" ")[0]
-        if mixes:
-            problems.append(f"CPU tensor meets {device.type} tensor at {mixes[0].site} ({mixes[0].op}; "
-                            f"{len(mixes)} such op(s))")
+        # PyTorch accepts CPU index tensors into device tensors (CoOp's own
+        # x[torch.arange(n), eot] runs on CUDA): a hidden copy and sync each step, a WARN.
+        # Any other op given a CPU tensor and a device tensor fails on CUDA.
+        indexing = [e for e in mixes if e.op.startswith(("__getitem__", "__setitem__"))]
+        other = [e for e in mixes if e not in indexing]
+        if other:
+            problems.append(f"CPU tensor meets {device.type} tensor at {other[0].site} ({other[0].op}; "
+                            f"{len(other)} such op(s))")
+        if indexing:
+            cpu_index.append(f"a CPU index tensor indexes {device.type} states at {indexing[0].site} "
+                           f"({len(indexing)} such op(s)): PyTorch copies it to the device each step (a hidden "
+                           f"copy and sync on CUDA); make it with device=x.device or keep it in a buffer")
         if run.trace.mismatches:
             problems.append(f"{len(run.trace.mismatches)} tensor(s) reach submodules on the wrong device "
                             f"({run.trace.mismatches[0]})")
@@ -70,8 +79,8 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
             evidence.append(f"{device.type}: forward completed -> logits {run.output}")
     if problems:
         return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location, {"runs": runs})
-    if partial and devices[0].type == "meta":
-        return Outcome(Status.WARN, partial[0], metrics, evidence, location, {"runs": runs})
+    if cpu_index or (partial and devices[0].type == "meta"):
+        return Outcome(Status.WARN, (cpu_index + partial)[0], metrics, evidence, location, {"runs": runs})
     return Outcome(Status.PASS, "every tensor reaching every submodule was on the model's device "
                    f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location,
                    {"runs": runs})
