@@ -52,9 +52,9 @@ def test_shared_prefix_equals_full_length_plain(tiny_clip, position, n_ctx, name
     # The layout the shared path plans with is the one the token ids hold.
     pl = fast.prompt_learner
     assert list(SharedLayout.of(pl).eot) == eot_positions(pl.tokenized_prompts, pl.eot_token_id).tolist()
-    # Told only the prefix length, it runs every class to the longest EOT: same numbers.
+    # CoOp's two-argument call (no layout) runs the plain truncated path: same numbers.
     with torch.no_grad():
-        text = fast.text_encoder(pl(), pl.tokenized_prompts, shared_prefix_len=pl.shared_prefix_len)
+        text = fast.text_encoder(pl(), pl.tokenized_prompts)
     assert (torch.nn.functional.normalize(text, dim=-1) - want).abs().max().item() <= 1e-5
 
 

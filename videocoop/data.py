@@ -64,6 +64,19 @@ class MissingValidationClassWarning(UserWarning):
 # --------------------------------------------------------------------------- features.json
 
 
+def read_json_object(path: str | os.PathLike, hint: str = "") -> dict:
+    """A JSON object from ``path``; an unreadable, corrupt or non-object file is a
+    VideoCoopError naming it, followed by ``hint`` (what to do about it)."""
+    tail = f"; {hint}" if hint else ""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VideoCoopError(f"cannot read {path}: {e}{tail}") from e
+    if not isinstance(value, dict):
+        raise VideoCoopError(f"{path} is not a JSON object{tail}")
+    return value
+
+
 def read_feature_info(root: str | os.PathLike) -> dict | None:
     """The ``features.json`` of a feature folder, or None when it has none.
 
@@ -73,13 +86,7 @@ def read_feature_info(root: str | os.PathLike) -> dict | None:
     path = Path(root) / INFO_FILE
     if not path.is_file():
         return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VideoCoopError(f"cannot read {path}: {e}") from e
-    if not isinstance(info, dict):
-        raise VideoCoopError(f"{path} must hold a JSON object with keys {', '.join(INFO_KEYS)}")
-    return info
+    return read_json_object(path, f"it must hold a JSON object with keys {', '.join(INFO_KEYS)}")
 
 
 def write_feature_info(root: str | os.PathLike, info: Mapping) -> Path:

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import (
-    CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_indices, read_feature_info,
+    CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_indices, read_feature_info, read_json_object,
     write_feature_info,
 )
 from .errors import VideoCoopError
@@ -184,12 +184,7 @@ class PackedFeatureDataset(Dataset):
         self.root = Path(root)
         if not is_packed(self.root):
             raise VideoCoopError(f"{self.root} is not a packed split (no {INDEX_FILE}); make one with `videocoop pack SRC DST`")
-        try:
-            index = json.loads((self.root / INDEX_FILE).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VideoCoopError(f"cannot read {self.root / INDEX_FILE}: {e}; re-pack the split") from e
-        if not isinstance(index, dict):
-            raise VideoCoopError(f"{self.root / INDEX_FILE} is not a JSON object; re-pack the split")
+        index = read_json_object(self.root / INDEX_FILE, "re-pack the split")
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise VideoCoopError(
                 f"{self.root / INDEX_FILE} is format {index.get('format')!r} v{index.get('version')}; "

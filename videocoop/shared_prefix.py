@@ -156,8 +156,8 @@ def _block(block: nn.Module, rows: torch.Tensor, P: int, shapes: list[tuple[int,
     return rows + block.ls_2(block.mlp(block.ln_2(rows)))
 
 
-def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, attend: str = "concat",
-                  groups: list[tuple[int, int]] | None = None):
+def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, groups: list[tuple[int, int]],
+                  attend: str = "concat"):
     """Run ``transformer`` on ``x`` ``[n_cls, L, width]`` whose first ``prefix_len`` positions are shared.
 
     Only row 0's prefix is read: the caller guarantees every row has the same prefix
@@ -168,24 +168,19 @@ def encode_shared(transformer: nn.Module, x: torch.Tensor, prefix_len: int, atte
         groups: ``[(N_g, S_g)]`` over consecutive rows of ``x`` (sorted by length, see
             :meth:`SharedLayout.groups`): run only positions ``P … P + S_g - 1`` of those
             rows (up to their EOT: later positions cannot change anything at or before
-            it). ``None``: every class, all ``L - P``.
+            it).
 
     Returns:
         ``(prefix [P, width], [suffix [N_g, S_g, width] per group])``: final hidden
         states equal to ``transformer(x, attn_mask=causal)`` at those positions.
     """
-    n_cls, L, w = x.shape
+    w = x.shape[-1]
     P = prefix_len
-    if groups is None:
-        parts = [x[:, P:]]
-        shapes = [(n_cls, L - P)]
-    else:
-        starts = [sum(N for N, _ in groups[:g]) for g in range(len(groups))]
-        parts = [x[start:start + N, P:P + S] for start, (N, S) in zip(starts, groups)]  # [N_g, S_g, w]
-        shapes = list(groups)
+    starts = [sum(N for N, _ in groups[:g]) for g in range(len(groups))]
+    parts = [x[start:start + N, P:P + S] for start, (N, S) in zip(starts, groups)]  # [N_g, S_g, w]
     rows = torch.cat([x[0, :P]] + [p.reshape(-1, w) for p in parts])  # [P + sum N_g*S_g, w]
     fn = _ATTEND[attend]
     for block in transformer.resblocks:
-        rows = _block(block, rows, P, shapes, fn)
-    suffixes = [t.view(N, S, w) for t, (N, S) in zip(rows[P:].split([N * S for N, S in shapes]), shapes)]
+        rows = _block(block, rows, P, groups, fn)
+    suffixes = [t.view(N, S, w) for t, (N, S) in zip(rows[P:].split([N * S for N, S in groups]), groups)]
     return rows[:P], suffixes

@@ -36,10 +36,10 @@ class TextEncoder(nn.Module):
     ``max(EOT) + 1``: exact under the causal mask, and decided once at construction so
     the forward needs no host read of the EOT indices.
 
-    Given ``shared_prefix_len`` (positions every class shares, as
-    ``PromptLearner.shared_prefix_len`` reports), it can compute those positions once
-    instead of once per class (:mod:`videocoop.shared_prefix`); equal to the plain path to
-    float rounding.
+    Given the prompts' ``layout`` (``SharedLayout.of(prompt_learner)``: the positions every
+    class shares and each class's EOT), it computes the shared positions once instead of
+    once per class (:mod:`videocoop.shared_prefix`); equal to the plain path to float
+    rounding. Without it (CoOp's two-argument call) it runs the plain path.
 
     Args:
         clip_model: an open_clip CLIP or CustomTextCLIP with an open_clip text tower.
@@ -122,39 +122,33 @@ class TextEncoder(nn.Module):
             return SHARED_PREFIX_AUTO.get(torch.device(device).type, "off")
         return self.shared_prefix
 
-    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, shared_prefix_len: int = 0,
+    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor,
                 layout: SharedLayout | None = None) -> torch.Tensor:
         """Class text features ``[n_cls, embed_dim]`` (fp32, not normalised).
 
         Args:
             prompts: prompt embeddings ``[n_cls, L, width]``.
             tokenized_prompts: their token ids ``[n_cls, L]`` (only the EOT position is read).
-            shared_prefix_len: how many leading positions hold the same embeddings in
-                every row (``PromptLearner.shared_prefix_len``); 0 claims nothing. Only
-                row 0's prefix is read when the shared path runs, so never claim more
-                than is true.
-            layout: ``SharedLayout.of(prompt_learner)``: the shared prefix and each
-                class's EOT, so the shared path also skips every class's padding. Wins
-                over ``shared_prefix_len``.
+            layout: ``SharedLayout.of(prompt_learner)``: how many leading positions every
+                class shares and each class's EOT, so the shared path computes the prefix
+                once and skips every class's padding. Only row 0's prefix is read there,
+                so it must describe ``prompts``. None: the plain path.
         """
         L = prompts.shape[1]
         dtype = self.dtype
         x = prompts.to(dtype) + self.positional_embedding[:L].to(dtype)  # [n_cls, L, width]
         eot = eot_positions(tokenized_prompts, self.eot_token_id)  # [n_cls], on the prompts' device
-        P = min(layout.prefix_len if layout is not None else shared_prefix_len, L - 1)  # one own position at least
+        P = min(layout.prefix_len, L - 1) if layout is not None else 0  # one own position at least
         mode = self.shared_mode(prompts.device, P)
         if mode == "off":
             mask = None if self.attn_mask is None else self.attn_mask[:L, :L]
             x = self.transformer(x, attn_mask=mask)  # batch-first in, batch-first out
             x = self.pool_states(x, eot)
-        elif layout is None:
-            prefix, (suffix,) = encode_shared(self.transformer, x, P, mode)  # [P, w], [n_cls, L-P, w]
-            x = self.pool_states(suffix, eot, prefix)
         else:
             # Classes sorted by length on the device (no host read, no cached index
             # tensors that .to() would not move); the layout counts each length group.
             order = torch.argsort(eot, stable=True)  # [n_cls]
-            prefix, suffixes = encode_shared(self.transformer, x[order], P, mode, layout.groups())  # [P, w], [[N_g, S_g, w]]
+            prefix, suffixes = encode_shared(self.transformer, x[order], P, layout.groups(), mode)  # [P, w], [[N_g, S_g, w]]
             eot = eot[order]
             pooled, start = [], 0
             for s in suffixes:

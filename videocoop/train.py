@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .clip import PRECISIONS, embed_dim, load_clip, weights_id
-from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info
+from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info, read_json_object
 from .errors import VideoCoopError
 from .model import TEMPORAL_AGGS, VideoFeatureCLIP
 from .packed import open_feature_dataset
@@ -372,12 +372,13 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         n = labels.shape[0]
+        hit = logits.argmax(-1) == labels  # [B]
         loss_sum += loss.detach() * n
-        correct += (logits.argmax(-1) == labels).sum()
+        correct += hit.sum()
         seen += n
         if on_batch is not None:
             # a host sync per batch, only when someone is watching
-            on_batch(step + 1, steps, loss.item(), 100.0 * (logits.argmax(-1) == labels).float().mean().item(), lr, n)
+            on_batch(step + 1, steps, loss.item(), 100.0 * hit.float().mean().item(), lr, n)
     loss_mean = loss_sum.item() / max(seen, 1)
     if not math.isfinite(loss_mean):
         raise TrainingDiverged(f"training loss is {loss_mean}; lower --lr or use --precision fp32")
@@ -573,18 +574,8 @@ def _loaders(built: Built, generator: torch.Generator) -> tuple[DataLoader, Data
 
 
 def _read_config(path: Path) -> dict:
-    """A run's ``config.json``.
-
-    Raises:
-        VideoCoopError: an unreadable or corrupt file.
-    """
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VideoCoopError(f"cannot read {path}: {e}; pass --overwrite to replace the run, or choose another --output-dir") from e
-    if not isinstance(config, dict):
-        raise VideoCoopError(f"{path} is not a JSON object; pass --overwrite to replace the run, or choose another --output-dir")
-    return config
+    """A run's ``config.json``."""
+    return read_json_object(path, "pass --overwrite to replace the run, or choose another --output-dir")
 
 
 def _same_setting(key: str, old, new) -> bool:
