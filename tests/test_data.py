@@ -128,7 +128,7 @@ def test_manifest(folder):
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b"this is not a tensor", "cannot read feature file"),
+        (b"this is not a tensor", r"bad\.pt is not a valid \.pt file: it is damaged or in another format; a valid one holds"),
         (torch.randn(3, D + 1), "has dim 9; the chosen CLIP embeds in 8"),
         (torch.tensor([[float("nan")] * D]), "NaN or inf"),
         (torch.tensor([[float("inf")] * D]), "NaN or inf"),

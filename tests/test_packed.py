@@ -134,8 +134,9 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
     [
         (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"cannot read .*packed\.json"),
         (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json is not a JSON object"),
-        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"cannot read .*features\.npy"),
-        (lambda p: (p / "offsets.npy").unlink(), r"cannot read .*offsets\.npy"),
+        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"features\.npy is not a valid \.npy file: it is damaged"),
+        (lambda p: (p / "offsets.npy").unlink(), r"offsets\.npy is missing"),
+        (lambda p: (p / "labels.npy").write_bytes(b"x" * 100), r"labels\.npy is not a valid \.npy file: it is damaged or in another format; "),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy")[:-1]), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy") * 2), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "labels.npy", np.load(p / "labels.npy")[:-1]), r"labels\.npy must hold 9"),

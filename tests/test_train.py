@@ -131,10 +131,11 @@ def test_resume_accepts_the_same_folders_spelled_differently(synth, tmp_path, mo
 
 
 def test_a_corrupt_config_json_is_a_user_error(synth, tmp_path):
-    (tmp_path / "out").mkdir()
+    fit(_cfg(synth, tmp_path, epochs=2))
+    (tmp_path / "out" / "summary.json").unlink()  # stopped after epoch 2 of 2, say
     (tmp_path / "out" / "config.json").write_text('{"epochs": 4, "lr"')
     with pytest.raises(VideoCoopError, match="cannot read .*config.json.*--overwrite"):
-        fit(_cfg(synth, tmp_path, epochs=1))
+        fit(_cfg(synth, tmp_path, epochs=2, resume=True))
 
 
 @pytest.mark.parametrize("name", ["mps", "cuda", "cuda:0"])
@@ -148,7 +149,7 @@ def test_an_unavailable_device_is_a_user_error(name):
 def test_output_dir_with_another_config_is_refused(synth, tmp_path):
     fit(_cfg(synth, tmp_path, epochs=1))
     with pytest.raises(VideoCoopError, match=r"different config \(lr: 0.002 -> 0.01\).*--overwrite"):
-        fit(_cfg(synth, tmp_path, epochs=1, lr=0.01))
+        fit(_cfg(synth, tmp_path, epochs=1, lr=0.01, resume=True))
     fit(_cfg(synth, tmp_path, epochs=1, lr=0.01, overwrite=True))
     with pytest.raises(VideoCoopError, match="no checkpoint_last.pt"):
         fit(_cfg(synth, tmp_path / "fresh", resume=True))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import inspect
 import json
 import sys
 import warnings
 from enum import IntEnum
 
+from .clip import UntrainedModelWarning
 from .errors import VideoCoopError
 from .packed import DTYPES as PACKED_DTYPES
 from .synth import synthesize
@@ -52,9 +54,13 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     from .text_encoder import POOLS
 
     d = TrainConfig()
+    parser.add_argument("--config", metavar="FILE",
+                        help="start from a config file (a run's OUTPUT_DIR/config.json reruns that run); "
+                             "flags given beside it override its values")
     data = parser.add_argument_group("data")
-    data.add_argument("--feature-dir", required=require_data, default=d.feature_dir,
-                      help="training features: DIR/<class>/<video>.pt|.npy (+ features.json)")
+    data.add_argument("--feature-dir", default=d.feature_dir,
+                      help="training features: DIR/<class>/<video>.pt|.npy (+ features.json)"
+                           + (" (required, unless --config names it)" if require_data else ""))
     data.add_argument("--val-feature-dir", default=d.val_feature_dir, help="validation features, same classes")
     data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
                       help="JSON: default_prompt, class_prompts, display_names (see README)")
@@ -92,17 +98,44 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
     run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
-    run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    run.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its checkpoint_last.pt")
     run.add_argument("--eval-only", action="store_true", help="evaluate OUTPUT_DIR/checkpoint_best.pt and stop")
-    run.add_argument("--overwrite", action="store_true", help="replace a run with another config in OUTPUT_DIR")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run in OUTPUT_DIR (deleted once the new run is built and checked)")
     run.add_argument("--progress", choices=PROGRESS, default=d.progress,
                      help="rich bars on a terminal, plain lines otherwise (default auto)")
+    run.add_argument("--check-every", type=int, default=d.check_every,
+                     help=f"steps between checks for a NaN/inf loss (one host sync each; default {d.check_every})")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed train flags (other attributes are ignored)."""
+def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the flags ``argv`` really gives (not those left at their defaults)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for a, default in saved:
+            a.default = default
+    return set(vars(given))
+
+
+def config_from_args(args: argparse.Namespace, given: set[str] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed train flags (other attributes are ignored).
+
+    With ``--config FILE`` the file's values come first and the flags given on the command
+    line override them: ``given`` names those (:func:`given_dests`); without it, every
+    flag whose value differs from its default counts as given.
+    """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in names})
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    if not getattr(args, "config", None):
+        return TrainConfig.from_dict(flags)
+    base = TrainConfig.from_file(args.config)
+    defaults = TrainConfig().to_dict()
+    given = given if given is not None else {k for k, v in flags.items() if v != defaults[k]}
+    return dataclasses.replace(base, **{k: v for k, v in flags.items() if k in given})
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("src", help="the feature folder of one split")
     pack.add_argument("dst", help="the packed split to write; train with --feature-dir DST")
     pack.add_argument("--dtype", choices=PACKED_DTYPES, default="float16", help="default float16")
+    pack.add_argument("--overwrite", action="store_true", help="replace a packed split already in DST")
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack}
     return parser
 
 
@@ -163,14 +198,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # a user reads the message, not our source line
+    # a user reads the message, not our source line, and the flags, not Python's argument names
+    if isinstance(message, UntrainedModelWarning):
+        message = message.text("--pretrained TAG or --clip-checkpoint FILE")
     print(f"videocoop: warning: {message}", file=sys.stderr)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
+    """Parse; an unknown flag is reported with its subcommand's usage and the closest flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(argv)
+    sub = parser.subcommands[args.command]
+    if extras:
+        options = [o for a in sub._actions for o in a.option_strings]
+        hints = [f"{x}: did you mean {', '.join(m)}?" for x in extras
+                 if (m := difflib.get_close_matches(x.split("=", 1)[0], options, n=2, cutoff=0.7))]
+        sub.error(f"unrecognized arguments: {' '.join(extras)}" + ("; " + "; ".join(hints) if hints else ""))
+    given = given_dests(sub, argv[argv.index(args.command) + 1:])
+    if args.command == "train" and not args.feature_dir and not args.config:
+        sub.error("the following arguments are required: --feature-dir (or --config FILE naming it)")
+    return args, given
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     try:
         try:
-            args = parser.parse_args(argv)
+            args, given = _parse(parser, argv)
         except SystemExit as e:  # --help
             return ExitCode.OK if not e.code else ExitCode.USAGE
         if args.command == "synth":
@@ -178,11 +231,12 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         elif args.command == "pack":
             from .packed import pack
 
-            index = pack(args.src, args.dst, dtype=args.dtype)
+            index = pack(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
         else:
-            summary = fit(config_from_args(args))
-            if args.eval_only:
+            cfg = config_from_args(args, given)
+            summary = fit(cfg)
+            if cfg.eval_only:
                 print(json.dumps({k: summary[k] for k in ("top1", "top5", "loss")}))
     except UsageError as e:
         print(e, file=sys.stderr)

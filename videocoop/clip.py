@@ -31,7 +31,22 @@ open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 
 class UntrainedModelWarning(UserWarning):
-    """Random CLIP weights: fine for tests and synthetic data, meaningless on real videos."""
+    """Random CLIP weights: fine for tests and synthetic data, meaningless on real videos.
+
+    ``text(how)`` words the fix for the caller: Python argument names by default, the
+    command line's flags when the CLI shows it.
+    """
+
+    def __init__(self, name: str, seed: int):
+        self.name, self.seed = name, seed
+        super().__init__(self.text("pretrained= or checkpoint="))
+
+    def __reduce__(self):  # pickles (to a worker, say) with its own arguments, not the text
+        return type(self), (self.name, self.seed)
+
+    def text(self, how: str) -> str:
+        return (f"CLIP {self.name} has random weights (seed {self.seed}): fine for tests and synthetic data, "
+                f"meaningless on real video features. Pass {how} for real weights.")
 
 
 @contextlib.contextmanager
@@ -184,12 +199,7 @@ def load_clip(
             raise VideoCoopError(f"could not load CLIP {name} from {source}: {e}") from e
         tokenizer = open_clip.get_tokenizer(name)
     if source is None:
-        warnings.warn(
-            f"CLIP {name} has random weights (seed {seed}): fine for tests and synthetic data, "
-            f"meaningless on real video features. Pass pretrained= or checkpoint= for real weights.",
-            UntrainedModelWarning,
-            stacklevel=2,
-        )
+        warnings.warn(UntrainedModelWarning(name, seed), stacklevel=2)
     model.requires_grad_(False)
     model.eval()
     model.to(device)

@@ -18,7 +18,6 @@ before the first step, with its path in the message.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,11 +29,19 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import VideoCoopError
+from .files import load_error, read_json_object, write_json
 
 FEATURE_SUFFIXES = (".pt", ".npy")
 INFO_FILE = "features.json"
 CLASSNAMES_FILE = "classnames.txt"
 INFO_KEYS = ("clip_model", "weights", "num_frames", "dim")
+#: What a valid feature file holds, by suffix (said when one cannot be read).
+VALID_FEATURE_FILE = {
+    ".npy": "one numeric [T, D] array written by numpy.save",
+    ".pt": "a [T, D] tensor or numeric array, or a dict with key 'features' holding one, written by torch.save",
+}
+#: Video files, recognised so that a folder of videos given as features says so.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 # What torch.save of a numeric numpy array pickles (numpy 1 and 2 name the reconstructor
 # differently; numpy 2 adds a class per dtype): allowed under weights_only, which still
 # refuses any other class.
@@ -64,19 +71,6 @@ class MissingValidationClassWarning(UserWarning):
 # --------------------------------------------------------------------------- features.json
 
 
-def read_json_object(path: str | os.PathLike, hint: str = "") -> dict:
-    """A JSON object from ``path``; an unreadable, corrupt or non-object file is a
-    VideoCoopError naming it, followed by ``hint`` (what to do about it)."""
-    tail = f"; {hint}" if hint else ""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VideoCoopError(f"cannot read {path}: {e}{tail}") from e
-    if not isinstance(value, dict):
-        raise VideoCoopError(f"{path} is not a JSON object{tail}")
-    return value
-
-
 def read_feature_info(root: str | os.PathLike) -> dict | None:
     """The ``features.json`` of a feature folder, or None when it has none.
 
@@ -96,8 +90,7 @@ def write_feature_info(root: str | os.PathLike, info: Mapping) -> Path:
         raise VideoCoopError(f"features.json needs keys {', '.join(INFO_KEYS)}; missing {', '.join(missing)}")
     path = Path(root) / INFO_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(info), indent=2) + "\n")
-    return path
+    return write_json(path, dict(info))
 
 
 def check_feature_info(info: Mapping, clip_model: str, weights: str, dim: int, *, where: str = "features.json") -> None:
@@ -136,7 +129,7 @@ def load_feature_file(path: str | os.PathLike, dim: int | None = None) -> torch.
             with torch.serialization.safe_globals(_NUMPY_GLOBALS):
                 data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch/numpy raise many types for a corrupt file
-        raise VideoCoopError(f"cannot read feature file {path}: {type(e).__name__}: {e}") from e
+        raise load_error(path, e, VALID_FEATURE_FILE[path.suffix]) from e
     if isinstance(data, Mapping):
         if "features" not in data:
             raise VideoCoopError(f"feature file {path} holds a dict without key 'features' (keys: {sorted(data)})")
@@ -266,6 +259,12 @@ class FeatureDataset(Dataset):
         per_class = {p.name: sorted(f for f in p.iterdir() if f.suffix in FEATURE_SUFFIXES and f.is_file()
                                     and not f.name.startswith(".")) for p in folders}
         if not any(per_class.values()):
+            videos = _count_videos(self.root)
+            if videos:
+                raise VideoCoopError(
+                    f"{self.root} holds videos ({videos} files such as .mp4/.avi), not frame features; extract them "
+                    f"first: videocoop extract --videos {self.root} --out FEATURES, then pass --feature-dir FEATURES"
+                )
             raise VideoCoopError(
                 f"no feature files ({'|'.join(FEATURE_SUFFIXES)}) in {self.root}; expected {self.root}/<class>/<video>.pt"
             )
@@ -318,6 +317,16 @@ class FeatureDataset(Dataset):
         return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
 
 
+def _count_videos(root: Path, limit: int = 10_000) -> int:
+    """Video files under ``root`` (any depth), counted up to ``limit``."""
+    n = 0
+    for _, _, files in os.walk(root):
+        n += sum(1 for f in files if Path(f).suffix.lower() in VIDEO_SUFFIXES)
+        if n >= limit:
+            break
+    return n
+
+
 def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
     """Batch samples: features ``[B, T, D]`` zero-padded to the longest, labels ``[B]``.
 
@@ -339,5 +348,5 @@ def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
 __all__ = [
     "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
     "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "load_feature_file",
-    "read_feature_info", "write_feature_info",
+    "read_feature_info", "read_json_object", "write_feature_info",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from .data import (
     write_feature_info,
 )
 from .errors import VideoCoopError
+from .files import load_error
 
 INDEX_FILE = "packed.json"
 FORMAT = "videocoop-packed"
@@ -53,32 +55,57 @@ def open_feature_dataset(root: str | os.PathLike, classnames: Sequence[str] | No
 
 
 def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence[str] | None = None,
-         manifest: str | os.PathLike | None = None, dtype: str = "float16") -> dict:
+         manifest: str | os.PathLike | None = None, dtype: str = "float16", overwrite: bool = False) -> dict:
     """Pack one split of per-video feature files into ``dst`` (see the module docstring).
 
     Every source file is read and checked by :class:`~videocoop.data.FeatureDataset`
-    first, so a bad file stops the packing with its path in the message.
+    first, so a bad file stops the packing with its path in the message. The split is
+    written into a temporary folder beside ``dst`` and renamed into place when complete:
+    a pack that stops half-way leaves ``dst`` as it was, and nothing of an old split
+    (its ``features.json``, say) survives into the new one.
 
     Args:
         src: a feature folder (``<class>/<video>.pt|.npy``) or, with ``manifest``, its root.
-        dst: the output folder (created; an existing packed split there is replaced).
+        dst: the output folder: new, empty, or (with ``overwrite``) a packed split to replace.
         classnames: the class order (e.g. training's, for a validation split).
         manifest: a ``path,label`` CSV instead of class folders.
         dtype: ``float16`` (half the bytes; CLIP features are made in half precision on
             the GPU anyway) or ``float32`` (the source values exactly).
+        overwrite: replace a packed split already in ``dst``.
 
     Returns:
         the index written to ``dst/packed.json``.
+
+    Raises:
+        VideoCoopError: a bad source file; ``dst`` holds a packed split (without
+            ``overwrite``) or anything else.
     """
     if dtype not in DTYPES:
         raise VideoCoopError(f"unknown packed dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    dataset = FeatureDataset(src, classnames=classnames, manifest=manifest, cache=False)
     dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / INDEX_FILE).unlink(missing_ok=True)  # a pack that stops half-way leaves no readable split
+    if dst.exists():
+        if not dst.is_dir() or (any(dst.iterdir()) and not is_packed(dst)):
+            raise VideoCoopError(f"{dst} exists and is not a packed split: pack into a new or empty folder")
+        if is_packed(dst) and not overwrite:
+            raise VideoCoopError(f"{dst} holds a packed split already: pass --overwrite to replace it, or choose another DST")
+    dataset = FeatureDataset(src, classnames=classnames, manifest=manifest, cache=False)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.packing")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed pack of this pid
+    tmp.mkdir()
+    try:
+        index = _write_split(tmp, dataset, src, dtype)
+        _swap_into_place(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
+def _write_split(out: Path, dataset: FeatureDataset, src: str | os.PathLike, dtype: str) -> dict:
+    """Write ``dataset`` as a packed split into the (new, empty) folder ``out``."""
     offsets = np.zeros(len(dataset) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(dataset.lengths)
-    array = np.lib.format.open_memmap(dst / "features.npy", mode="w+", dtype=dtype,
+    array = np.lib.format.open_memmap(out / "features.npy", mode="w+", dtype=dtype,
                                       shape=(int(offsets[-1]), dataset.dim))  # [sum T, D]
     for i in range(len(dataset)):
         with np.errstate(over="ignore"):  # float16 overflows to inf above 65504: refused below, by name
@@ -88,8 +115,8 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence
         array[offsets[i]:offsets[i + 1]] = rows
     array.flush()
     del array
-    np.save(dst / "offsets.npy", offsets)
-    np.save(dst / "labels.npy", np.asarray(dataset.labels, dtype=np.int64))
+    np.save(out / "offsets.npy", offsets)
+    np.save(out / "labels.npy", np.asarray(dataset.labels, dtype=np.int64))
     index = {
         "format": FORMAT,
         "version": VERSION,
@@ -102,11 +129,24 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence
         "paths": [str(p) for p, _ in dataset.files],
         "source": str(Path(src).resolve()),
     }
-    (dst / INDEX_FILE).write_text(json.dumps(index) + "\n")
-    (dst / CLASSNAMES_FILE).write_text("".join(f"{c}\n" for c in dataset.classnames))
+    (out / CLASSNAMES_FILE).write_text("".join(f"{c}\n" for c in dataset.classnames))
     if dataset.info is not None:
-        write_feature_info(dst, dataset.info)
+        write_feature_info(out, dataset.info)
+    (out / INDEX_FILE).write_text(json.dumps(index) + "\n")  # last: a split is readable once its index exists
     return index
+
+
+def _swap_into_place(tmp: Path, dst: Path) -> None:
+    """Rename the finished split ``tmp`` to ``dst``. A folder cannot be renamed over a
+    non-empty one, so an old split is first renamed aside and deleted only after the new
+    one is in place; a crash in between leaves both folders whole."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.{os.getpid()}.replaced")
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def batch_frame_indices(lengths: Sequence[int], num_frames: int, train: bool) -> np.ndarray:
@@ -130,10 +170,12 @@ def _load_array(path: Path, ndim: int, mmap_mode: str | None = None) -> np.ndarr
     Raises:
         VideoCoopError: a missing, truncated or foreign file, named.
     """
+    if not path.is_file():
+        raise VideoCoopError(f"packed split file {path} is missing; re-pack the split")
     try:
         array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except Exception as e:  # numpy raises many types for a missing or truncated file
-        raise VideoCoopError(f"cannot read {path}: {type(e).__name__}: {e}; re-pack the split") from e
+    except Exception as e:  # numpy raises many types for a truncated or foreign file
+        raise VideoCoopError(f"{load_error(path, e, f'a {ndim}-d numeric array')}; re-pack the split") from e
     if not isinstance(array, np.ndarray) or array.ndim != ndim:
         raise VideoCoopError(f"{path} is not a {ndim}-d array; re-pack the split")
     return array

@@ -6,6 +6,7 @@ per step (the context changes every step) and once per evaluation, then
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -26,8 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .clip import PRECISIONS, embed_dim, load_clip, weights_id
-from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info, read_json_object
+from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info
 from .errors import VideoCoopError
+from .files import atomic_write, load_error, read_json_object, write_json, write_text
 from .model import TEMPORAL_AGGS, VideoFeatureCLIP
 from .packed import open_feature_dataset
 from .prompts import POSITIONS, PromptsFile
@@ -40,13 +42,26 @@ CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
-_EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir")
+_EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every")
+# Actions of one invocation, not settings of a run: never read back from a config file.
+_ACTION_KEYS = ("resume", "eval_only", "overwrite")
+# The files a training run writes into its output_dir (--overwrite deletes exactly these).
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "log.txt", "eval.json", CHECKPOINT_LAST, CHECKPOINT_BEST)
 # Paths compared resolved: ./k and /abs/k/ name the same folder.
 _PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; lower the learning rate or use fp32."""
+    """The loss became NaN or inf; lower the learning rate or use fp32.
+
+    Attributes:
+        step: the first step (1-based, within the epoch) whose loss was not finite.
+        loss: that loss (nan, inf or -inf).
+    """
+
+    def __init__(self, message: str, step: int | None = None, loss: float | None = None):
+        super().__init__(message)
+        self.step, self.loss = step, loss
 
 
 @dataclass
@@ -86,8 +101,9 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     resume: bool = False  # continue from output_dir/checkpoint_last.pt
     eval_only: bool = False  # evaluate output_dir/checkpoint_best.pt (or the initial prompts) and stop
-    overwrite: bool = False  # reuse an output_dir that holds a run with a different config
+    overwrite: bool = False  # replace the run in output_dir (its files deleted once the new run is built and checked)
     progress: str = "auto"  # auto (rich bars on a terminal, plain lines otherwise) | rich | plain | none
+    check_every: int = 10  # steps between reads of the on-device NaN/inf flag: one host sync each, so not every step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,6 +121,21 @@ class TrainConfig:
             raise VideoCoopError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
         return cls(**d)
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a run's ``config.json`` (or any JSON object of config keys) as the settings of
+        a new run; the actions of the run that wrote it (resume, eval_only, overwrite) are not
+        carried over.
+
+        Raises:
+            VideoCoopError: an unreadable file, or unknown keys.
+        """
+        d = read_json_object(path, "a config file holds a JSON object of `videocoop train` settings")
+        try:
+            return cls.from_dict({k: v for k, v in d.items() if k not in _ACTION_KEYS})
+        except VideoCoopError as e:
+            raise VideoCoopError(f"{path}: {e}") from e
+
     def check(self) -> None:
         """Validate choices and ranges before anything is loaded.
 
@@ -118,7 +149,8 @@ class TrainConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid and not (key == "precision" and self.precision is None):
                 raise VideoCoopError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx}
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx,
+                    "check_every": self.check_every}
         if self.num_frames is not None:
             positive["num_frames"] = self.num_frames
         for key, value in positive.items():
@@ -135,6 +167,8 @@ class TrainConfig:
                 raise VideoCoopError(f"{key.replace('_', '-')} {path} does not exist")
         if self.resume and self.eval_only:
             raise VideoCoopError("--resume and --eval-only exclude each other")
+        if self.resume and self.overwrite:
+            raise VideoCoopError("--resume continues the run in --output-dir, --overwrite replaces it: pass one of them")
 
 
 # --------------------------------------------------------------------------- building
@@ -250,6 +284,10 @@ def build(cfg: TrainConfig) -> Built:
         classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=csc, class_token_position=cfg.class_token_position,
         temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **prompt_kwargs,
     ).to(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
+    cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
     return Built(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames))
 
 
@@ -329,6 +367,7 @@ def train_one_epoch(
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int, int, float, float, float, int], None] | None = None,
+    check_every: int = 10,
 ) -> TrainResult:
     """One pass over ``loader``: per batch, text features once, then the video features.
 
@@ -342,9 +381,11 @@ def train_one_epoch(
         precision: ``amp`` autocasts the step; the others need nothing here.
         scaler: a GradScaler for fp16 autocast on CUDA.
         on_batch: called as ``on_batch(step, steps, loss, top1, lr, items)`` for progress.
+        check_every: read the on-device "loss not finite" flag every this many steps (and
+            every step when ``on_batch`` reads the loss anyway).
 
     Raises:
-        TrainingDiverged: the loss became NaN or inf.
+        TrainingDiverged: a loss became NaN or inf; ``.step`` says which step first did.
     """
     device = torch.device(device)
     model.train()
@@ -352,6 +393,11 @@ def train_one_epoch(
         model.text_encoder.eval()  # frozen CLIP: no dropout, whatever the mode of the rest
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    # the first step (0-based) whose loss was not finite, -1 while none: kept on the device
+    # and read every check_every steps, so a NaN stops the run within a few steps without
+    # a host sync per step
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    bad_loss = torch.zeros((), device=device)
     seen = 0
     steps = len(loader)
     for step, batch in enumerate(loader):
@@ -373,16 +419,26 @@ def train_one_epoch(
             scheduler.step()
         n = labels.shape[0]
         hit = logits.argmax(-1) == labels  # [B]
+        first_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
+        bad_step.masked_fill_(first_bad, step)
+        bad_loss = torch.where(first_bad, loss.detach(), bad_loss)
         loss_sum += loss.detach() * n
         correct += hit.sum()
         seen += n
         if on_batch is not None:
             # a host sync per batch, only when someone is watching
             on_batch(step + 1, steps, loss.item(), 100.0 * hit.float().mean().item(), lr, n)
-    loss_mean = loss_sum.item() / max(seen, 1)
-    if not math.isfinite(loss_mean):
-        raise TrainingDiverged(f"training loss is {loss_mean}; lower --lr or use --precision fp32")
-    return TrainResult(loss_mean, 100.0 * correct.item() / max(seen, 1))
+        if on_batch is not None or (step + 1) % check_every == 0:
+            _raise_if_diverged(bad_step, bad_loss, steps)  # a host sync every check_every steps
+    _raise_if_diverged(bad_step, bad_loss, steps)  # the steps since the last read
+    return TrainResult(loss_sum.item() / max(seen, 1), 100.0 * correct.item() / max(seen, 1))
+
+
+def _raise_if_diverged(bad_step: torch.Tensor, bad_loss: torch.Tensor, steps: int) -> None:
+    step = int(bad_step)  # the host sync
+    if step >= 0:
+        value = float(bad_loss)
+        raise TrainingDiverged(f"training loss became {value} at step {step + 1} of {steps}", step + 1, value)
 
 
 @torch.no_grad()
@@ -455,15 +511,11 @@ def _set_rng_state(state: Mapping, loader_generator: torch.Generator | None) -> 
 
 
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
-    """Write ``state`` (tensors, dicts, plain values) atomically: a temporary file, then a rename.
-
-    A run killed mid-write leaves the previous checkpoint intact.
+    """Write ``state`` (tensors, dicts, plain values) atomically: a temporary file, synced to
+    disk, then a rename. A run killed (or a machine losing power) mid-write keeps the
+    previous checkpoint intact.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -472,12 +524,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     Raises:
         VideoCoopError: a missing or unreadable file.
     """
+    if not os.path.isfile(path):
+        raise VideoCoopError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise VideoCoopError(f"checkpoint {path} does not exist") from e
     except Exception as e:  # corrupt or foreign files raise many types
-        raise VideoCoopError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        raise load_error(path, e, "the tensors and plain values videocoop train saves") from e
 
 
 # --------------------------------------------------------------------------- progress and logging
@@ -584,25 +636,70 @@ def _same_setting(key: str, old, new) -> bool:
     return old == new
 
 
-def _prepare_output(cfg: TrainConfig, out: Path) -> None:
-    """Refuse to mix two different runs in one folder (unless overwriting)."""
+def _run_state(out: Path) -> str | None:
+    """What ``out`` holds: None (no run), ``started`` (no checkpoint yet), ``stopped`` or ``finished``."""
+    if (out / "summary.json").is_file():
+        return "finished"
+    if (out / CHECKPOINT_LAST).is_file():
+        return "stopped"
+    if (out / CHECKPOINT_BEST).is_file() or (out / "metrics.jsonl").is_file():
+        return "started"
+    return None
+
+
+def _check_output(cfg: TrainConfig, out: Path) -> None:
+    """Refuse a folder holding a run that this call would lose, before anything is built or written.
+
+    A run is continued only with ``resume`` and replaced only with ``overwrite``; without
+    either, a folder holding one is an error that says both.
+    """
+    state = _run_state(out)
+    elsewhere = "or choose another --output-dir"
+    if cfg.resume:
+        if state != "stopped" and state != "finished":
+            started = "; the run there stopped before its first epoch ended: pass --overwrite to start it again" \
+                if state == "started" else ""
+            raise VideoCoopError(f"--resume: no {CHECKPOINT_LAST} in {out} to resume from{started}")
+        return
+    if state is None or cfg.overwrite:
+        return
+    replace = "--overwrite to replace it (its checkpoints, metrics and log are deleted)"
+    if state == "started":
+        raise VideoCoopError(f"{out} holds the start of a run that stopped before its first epoch ended (no "
+                             f"{CHECKPOINT_LAST}): pass {replace}, {elsewhere}")
+    try:
+        epoch = load_checkpoint(out / CHECKPOINT_LAST)["epoch"] if state == "stopped" else None
+    except VideoCoopError:
+        epoch = None
+    try:
+        epochs = _read_config(out / "config.json")["epochs"]
+    except (VideoCoopError, KeyError):
+        epochs = "?"
+    if state == "finished":
+        raise VideoCoopError(f"{out} holds a finished run ({epochs} epochs; summary.json): nothing to continue. "
+                             f"Pass {replace}, {elsewhere}; --eval-only evaluates it")
+    after = f"after epoch {epoch} of {epochs}" if epoch is not None else "part-way"
+    raise VideoCoopError(f"{out} holds a run stopped {after}: pass --resume to continue it, {replace}, {elsewhere}")
+
+
+def _start_output(cfg: TrainConfig, out: Path) -> None:
+    """Once the run is built and checked: a resumed run must be the same run; an overwritten
+    one is deleted now, not before (a bad new config loses nothing)."""
     config_path = out / "config.json"
-    if config_path.is_file() and not cfg.overwrite:
-        old = _read_config(config_path)
-        new = cfg.to_dict()
-        diff = sorted(k for k in set(old) | set(new) if k not in _EXECUTION_KEYS and not _same_setting(k, old.get(k), new.get(k)))
+    if cfg.resume and config_path.is_file():
+        old, new = _read_config(config_path), cfg.to_dict()
+        keys = sorted(k for k in set(old) | set(new) if k not in _EXECUTION_KEYS)
+        diff = [k for k in keys if not _same_setting(k, old.get(k), new.get(k))]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
             raise VideoCoopError(
-                f"{out} holds a run with a different config ({detail}); pass --overwrite to replace it, "
-                f"or choose another --output-dir"
+                f"{out} holds a run with a different config ({detail}); --resume continues the same run only: "
+                f"drop --resume and pass --overwrite to replace it, or choose another --output-dir"
             )
-    if cfg.resume and not (out / CHECKPOINT_LAST).is_file():
-        raise VideoCoopError(f"--resume: no {CHECKPOINT_LAST} in {out} to resume from")
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        for name in ("metrics.jsonl", "summary.json", "log.txt", CHECKPOINT_LAST, CHECKPOINT_BEST):
+    elif cfg.overwrite:
+        for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _format_epoch(epoch: int, epochs: int, row: Mapping) -> str:
@@ -613,12 +710,6 @@ def _format_epoch(epoch: int, epochs: int, row: Mapping) -> str:
         parts.append(f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f}% top5 {row['val_top5']:.2f}%")
     parts.append(f"lr {row['lr']:.2e}  {row['seconds']:.1f}s")
     return " | ".join(parts)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -646,7 +737,12 @@ def _evaluate_only(built: Built, out: Path, reporter: Reporter) -> dict:
     else:
         warnings.warn(f"no checkpoint in {out}: evaluating the initial prompts", stacklevel=3)
         what = "the initial prompts (no checkpoint)"
-    dataset = built.val_set or built.train_set
+    dataset = built.val_set
+    if dataset is None:
+        # the training split, with evaluation's frame sampling (segment middles), not
+        # training's random offsets: the same numbers on every run
+        dataset = copy.copy(built.train_set)
+        dataset.train = False
     _, val_loader = _loaders(dataclasses.replace(built, val_set=dataset), torch.Generator())
     result = validate(model, val_loader, built.device, built.classnames, precision=cfg.precision)
     reporter.log(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
@@ -654,7 +750,7 @@ def _evaluate_only(built: Built, out: Path, reporter: Reporter) -> dict:
         reporter.log(f"  {c}: {acc:.1f}%")
     summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root), **result._asdict()}
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "eval.json", summary)
+    write_json(out / "eval.json", summary)
     return summary
 
 
@@ -674,36 +770,55 @@ def fit(cfg: TrainConfig) -> dict:
     """
     cfg.check()
     out = Path(cfg.output_dir)
-    if not cfg.eval_only:
+    if cfg.eval_only:
+        cfg = _eval_config(cfg, out)
+    else:
         cfg = _default_precision(cfg)
-        # compare resolved configs: config.json holds the CLIP that features.json named
-        _prepare_output(resolve_clip(cfg, read_feature_info(cfg.feature_dir)), out)
-    elif (out / "config.json").is_file():
-        # the checkpoint's model shape (n_ctx, csc, prompts file, CLIP), frame sampling and
-        # precision come from its run; data and device from this call, frames and precision
-        # too where given
-        stored = TrainConfig.from_dict(_read_config(out / "config.json"))
-        given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
-        cfg = dataclasses.replace(stored, **{k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *_EXECUTION_KEYS)}, **given)
+        _check_output(cfg, out)  # refuse before building: nothing is deleted or written yet
+    t_start = time.perf_counter()
+    built = build(cfg)
+    cfg = built.cfg  # resolved: what the run really uses
+    if not cfg.eval_only:
+        _start_output(cfg, out)
     reporter = Reporter(cfg.progress, None if cfg.eval_only else out / "log.txt")
     try:
-        t_start = time.perf_counter()
-        built = build(cfg)
-        cfg = built.cfg
-        model, device = built.model, built.device
+        model = built.model
         reporter.log(
             f"{len(built.classnames)} classes, {len(built.train_set)} training videos"
             + (f", {len(built.val_set)} validation videos" if built.val_set is not None else "")
             + f"; CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
             f"n_ctx {model.prompt_learner.n_ctx}{' (class-specific)' if model.prompt_learner.csc else ''}, "
-            f"device {device}, precision {cfg.precision}"
+            f"device {built.device}, precision {cfg.precision}"
         )
         if cfg.eval_only:
             return _evaluate_only(built, out, reporter)
-        _write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in _ACTION_KEYS})
         return _train(built, out, reporter, t_start)
     finally:
         reporter.close()
+
+
+def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """The config to evaluate a run with: the checkpoint's model shape (n_ctx, csc, prompts
+    file, CLIP), frame sampling and precision from its ``config.json``; data and device
+    from this call, frames and precision too where given."""
+    if not (out / "config.json").is_file():
+        return cfg
+    stored = TrainConfig.from_dict({k: v for k, v in _read_config(out / "config.json").items() if k not in _ACTION_KEYS})
+    given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
+    this_call = {k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *_EXECUTION_KEYS)}
+    return dataclasses.replace(stored, **this_call, **given)
+
+
+def _diverged(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig, reporter: Reporter) -> TrainingDiverged:
+    """Say where the loss diverged and what is kept; logged, then raised by the caller."""
+    kept = (f"{CHECKPOINT_LAST} keeps epoch {epoch - 1}, the last good state" if epoch > 1
+            else "no checkpoint was written (the first epoch diverged)")
+    hint = f"lower --lr (it is {cfg.lr:g})" + (" or use --precision fp32" if cfg.precision != "fp32" else "")
+    message = (f"{e} of epoch {epoch} (step {(epoch - 1) * steps + e.step} of the run); training stopped and "
+               f"{kept}: {hint}")
+    reporter.log(message)
+    return TrainingDiverged(message, e.step, e.loss)
 
 
 def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
@@ -731,8 +846,11 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
         _set_rng_state(state["rng"], generator)
         # drop lines of epochs after the checkpoint (a kill between the two writes)
         rows = _read_metrics(metrics_path) if metrics_path.is_file() else []
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
-        reporter.log(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
+        if first_epoch > cfg.epochs:
+            reporter.log(f"the run in {out} already finished its {cfg.epochs} epochs: nothing to resume")
+        else:
+            reporter.log(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
     else:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -754,8 +872,12 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         reporter.begin_epoch(epoch, len(train_loader))
-        tr = train_one_epoch(model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
-                             scaler=scaler, on_batch=reporter.batch if reporter.shows_batches else None)
+        try:
+            tr = train_one_epoch(model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
+                                 scaler=scaler, on_batch=reporter.batch if reporter.shows_batches else None,
+                                 check_every=cfg.check_every)
+        except TrainingDiverged as e:
+            raise _diverged(e, epoch, len(train_loader), cfg, reporter) from e
         row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
                "val_top5": None, "lr": lr}
         score, per_class = tr.top1, {}
@@ -796,7 +918,7 @@ def _train(built: Built, out: Path, reporter: Reporter, t_start: float) -> dict:
         "classnames": classnames,
         "per_class": best["per_class"],
     }
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     if untrained is not None:
         reporter.log(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {cfg.epochs}): "
                      f"val top1 {final['val_top1']:.2f}%")
