@@ -10,7 +10,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -78,6 +78,17 @@ class CheckResult:
         return d
 
 
+@runtime_checkable
+class Trainer(Protocol):
+    """What ``AuditTarget.trainer`` must offer: the seed's two loops, with its names and
+    argument order (``videocoop.train`` is one; a module or an object both do)."""
+
+    def train_one_epoch(self, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: Any,
+                        scheduler: Any = None) -> Any: ...
+
+    def validate(self, model: nn.Module, loader: Any, device: Any, classnames: list[str]) -> Any: ...
+
+
 @dataclass
 class AuditTarget:
     """What the audits look at: a model in the CoOp layout and what is known around it.
@@ -93,8 +104,8 @@ class AuditTarget:
         collate_fn: the DataLoader collate function used in training (default collate if None).
         clip_name, weights: the CLIP architecture and weights id (``videocoop.clip.weights_id``)
             the model was built from, compared against the features' ``features.json``.
-        trainer: a module with ``train_one_epoch`` / ``validate`` (seed signatures) to push
-            one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
+        trainer: a :class:`Trainer` (e.g. the ``videocoop.train`` module): ``train_one_epoch``
+            and ``validate`` with the seed's signatures, to push one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
         description: a line naming the model, weights and configuration, for the report.
         train_command: the command that trains exactly this configuration.
         rebuild: builds a new, untrained model of the same configuration (checkpoint-roundtrip
@@ -110,7 +121,7 @@ class AuditTarget:
     collate_fn: Callable | None = None
     clip_name: str | None = None
     weights: str | None = None
-    trainer: Any = None
+    trainer: Trainer | None = None
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
     description: str = ""
     train_command: str | None = None

@@ -16,6 +16,7 @@ from enum import IntEnum
 
 from .clip import UntrainedModelWarning
 from .errors import VideoCoopError
+from .progress import console_handler, log_handlers
 from .packed import DTYPES as PACKED_DTYPES
 from .synth import synthesize
 from .train import DEVICES, OPTIMIZERS, PROGRESS, TrainConfig, TrainingDiverged, fit
@@ -106,6 +107,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
                      help="rich bars on a terminal, plain lines otherwise (default auto)")
     run.add_argument("--check-every", type=int, default=d.check_every,
                      help=f"steps between checks for a NaN/inf loss (one host sync each; default {d.check_every})")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard event files to OUTPUT_DIR/tensorboard (pip install 'videocoop[tensorboard]')")
 
 
 def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -168,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("dst", help="the packed split to write; train with --feature-dir DST")
     pack.add_argument("--dtype", choices=PACKED_DTYPES, default="float16", help="default float16")
     pack.add_argument("--overwrite", action="store_true", help="replace a packed split already in DST")
-    parser.subcommands = {"train": train, "synth": synth, "pack": pack}
+    plot = sub.add_parser("plot", help="draw a run's curves.png and confusion.png",
+                          description="Redraw OUT/curves.png (loss, top-1, lr per epoch) and OUT/confusion.png (the best "
+                                      "epoch's confusion matrix and per-class top-1) from the run's own files.")
+    plot.add_argument("out", help="a run folder (--output-dir of videocoop train)")
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot}
     return parser
 
 
@@ -228,6 +235,11 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             return ExitCode.OK if not e.code else ExitCode.USAGE
         if args.command == "synth":
             _run_synth(args)
+        elif args.command == "plot":
+            from .plots import plot_run
+
+            for path in plot_run(args.out):
+                print(f"wrote {path}")
         elif args.command == "pack":
             from .packed import pack
 
@@ -235,7 +247,8 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
         else:
             cfg = config_from_args(args, given)
-            summary = fit(cfg)
+            with log_handlers(console_handler(cfg.progress)):
+                summary = fit(cfg)
             if cfg.eval_only:
                 print(json.dumps({k: summary[k] for k in ("top1", "top5", "loss")}))
     except UsageError as e:

@@ -49,18 +49,32 @@ class UntrainedModelWarning(UserWarning):
                 f"meaningless on real video features. Pass {how} for real weights.")
 
 
+class _OpenClipRandomInitFilter(logging.Filter):
+    """Drops open_clip's "Model initialized randomly" warning: our UntrainedModelWarning says it,
+    with the seed and the fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _offline():
     # open_clip reaches for the Hugging Face hub for some configs and tokenizers; we never
     # download, so make any such attempt fail fast instead of hanging on a closed network.
-    # Its "initialized randomly" log line is replaced by our UntrainedModelWarning.
+    # open_clip logs through the root logger: a filter on it for the length of the call drops
+    # its one redundant line and nothing else (no level or disable state is touched). Its
+    # module-level logging.warning() would also run logging.basicConfig() on a root without
+    # handlers, configuring the caller's logging for good: a NullHandler stands in meanwhile.
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({k: "1" for k in old})
-    logging.disable(logging.WARNING)
+    root, quiet, stand_in = logging.getLogger(), _OpenClipRandomInitFilter(), logging.NullHandler()
+    root.addFilter(quiet)
+    root.addHandler(stand_in)
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeHandler(stand_in)
+        root.removeFilter(quiet)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

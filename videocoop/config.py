@@ -1,0 +1,198 @@
+"""The training config: one dataclass field per ``videocoop train`` flag, and its resolution
+against the machine (the device) and the data (the CLIP that made the features)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .clip import PRECISIONS
+from .data import INFO_FILE
+from .errors import VideoCoopError
+from .files import read_json_object
+from .model import TEMPORAL_AGGS
+from .prompts import POSITIONS
+from .text_encoder import POOLS
+
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+PROGRESS = ("auto", "rich", "plain", "none")
+# Flags that change how a run executes, not what it computes: a resumed or re-run output
+# directory may differ in these.
+EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every",
+                  "tensorboard")
+# Actions of one invocation, not settings of a run: never read back from a config file.
+ACTION_KEYS = ("resume", "eval_only", "overwrite")
+# Paths compared resolved: ./k and /abs/k/ name the same folder.
+PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on: one field per ``videocoop train`` flag.
+
+    Defaults follow CoOp (Zhou et al., 2022) where it has one: SGD, lr 0.002, momentum
+    0.9, weight decay 5e-4, cosine schedule, one warm-up epoch at a constant 1e-5,
+    batch 32, 16 context vectors.
+    """
+
+    feature_dir: str | None = None  # training features: <dir>/<class>/<video>.pt|.npy
+    val_feature_dir: str | None = None  # validation features, same classes; None: no validation
+    initial_prompts_file: str | None = None  # JSON prompts file (README "The custom prompts file")
+    output_dir: str = "output/videocoop"  # config, metrics, checkpoints, log go here
+    epochs: int = 50  # the seed's command; CoOp uses 200 for 16 shots, 50 for 1 shot
+    batch_size: int = 32  # CoOp
+    lr: float = 0.002  # CoOp's SGD learning rate
+    optimizer: str = "sgd"  # sgd (CoOp) | adamw (Efficient-Prompt)
+    momentum: float = 0.9  # SGD momentum (CoOp)
+    weight_decay: float = 5e-4  # CoOp; not on biases, norms or the temporal position embedding
+    warmup_epochs: int = 1  # CoOp: one epoch at a constant warmup_lr before the cosine
+    warmup_lr: float = 1e-5  # CoOp's constant warm-up learning rate
+    n_ctx: int = 16  # context vectors (CoOp); an initial phrase sets it to its token count
+    csc: bool = False  # class-specific context; per-class phrases in the prompts file imply it
+    class_token_position: str = "end"  # end | middle | front (CoOp)
+    temporal_agg: str = "mean"  # mean | max | transformer over frames
+    text_pool: str = "eot"  # eot (CLIP) | mean (the seed report's pooling)
+    num_frames: int | None = None  # sample this many frames per video; None: all, padded and masked (eval_only: the run's)
+    clip_model: str | None = None  # open_clip name; None: from features.json
+    pretrained: str | None = None  # open_clip pretrained tag in the local cache; None: from features.json
+    clip_checkpoint: str | None = None  # local CLIP weights file (wins over pretrained)
+    clip_seed: int = 0  # seed of random CLIP weights when there are no weights (features.json's random:<seed> wins)
+    precision: str | None = None  # fp32 | fp16 | bf16 (CLIP weights in half, fp32 context; CoOp's default is fp16) | amp; None: fp32 (eval_only: the run's)
+    num_workers: int = 0  # DataLoader workers; features are small and cached, 0 is usually fastest
+    seed: int = 0  # context init, shuffling, frame sampling
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    resume: bool = False  # continue from output_dir/checkpoint_last.pt
+    eval_only: bool = False  # evaluate output_dir/checkpoint_best.pt (or the initial prompts) and stop
+    overwrite: bool = False  # replace the run in output_dir (its files deleted once the new run is built and checked)
+    progress: str = "auto"  # auto (rich bars on a terminal, plain lines otherwise) | rich | plain | none
+    check_every: int = 10  # steps between reads of the on-device NaN/inf flag: one host sync each, so not every step
+    tensorboard: bool = False  # also write TensorBoard event files to output_dir/tensorboard (needs the tensorboard package)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys.
+
+        Raises:
+            VideoCoopError: unknown keys, listing the valid ones.
+        """
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise VideoCoopError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a run's ``config.json`` (or any JSON object of config keys) as the settings of
+        a new run; the actions of the run that wrote it (resume, eval_only, overwrite) are not
+        carried over.
+
+        Raises:
+            VideoCoopError: an unreadable file, or unknown keys.
+        """
+        d = read_json_object(path, "a config file holds a JSON object of `videocoop train` settings")
+        try:
+            return cls.from_dict({k: v for k, v in d.items() if k not in ACTION_KEYS})
+        except VideoCoopError as e:
+            raise VideoCoopError(f"{path}: {e}") from e
+
+    def check(self) -> None:
+        """Validate choices and ranges before anything is loaded.
+
+        Raises:
+            VideoCoopError: naming the bad value and the valid options.
+        """
+        choices = {
+            "optimizer": OPTIMIZERS, "precision": PRECISIONS, "class_token_position": POSITIONS,
+            "temporal_agg": TEMPORAL_AGGS, "text_pool": POOLS, "progress": PROGRESS,
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid and not (key == "precision" and self.precision is None):
+                raise VideoCoopError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx,
+                    "check_every": self.check_every}
+        if self.num_frames is not None:
+            positive["num_frames"] = self.num_frames
+        for key, value in positive.items():
+            if value < 1:
+                raise VideoCoopError(f"{key} must be >= 1, got {value}")
+        for key in ("lr", "warmup_lr", "weight_decay", "momentum", "warmup_epochs", "num_workers"):
+            if getattr(self, key) < 0:
+                raise VideoCoopError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not self.feature_dir:
+            raise VideoCoopError("no training features: pass --feature-dir DIR (a folder of <class>/<video>.pt|.npy)")
+        for key in ("feature_dir", "val_feature_dir", "initial_prompts_file"):
+            path = getattr(self, key)
+            if path and not os.path.exists(path):
+                raise VideoCoopError(f"{key.replace('_', '-')} {path} does not exist")
+        if self.resume and self.eval_only:
+            raise VideoCoopError("--resume and --eval-only exclude each other")
+        if self.resume and self.overwrite:
+            raise VideoCoopError("--resume continues the run in --output-dir, --overwrite replaces it: pass one of them")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU.
+
+    Raises:
+        VideoCoopError: an unknown device, or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise VideoCoopError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}") from e
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if torch.backends.mps.is_available() else [])
+    if device.type not in available:
+        raise VideoCoopError(f"device {name!r} asked for, but it is not available here; available: {', '.join(available)} (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VideoCoopError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def default_precision(cfg: TrainConfig) -> TrainConfig:
+    """``precision`` None (not given) is fp32 once the run's own value is no longer wanted."""
+    return cfg if cfg.precision is not None else dataclasses.replace(cfg, precision="fp32")
+
+
+def resolve_clip(cfg: TrainConfig, info: Mapping | None) -> TrainConfig:
+    """Fill in the CLIP from ``features.json`` where the config leaves it open.
+
+    Raises:
+        VideoCoopError: no CLIP named anywhere, or the features need a checkpoint file
+            that was not given.
+    """
+    where = Path(cfg.feature_dir) / INFO_FILE
+    clip_model = cfg.clip_model or (info or {}).get("clip_model")
+    if clip_model is None:
+        raise VideoCoopError(
+            f"{cfg.feature_dir} has no {INFO_FILE} saying which CLIP made its features; pass --clip-model NAME "
+            f"(and --pretrained TAG or --clip-checkpoint FILE for real weights)"
+        )
+    out = dataclasses.replace(cfg, clip_model=clip_model)
+    if cfg.pretrained or cfg.clip_checkpoint or info is None or "weights" not in info:
+        return out
+    weights = str(info["weights"])
+    if weights.startswith("random:"):
+        seed = weights.split(":", 1)[1]
+        if not seed.isdigit():
+            raise VideoCoopError(f"{where} has weights {weights!r}; random weights are written random:<integer seed>")
+        return dataclasses.replace(out, clip_seed=int(seed))
+    if weights.startswith("sha256:"):
+        raise VideoCoopError(
+            f"{where} says the features were made with a CLIP checkpoint file ({weights}); pass it with --clip-checkpoint FILE"
+        )
+    return dataclasses.replace(out, pretrained=weights)
+
+
+__all__ = ["ACTION_KEYS", "DEVICES", "EXECUTION_KEYS", "OPTIMIZERS", "PATH_KEYS", "PROGRESS", "TrainConfig",
+           "default_precision", "resolve_clip", "resolve_device"]
