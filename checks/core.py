@@ -78,6 +78,25 @@ class CheckResult:
         return d
 
 
+def unwrap(model: Any) -> Any:
+    """The model inside its training wrappers: DistributedDataParallel, DataParallel,
+    ``torch.compile``'s module, videocoop's TrainStep. The audits read the CoOp layout
+    (``prompt_learner``, ``text_encoder``), which a wrapper hides behind ``.module``."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    from videocoop.distributed import TrainStep
+
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif isinstance(model, TrainStep):
+            model = model.model
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
 @runtime_checkable
 class Trainer(Protocol):
     """What ``AuditTarget.trainer`` must offer: the seed's two loops, with its names and
@@ -130,13 +149,16 @@ class AuditTarget:
 
     def __post_init__(self):
         self.classnames = list(self.classnames)
+        self.model = unwrap(self.model)
 
     @classmethod
     def coerce(cls, obj: Any) -> "AuditTarget":
         """An AuditTarget as is, or a bare model wrapped with the class names it carries."""
         if isinstance(obj, cls):
+            obj.model = unwrap(obj.model)  # wrapped after construction, too
             return obj
         if isinstance(obj, nn.Module):
+            obj = unwrap(obj)
             names = getattr(obj, "classnames", None) or getattr(getattr(obj, "prompt_learner", None), "classnames", None)
             if not names:
                 raise VideoCoopError(

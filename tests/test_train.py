@@ -166,7 +166,7 @@ def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
         return real()
 
     model.encode_text = counting
-    train_loader, val_loader = train_mod._loaders(built, torch.Generator().manual_seed(0))
+    train_loader, val_loader = train_mod._loaders(built)
     optimizer = make_optimizer(built.cfg, model)
     train_one_epoch(model, train_loader, optimizer, built.device)
     assert calls["n"] == len(train_loader) == 2

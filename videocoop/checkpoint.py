@@ -17,26 +17,26 @@ CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
-def rng_state(loader_generator: torch.Generator | None) -> dict:
+def rng_state() -> dict:
+    """The global generators' states (torch, numpy, python, CUDA). The run's own draws (the
+    order of the videos, their frames) are functions of (seed, epoch) and need none of
+    them; these are kept for whatever else a model might draw (dropout, say)."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         "python": random.getstate(),
-        "loader": None if loader_generator is None else loader_generator.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: Mapping, loader_generator: torch.Generator | None) -> None:
+def set_rng_state(state: Mapping) -> None:
     torch.set_rng_state(state["torch"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     random.setstate(state["python"])
-    if loader_generator is not None and state.get("loader") is not None:
-        loader_generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -15,6 +15,7 @@ import warnings
 from enum import IntEnum
 
 from .clip import UntrainedModelWarning
+from .distributed import world_from_env
 from .errors import VideoCoopError
 from .progress import console_handler, log_handlers
 from .packed import DTYPES as PACKED_DTYPES
@@ -87,7 +88,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
 
     opt = parser.add_argument_group("optimisation (defaults follow CoOp)")
     opt.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    opt.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size,
+                     help=f"the global batch: under torchrun split over the processes (default {d.batch_size})")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
     opt.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
     opt.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum})")
@@ -107,6 +109,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
                      help="rich bars on a terminal, plain lines otherwise (default auto)")
     run.add_argument("--check-every", type=int, default=d.check_every,
                      help=f"steps between checks for a NaN/inf loss (one host sync each; default {d.check_every})")
+    run.add_argument("--shard-text", action=argparse.BooleanOptionalAction, default=d.shard_text,
+                     help="under torchrun: each process encodes only its share of the classes' text (default: on "
+                          "with more than one process)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write TensorBoard event files to OUTPUT_DIR/tensorboard (pip install 'videocoop[tensorboard]')")
 
@@ -208,7 +213,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     # a user reads the message, not our source line, and the flags, not Python's argument names
     if isinstance(message, UntrainedModelWarning):
         message = message.text("--pretrained TAG or --clip-checkpoint FILE")
-    print(f"videocoop: warning: {message}", file=sys.stderr)
+    print(f"{_prog()}: warning: {message}", file=sys.stderr)
+
+
+def _prog() -> str:
+    """The name messages start with: under torchrun it says which process speaks."""
+    world = world_from_env()
+    return f"videocoop (rank {world.rank})" if world.distributed else "videocoop"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
@@ -247,20 +258,36 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
         else:
             cfg = config_from_args(args, given)
-            with log_handlers(console_handler(cfg.progress)):
+            main_process = world_from_env().is_main  # the other processes of a torchrun run print errors only
+            with log_handlers(console_handler(cfg.progress) if main_process else None):
                 summary = fit(cfg)
-            if cfg.eval_only:
+            if cfg.eval_only and main_process:
                 print(json.dumps({k: summary[k] for k in ("top1", "top5", "loss")}))
     except UsageError as e:
         print(e, file=sys.stderr)
         return ExitCode.USAGE
     except VideoCoopError as e:
-        print(f"videocoop: error: {e}", file=sys.stderr)
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
-        print("videocoop: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
+        print(f"{_prog()}: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except TrainingDiverged as e:
-        print(f"videocoop: training failed: {e}", file=sys.stderr)
+        print(f"{_prog()}: training failed: {e}", file=sys.stderr)
+        return ExitCode.FAILED
+    except RuntimeError as e:
+        if not _peer_failed(e):
+            raise
+        # the process that failed printed why; this one only lost its peer mid-collective
+        print(f"{_prog()}: stopped: another process of this run failed (its message is above): "
+              f"{str(e).splitlines()[0][:200]}", file=sys.stderr)
         return ExitCode.FAILED
     return ExitCode.OK
+
+
+def _peer_failed(e: RuntimeError) -> bool:
+    """A collective broken by another process's exit (gloo and NCCL say so in these words)."""
+    import torch.distributed as dist
+
+    words = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted")
+    return world_from_env().distributed and (isinstance(e, dist.DistError) or any(w in str(e) for w in words))

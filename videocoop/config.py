@@ -24,7 +24,7 @@ PROGRESS = ("auto", "rich", "plain", "none")
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
 EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every",
-                  "tensorboard")
+                  "tensorboard", "shard_text")
 # Actions of one invocation, not settings of a run: never read back from a config file.
 ACTION_KEYS = ("resume", "eval_only", "overwrite")
 # Paths compared resolved: ./k and /abs/k/ name the same folder.
@@ -45,7 +45,7 @@ class TrainConfig:
     initial_prompts_file: str | None = None  # JSON prompts file (README "The custom prompts file")
     output_dir: str = "output/videocoop"  # config, metrics, checkpoints, log go here
     epochs: int = 50  # the seed's command; CoOp uses 200 for 16 shots, 50 for 1 shot
-    batch_size: int = 32  # CoOp
+    batch_size: int = 32  # CoOp; the global batch: under torchrun each process takes its share
     lr: float = 0.002  # CoOp's SGD learning rate
     optimizer: str = "sgd"  # sgd (CoOp) | adamw (Efficient-Prompt)
     momentum: float = 0.9  # SGD momentum (CoOp)
@@ -71,6 +71,7 @@ class TrainConfig:
     overwrite: bool = False  # replace the run in output_dir (its files deleted once the new run is built and checked)
     progress: str = "auto"  # auto (rich bars on a terminal, plain lines otherwise) | rich | plain | none
     check_every: int = 10  # steps between reads of the on-device NaN/inf flag: one host sync each, so not every step
+    shard_text: bool | None = None  # torchrun: each process encodes its share of the classes; None: on with >1 process
     tensorboard: bool = False  # also write TensorBoard event files to output_dir/tensorboard (needs the tensorboard package)
 
     def to_dict(self) -> dict:

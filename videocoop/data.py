@@ -150,15 +150,61 @@ def load_feature_file(path: str | os.PathLike, dim: int | None = None) -> torch.
     return data
 
 
-def frame_indices(length: int, num_frames: int, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """TSN-style uniform sampling of ``num_frames`` of ``length`` frames.
+def mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 over each in turn): the same on every machine,
+    Python version and process, unlike ``hash``."""
+    z = np.uint64(0)
+    with np.errstate(over="ignore"):
+        for v in values:
+            z = _splitmix(z ^ np.uint64(int(v) & 0xFFFFFFFFFFFFFFFF))
+    return int(z >> np.uint64(1))
 
-    The video is cut into ``num_frames`` equal segments; training takes a random frame
-    from each, evaluation the middle one (deterministic). Short videos repeat frames.
+
+def frame_indices(length: int, num_frames: int, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """TSN-style uniform sampling of ``num_frames`` of ``length`` frames (one video).
+
+    The video is cut into ``num_frames`` equal segments; evaluation takes the middle of
+    each (deterministic), ``train`` a random position drawn from ``generator``. The
+    datasets draw training's positions with :func:`frame_offsets` instead.
     """
-    offset = torch.rand(num_frames, generator=generator) if train else torch.full((num_frames,), 0.5)
-    idx = ((torch.arange(num_frames) + offset) * (length / num_frames)).long()  # [num_frames]
-    return idx.clamp_(0, length - 1)
+    offsets = torch.rand(num_frames, generator=generator, dtype=torch.float64).numpy() if train else 0.5
+    return torch.from_numpy(segment_frames([length], num_frames, offsets)[0])
+
+
+def frame_offsets(seed: int, epoch: int, indices, num_frames: int) -> np.ndarray:
+    """Training's random position within each of ``num_frames`` segments, ``[len(indices),
+    num_frames]`` in [0, 1): a pure function of (seed, epoch, video index, segment).
+
+    A video gets the same frames whichever process, DataLoader worker or batch reads it,
+    and a resumed run draws what an uninterrupted one draws, with no RNG state to carry.
+    Counter-based (splitmix64 on numpy's uint64 arrays, vectorised over the batch): neither
+    torch nor numpy offers a counter-based generator that is this cheap per item.
+    """
+    key = np.uint64(mix(seed, epoch))
+    with np.errstate(over="ignore"):
+        per_video = _splitmix(key ^ _splitmix(np.asarray(indices, dtype=np.uint64)))  # [B]
+        z = _splitmix(per_video[:, None] + np.arange(1, num_frames + 1, dtype=np.uint64) * _GOLDEN)  # [B, F]
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function on a uint64 array (wrapping arithmetic)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def segment_frames(lengths, num_frames: int, offsets: np.ndarray | float) -> np.ndarray:
+    """Frame ``k`` of each video taken at ``offsets[b, k]`` within segment ``k`` of ``num_frames``
+    equal segments: ``[B, num_frames]`` indices (0.5: the middles, evaluation's choice).
+    Short videos repeat frames."""
+    lengths = np.asarray(lengths, dtype=np.int64)  # [B]
+    idx = ((np.arange(num_frames) + offsets) * (lengths[:, None] / num_frames)).astype(np.int64)  # [B, F]
+    return np.minimum(idx, lengths[:, None] - 1)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -178,6 +224,8 @@ class FeatureDataset(Dataset):
         manifest: a CSV file with a ``path,label`` header, instead of class folders.
         dim: the chosen CLIP's embedding width; every file must match it.
         cache: keep the features in memory after the up-front check (else re-read them).
+        seed: with :meth:`set_epoch`, fixes training's frame positions
+            (:func:`frame_offsets`): the same for a video wherever it is read.
 
     Raises:
         VideoCoopError: no feature files, an empty class folder, a bad file (see
@@ -195,6 +243,7 @@ class FeatureDataset(Dataset):
         *,
         dim: int | None = None,
         cache: bool = True,
+        seed: int = 0,
     ):
         if root is None and manifest is None:
             raise VideoCoopError("FeatureDataset needs a feature folder (root) or a manifest CSV")
@@ -205,6 +254,7 @@ class FeatureDataset(Dataset):
             raise VideoCoopError(f"feature folder {self.root} does not exist")
         self.num_frames = num_frames
         self.train = train
+        self.seed, self.epoch = seed, 0
         self.info = read_feature_info(self.root)
         if manifest is not None:
             names, files = self._scan_manifest(Path(manifest), classnames)
@@ -308,12 +358,17 @@ class FeatureDataset(Dataset):
     def labels(self) -> list[int]:
         return [label for _, label in self.files]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Training's frame positions for ``epoch`` (call before the epoch's loader starts)."""
+        self.epoch = epoch
+
     def __getitem__(self, i: int) -> VideoSample:
         path, label = self.files[i]
         x = self._cache[i] if self._cache is not None else load_feature_file(path, self.dim)  # [T, D]
         length = x.shape[0]
         if self.num_frames is not None:
-            x = x[frame_indices(length, self.num_frames, self.train)]  # [num_frames, D]
+            offsets = frame_offsets(self.seed, self.epoch, [i], self.num_frames) if self.train else 0.5
+            x = x[torch.from_numpy(segment_frames([length], self.num_frames, offsets)[0])]  # [num_frames, D]
         return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
 
 
@@ -347,6 +402,7 @@ def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
 
 __all__ = [
     "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
-    "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "load_feature_file",
+    "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "frame_offsets", "load_feature_file",
+    "mix", "segment_frames",
     "read_feature_info", "read_json_object", "write_feature_info",
 ]

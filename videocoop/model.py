@@ -103,12 +103,19 @@ class VideoFeatureCLIP(nn.Module):
     def classnames(self) -> list[str]:
         return self.prompt_learner.classnames
 
-    def encode_text(self) -> torch.Tensor:
-        """L2-normalised class text features ``[n_cls, embed_dim]`` (fp32)."""
-        prompts = self.prompt_learner()  # [n_cls, L, width]
-        text = self.text_encoder(
-            prompts, self.prompt_learner.tokenized_prompts, layout=SharedLayout.of(self.prompt_learner)
-        )  # [n_cls, E]
+    def encode_text(self, classes: slice | None = None) -> torch.Tensor:
+        """L2-normalised class text features ``[n_cls, embed_dim]`` (fp32).
+
+        Args:
+            classes: encode only these classes (a contiguous range: one process's share
+                when the classes are sharded over processes); None: all.
+        """
+        prompts = self.prompt_learner()  # [n_cls, L, width]: cheap, the text tower is the cost
+        tokens = self.prompt_learner.tokenized_prompts  # [n_cls, L]
+        layout = SharedLayout.of(self.prompt_learner)
+        if classes is not None:
+            prompts, tokens, layout = prompts[classes], tokens[classes], layout.select(classes)
+        text = self.text_encoder(prompts, tokens, layout=layout)  # [n, E]
         return F.normalize(text, dim=-1)
 
     def encode_video(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

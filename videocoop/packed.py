@@ -13,7 +13,7 @@ writes a split once as::
 
 and :class:`PackedFeatureDataset` reads it through ``np.load(mmap_mode="r")`` with the
 interface of :class:`~videocoop.data.FeatureDataset`: the same ``VideoSample`` items and
-the same frame sampling (:func:`~videocoop.data.frame_indices`), plus a batched fetch
+the same frame sampling (:func:`~videocoop.data.frame_offsets`), plus a batched fetch
 (``__getitems__``) that gathers a whole batch's frames with one indexing operation.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import (
-    CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_indices, read_feature_info, read_json_object,
-    write_feature_info,
+    CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_offsets, read_feature_info,
+    read_json_object, segment_frames, write_feature_info,
 )
 from .errors import VideoCoopError
 from .files import load_error
@@ -48,10 +48,10 @@ def is_packed(root: str | os.PathLike) -> bool:
 
 
 def open_feature_dataset(root: str | os.PathLike, classnames: Sequence[str] | None = None,
-                         num_frames: int | None = None, train: bool = False, *, dim: int | None = None):
+                         num_frames: int | None = None, train: bool = False, *, dim: int | None = None, seed: int = 0):
     """A packed split's :class:`PackedFeatureDataset`, else a per-file :class:`~videocoop.data.FeatureDataset`."""
     cls = PackedFeatureDataset if is_packed(root) else FeatureDataset
-    return cls(root, classnames=classnames, num_frames=num_frames, train=train, dim=dim)
+    return cls(root, classnames=classnames, num_frames=num_frames, train=train, dim=dim, seed=seed)
 
 
 def pack(src: str | os.PathLike, dst: str | os.PathLike, *, classnames: Sequence[str] | None = None,
@@ -149,21 +149,6 @@ def _swap_into_place(tmp: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
-def batch_frame_indices(lengths: Sequence[int], num_frames: int, train: bool) -> np.ndarray:
-    """:func:`~videocoop.data.frame_indices` for a batch of videos at once: ``[B, num_frames]``.
-
-    The same numbers as calling it on each length in turn, random draws included (one
-    ``torch.rand(B, F)`` draws what ``B`` calls of ``torch.rand(F)`` draw); a test holds
-    the two to equality. A Python call per video was half of the packed loader's time.
-    """
-    B = len(lengths)
-    offset = torch.rand(B, num_frames) if train else torch.full((B, num_frames), 0.5)  # [B, F]
-    # frame_indices multiplies by the Python float length / num_frames, rounded to fp32.
-    scale = torch.tensor([n / num_frames for n in lengths], dtype=torch.float64).float()  # [B]
-    idx = ((torch.arange(num_frames) + offset) * scale[:, None]).long()  # [B, F]
-    return torch.minimum(idx, torch.tensor(lengths)[:, None] - 1).numpy()
-
-
 def _load_array(path: Path, ndim: int, mmap_mode: str | None = None) -> np.ndarray:
     """One of a packed split's arrays, checked for its number of dimensions.
 
@@ -216,13 +201,14 @@ class PackedFeatureDataset(Dataset):
             keeps every frame.
         train: random frame offsets (training) or segment middles (evaluation).
         dim: the chosen CLIP's embedding width; the split must match it.
+        seed: with :meth:`set_epoch`, fixes training's frame positions, as ``FeatureDataset``.
 
     Items are ``VideoSample(features [T, D] float32, label, meta)`` with ``meta``
     ``video_id``, ``path`` (the source file), ``num_frames``.
     """
 
     def __init__(self, root: str | os.PathLike, classnames: Sequence[str] | None = None,
-                 num_frames: int | None = None, train: bool = False, *, dim: int | None = None):
+                 num_frames: int | None = None, train: bool = False, *, dim: int | None = None, seed: int = 0):
         self.root = Path(root)
         if not is_packed(self.root):
             raise VideoCoopError(f"{self.root} is not a packed split (no {INDEX_FILE}); make one with `videocoop pack SRC DST`")
@@ -264,6 +250,7 @@ class PackedFeatureDataset(Dataset):
         self.files = [(Path(p), label) for p, label in zip(self._paths, self._labels)]
         self.num_frames = num_frames
         self.train = train
+        self.seed, self.epoch = seed, 0
         self.info = read_feature_info(self.root)
 
     def __len__(self) -> int:
@@ -276,25 +263,31 @@ class PackedFeatureDataset(Dataset):
     def _meta(self, i: int) -> dict:
         return {"video_id": self._ids[i], "path": self._paths[i], "num_frames": self.lengths[i]}
 
+    def set_epoch(self, epoch: int) -> None:
+        """Training's frame positions for ``epoch`` (call before the epoch's loader starts)."""
+        self.epoch = epoch
+
+    def _frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Rows of the map to read: ``[B, num_frames]``, the same positions as ``FeatureDataset``."""
+        offsets = frame_offsets(self.seed, self.epoch, indices, self.num_frames) if self.train else 0.5
+        starts = np.array([self._starts[i] for i in indices])  # [B]
+        return starts[:, None] + segment_frames([self.lengths[i] for i in indices], self.num_frames, offsets)
+
     def __getitem__(self, i: int) -> VideoSample:
         start, length = self._starts[i], self.lengths[i]
         if self.num_frames is None:
             rows = self._array[start:start + length]  # [T, D]
         else:
-            rows = self._array[start + frame_indices(length, self.num_frames, self.train).numpy()]  # [num_frames, D]
+            rows = self._array[self._frames([i])[0]]  # [num_frames, D]
         return VideoSample(torch.from_numpy(np.array(rows)).float(), self._labels[i], self._meta(i))
 
     def __getitems__(self, indices: Sequence[int]) -> list[VideoSample]:
-        """A DataLoader batch: every item's frames gathered in one indexing operation.
-
-        Draws the same frames as calling ``__getitem__`` on each index in turn (the same
-        random numbers, in the same order); only the read from the map is batched.
-        """
+        """A DataLoader batch: every item's frames gathered in one indexing operation (a Python
+        call per video was half of the packed loader's time); the same frames as
+        ``__getitem__`` on each index."""
         if self.num_frames is None:
             return [self[i] for i in indices]
-        starts = np.array([self._starts[i] for i in indices])  # [B]
-        idx = batch_frame_indices([self.lengths[i] for i in indices], self.num_frames, self.train)  # [B, F]
-        rows = (starts[:, None] + idx).ravel()  # [B * F]
+        rows = self._frames(indices).ravel()  # [B * F]
         frames = torch.from_numpy(self._array[rows]).float()  # [B * F, D]; torch converts fp16 fastest
         frames = frames.view(len(indices), self.num_frames, self.dim)  # [B, F, D]
         return [VideoSample(frames[b], self._labels[i], self._meta(i)) for b, i in enumerate(indices)]

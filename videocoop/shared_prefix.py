@@ -127,6 +127,10 @@ class SharedLayout:
         n_ctx = prompt_learner.n_ctx
         return cls(prompt_learner.shared_prefix_len, tuple(n_ctx + k + 2 for k in prompt_learner.name_lens))
 
+    def select(self, classes: slice) -> "SharedLayout":
+        """The layout of a contiguous range of the classes (the prefix is shared by any subset)."""
+        return SharedLayout(self.prefix_len, self.eot[classes])
+
     def groups(self) -> list[tuple[int, int]]:
         """``[(N_g, S_g)]``: how many classes have each suffix length (positions ``P…EOT``),
         shortest first: the order of a stable sort of the classes by EOT position."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -29,6 +30,10 @@ from .config import (
     resolve_device,
 )
 from .data import INFO_FILE, FeatureDataset, check_feature_info, collate_samples, read_feature_info
+from .distributed import (
+    GlobalBatchSampler, ShardSampler, TrainStep, World, destroy_process_group, device_for, init_process_group,
+    world_from_env,
+)
 from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, autocast, train_one_epoch, validate
 from .errors import VideoCoopError
 from .files import atomic_write, write_json
@@ -39,10 +44,13 @@ from .plots import plot_run
 from .progress import Bars, file_handler, format_epoch, log_handlers
 from .prompts import PromptsFile
 from .rundir import (
-    TENSORBOARD_DIR, append_metrics, check_output, read_config, read_metrics, start_output, truncate_metrics,
+    METRICS, TENSORBOARD_DIR, append_metrics, check_output, read_config, read_metrics, start_output, truncate_metrics,
 )
 
 log = logging.getLogger(__name__)
+#: Whether a distributed run shards the classes' text encoding over its processes when
+#: --shard-text is not given (measured: docs/benchmarks.md, "Several processes").
+SHARD_TEXT_DEFAULT = True
 
 
 @dataclass
@@ -57,9 +65,10 @@ class Built:
     train_set: FeatureDataset
     val_set: FeatureDataset | None
     classnames: list[str] = field(default_factory=list)
+    world: World = World()  # this process among those of a torchrun run
 
 
-def build(cfg: TrainConfig) -> Built:
+def build(cfg: TrainConfig, world: World | None = None) -> Built:
     """Load CLIP, check and load every feature file, build the model on its device.
 
     Everything that can be wrong with the inputs is found here, before a single step.
@@ -70,7 +79,8 @@ def build(cfg: TrainConfig) -> Built:
     """
     cfg = default_precision(cfg)
     cfg.check()
-    device = resolve_device(cfg.device)
+    world = world_from_env() if world is None else world
+    device = device_for(world, resolve_device(cfg.device))
     train_info = read_feature_info(cfg.feature_dir)
     cfg = resolve_clip(cfg, train_info)
     prompts = PromptsFile.load(cfg.initial_prompts_file) if cfg.initial_prompts_file else None
@@ -88,7 +98,7 @@ def build(cfg: TrainConfig) -> Built:
         if info is not None:
             check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
     # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
-    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim)
+    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim, seed=cfg.seed)
     classnames = train_set.classnames
     val_set = None
     if cfg.val_feature_dir:
@@ -104,24 +114,28 @@ def build(cfg: TrainConfig) -> Built:
         device = torch.device("cuda", torch.cuda.current_device())
     # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
     cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
-    return Built(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames))
+    return Built(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world)
 
 
-def _loaders(built: Built, generator: torch.Generator) -> tuple[DataLoader, DataLoader | None]:
-    cfg = built.cfg
-    common = {
-        "batch_size": cfg.batch_size, "collate_fn": collate_samples, "num_workers": cfg.num_workers,
-        "pin_memory": built.device.type == "cuda",
-        # fresh workers every epoch, seeded from the (checkpointed) loader generator: persistent
-        # workers carry their RNG across epochs, which a resumed run cannot restore
-        "persistent_workers": False,
-    }
-    train = DataLoader(built.train_set, shuffle=True, generator=generator, **common)
+def _loaders(built: Built) -> tuple[DataLoader, DataLoader | None]:
+    """This process's loaders: its share of each global training batch, its share of the
+    validation videos. The batches and each video's frames are functions of (seed, epoch):
+    call ``set_epoch`` on the batch sampler and the dataset before each epoch."""
+    cfg, world = built.cfg, built.world
+    # fresh workers every epoch (persistent workers would keep an old epoch's dataset)
+    common = {"num_workers": cfg.num_workers, "pin_memory": built.device.type == "cuda", "persistent_workers": False}
+    batches = GlobalBatchSampler(len(built.train_set), cfg.batch_size, cfg.seed, world)
+    train = DataLoader(built.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
     val = None
     if built.val_set is not None:
-        # its own generator: iterating a loader draws a worker seed, which must not move the training RNG
-        val = DataLoader(built.val_set, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed), **common)
+        val = DataLoader(built.val_set, sampler=ShardSampler(len(built.val_set), world), batch_size=cfg.batch_size,
+                         collate_fn=collate_samples, **common)
     return train, val
+
+
+def _collate_share(items):
+    """A process's share of a global batch; None when a small last batch leaves it none."""
+    return collate_samples(items) if items else None
 
 
 def fit(cfg: TrainConfig) -> dict:
@@ -131,6 +145,7 @@ def fit(cfg: TrainConfig) -> dict:
     epoch. With ``resume`` it continues from ``checkpoint_last.pt`` to the numbers an
     uninterrupted run reaches. With ``eval_only`` it evaluates and writes ``eval.json``.
     Lines go to the ``videocoop.train`` logger (and ``log.txt``); bars to a terminal.
+    Under torchrun every process runs this; rank 0 alone writes files.
 
     Returns:
         The summary (as written to ``summary.json``, or ``eval.json`` for ``eval_only``).
@@ -140,6 +155,7 @@ def fit(cfg: TrainConfig) -> dict:
         TrainingDiverged: the loss became NaN or inf.
     """
     cfg.check()
+    world = world_from_env()
     out = Path(cfg.output_dir)
     if cfg.eval_only:
         cfg = _eval_config(cfg, out)
@@ -147,23 +163,44 @@ def fit(cfg: TrainConfig) -> dict:
         cfg = default_precision(cfg)
         check_output(cfg, out)  # refuse before building: nothing is deleted or written yet
     t_start = time.perf_counter()
-    built = build(cfg)
-    cfg = built.cfg  # resolved: what the run really uses
-    if cfg.eval_only:
-        return _evaluate_only(built, out)
-    start_output(cfg, out)
-    with log_handlers(file_handler(out / "log.txt")):
-        _log_start(built)
-        write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in ACTION_KEYS})
-        return _train(built, out, t_start)
+    started = init_process_group(world, device_for(world, resolve_device(cfg.device)))
+    try:
+        built = build(cfg, world)
+        cfg = built.cfg  # resolved: what the run really uses
+        if cfg.eval_only:
+            return _evaluate_only(built, out)
+        if world.is_main:
+            start_output(cfg, out)
+        world.barrier()  # the folder is ready (an overwritten run gone) before anyone reads it
+        with log_handlers(file_handler(out / "log.txt") if world.is_main else None):
+            _log_start(built)
+            if world.is_main:
+                write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in ACTION_KEYS})
+            return _train(built, out, t_start)
+    finally:
+        if started:
+            destroy_process_group()
 
 
 def _log_start(built: Built) -> None:
     cfg, pl = built.cfg, built.model.prompt_learner
     val = f", {len(built.val_set)} validation videos" if built.val_set is not None else ""
-    log.info(f"{len(built.classnames)} classes, {len(built.train_set)} training videos{val}; "
-             f"CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
-             f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {built.device}, precision {cfg.precision}")
+    world = f"; {built.world.size} processes (torchrun), global batch {cfg.batch_size}, text {'sharded' if _shard_text(built) else 'on every process'}" \
+        if built.world.distributed else ""
+    if built.world.is_main:
+        log.info(f"{len(built.classnames)} classes, {len(built.train_set)} training videos{val}; "
+                 f"CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
+                 f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {built.device}, "
+                 f"precision {cfg.precision}{world}")
+
+
+def _shard_text(built: Built) -> bool:
+    """Whether each process encodes only its share of the classes (distributed runs only)."""
+    if not built.world.distributed:
+        return False
+    if built.cfg.shard_text is None:
+        return SHARD_TEXT_DEFAULT and len(built.classnames) >= built.world.size
+    return built.cfg.shard_text
 
 
 def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
@@ -196,15 +233,16 @@ def _evaluate_only(built: Built, out: Path) -> dict:
         # training's random offsets: the same numbers on every run
         dataset = copy.copy(built.train_set)
         dataset.train = False
-    _, val_loader = _loaders(dataclasses.replace(built, val_set=dataset), torch.Generator())
-    result = validate(model, val_loader, built.device, built.classnames, precision=cfg.precision)
+    _, val_loader = _loaders(dataclasses.replace(built, val_set=dataset))
+    result = validate(model, val_loader, built.device, built.classnames, precision=cfg.precision, world=built.world)
     log.info(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
     for c, acc in result.per_class.items():
         log.info(f"  {c}: {acc:.1f}%")
     summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "eval.json", summary)
+    if built.world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "eval.json", summary)
     return summary
 
 
@@ -232,16 +270,21 @@ def _tensorboard(cfg: TrainConfig, out: Path, first_epoch: int):
 
 
 def _train(built: Built, out: Path, t_start: float) -> dict:
-    cfg, model, device, classnames = built.cfg, built.model, built.device, built.classnames
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader, val_loader = _loaders(built, generator)
+    cfg, model, device, classnames, world = built.cfg, built.model, built.device, built.classnames, built.world
+    main = world.is_main  # rank 0 alone writes files and shows progress
+    train_loader, val_loader = _loaders(built)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     fp16_amp = cfg.precision == "amp" and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda") if fp16_amp else None
+    step_model = model
+    if world.distributed:  # gradients of the trainable parameters averaged over the processes
+        # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
+        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(built)), forward_sync_buffers=False,
+                                             device_ids=[device.index] if device.type == "cuda" else None)
     best = {"epoch": 0, "top1": -1.0, "per_class": {}}
-    first_epoch = 1
-    if cfg.resume:
+    first_epoch, rows = 1, []
+    if cfg.resume:  # every process resumes from the same checkpoint
         state = load_checkpoint(out / CHECKPOINT_LAST)
         if state["classnames"] != classnames:
             raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has {classnames}")
@@ -252,20 +295,23 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
             scaler.load_state_dict(state["scaler"])
         best = dict(state["best"])
         first_epoch = state["epoch"] + 1
-        set_rng_state(state["rng"], generator)
-        truncate_metrics(out, first_epoch)  # a kill between the metrics line and the checkpoint
-        if first_epoch > cfg.epochs:
-            log.info(f"the run in {out} already finished its {cfg.epochs} epochs: nothing to resume")
-        else:
-            log.info(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
+        set_rng_state(state["rng"])
+        # a kill between the metrics line and the checkpoint leaves a line too many
+        rows = [r for r in read_metrics(out / METRICS) if r["epoch"] < first_epoch] if (out / METRICS).is_file() else []
+        if main:
+            truncate_metrics(out, first_epoch)
+            _log_resume(out, state, first_epoch, cfg.epochs, world)
     else:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-    bars = Bars(cfg.progress)
-    board = _tensorboard(cfg, out, first_epoch)
+    bars = Bars(cfg.progress if main else "none")
+    board = _tensorboard(cfg, out, first_epoch) if main else None
 
     def record(row: dict) -> None:
+        rows.append(row)
+        if not main:
+            return
         append_metrics(out, row)
         line = format_epoch(row["epoch"], cfg.epochs, row)
         log.info(line)
@@ -277,7 +323,7 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
     try:
         if first_epoch == 1 and val_loader is not None:
             t0 = time.perf_counter()
-            ev = validate(model, val_loader, device, classnames, precision=cfg.precision)
+            ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
             record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss, "val_top1": ev.top1,
                     "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0, "untrained": True})
 
@@ -285,43 +331,45 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
         for epoch in range(first_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
+            train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
+            built.train_set.set_epoch(epoch)  # and their frames
             bars.begin_epoch(epoch, len(train_loader))
             try:
-                tr = train_one_epoch(model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
+                tr = train_one_epoch(step_model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
                                      scaler=scaler, on_batch=bars.batch if bars.shows_batches else None,
-                                     check_every=cfg.check_every)
+                                     check_every=cfg.check_every, world=world)
             except TrainingDiverged as e:
                 raise _diverged(e, epoch, len(train_loader), cfg) from e
             row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
                    "val_top5": None, "lr": lr}
             score, per_class, confusion = tr.top1, {}, None
             if val_loader is not None:
-                ev = validate(model, val_loader, device, classnames, precision=cfg.precision)
+                ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
                 row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
                 score, per_class, confusion = ev.top1, ev.per_class, ev.confusion
             row["seconds"] = time.perf_counter() - t0
-            is_best = score > best["top1"]
+            is_best = score > best["top1"]  # the same on every process: the numbers are reduced
             if is_best:
                 best = {"epoch": epoch, "top1": score, "per_class": per_class}
-            state = {
-                "trainable": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
-                "epoch": epoch, "best": best, "rng": rng_state(generator), "config": cfg.to_dict(),
-                "classnames": classnames,
-            }
             record(row)
-            # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
-            if is_best:
-                if confusion is not None:
-                    atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.cpu().numpy()))
-                save_checkpoint(out / CHECKPOINT_BEST, **state)
-            save_checkpoint(out / CHECKPOINT_LAST, **state)
+            if main:
+                state = {
+                    "trainable": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
+                    "epoch": epoch, "best": best, "rng": rng_state(), "config": cfg.to_dict(),
+                    "classnames": classnames, "world_size": world.size,
+                }
+                # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
+                if is_best:
+                    if confusion is not None:
+                        atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
+                    save_checkpoint(out / CHECKPOINT_BEST, **state)
+                save_checkpoint(out / CHECKPOINT_LAST, **state)
     finally:
         bars.close()
         if board is not None:
             board.close()
 
-    rows = read_metrics(out / "metrics.jsonl")
     untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
     final = rows[-1]
     summary = {
@@ -335,9 +383,12 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
         "epochs": cfg.epochs,
         "seconds": time.perf_counter() - t_start,
         "device": str(device),
+        "processes": world.size,
         "classnames": classnames,
         "per_class": best["per_class"],
     }
+    if not main:
+        return summary
     write_json(out / "summary.json", summary)
     plot_run(out)
     if untrained is not None:
@@ -346,6 +397,18 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
     log.info(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; "
              f"{summary['seconds']:.0f}s; output in {out} (curves.png, confusion.png)")
     return summary
+
+
+def _log_resume(out: Path, state: dict, first_epoch: int, epochs: int, world: World) -> None:
+    if first_epoch > epochs:
+        log.info(f"the run in {out} already finished its {epochs} epochs: nothing to resume")
+        return
+    log.info(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
+    before = state.get("world_size", 1)
+    if before != world.size:
+        # the global batches and every video's frames are functions of (seed, epoch), not of
+        # the number of processes: the run goes on exactly where it stopped
+        log.info(f"the run had {before} process(es), now {world.size}: the same global batches follow")
 
 
 __all__ = [

@@ -86,6 +86,9 @@ class CachedTextModel(nn.Module):
     def logits(self, video, text):
         return self.model.logits(video, text)
 
+    def forward(self, features, mask=None):  # what a training step calls: the seed's model(features)
+        return self.logits(self.encode_video(features, mask), self.encode_text())
+
 
 def run_trainer(target: AuditTarget, loader) -> list[str]:
     """One batch through the target's train_one_epoch and validate; returns evidence lines."""
