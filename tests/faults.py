@@ -131,7 +131,7 @@ class PermuteNoMaskEncoder(TextEncoder):
     dropped to silence the resulting shape error."""
 
     def forward(self, prompts, tokenized_prompts):
-        x = prompts + self.positional_embedding[: prompts.shape[1]]
+        x = (prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype)
         x = x.permute(1, 0, 2)  # [L, n_cls, width]: open_clip reads it as batch L, sequence n_cls
         x = self.transformer(x)
         x = x.permute(1, 0, 2)
@@ -147,7 +147,7 @@ class NoMaskEncoder(TextEncoder):
     """The transformer run without CLIP's causal mask."""
 
     def forward(self, prompts, tokenized_prompts):
-        x = self.transformer(prompts + self.positional_embedding[: prompts.shape[1]])  # no attn_mask
+        x = self.transformer((prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype))  # no attn_mask
         rows = torch.arange(x.shape[0], device=x.device)
         return self.project(self.ln_final(x[rows, tokenized_prompts.argmax(-1)])).float()
 

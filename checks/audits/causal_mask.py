@@ -57,13 +57,15 @@ def causal_mask(target: AuditTarget) -> Outcome:
     names = [target.classnames[c] for c, r in zip(idx, rows.tolist()) if r]
     evidence += [f"{len(names)} classes, {int(after.sum())} positions after EOT scrambled (embeddings + ids)"]
     evidence += [f"{name}: pooled feature moved by {float(d):.2e} (relative)" for name, d in zip(names, diff)]
+    evidence.append(tol.note)
     metrics = {"classes": len(names), "positions_scrambled": int(after.sum()), "max_rel_change": float(diff.max()),
-               "tolerance": tol}
+               **tol.metrics()}
     location = locate(type(te).forward, r"attn_mask|mask") or locate(type(te).forward)
     worst = int(diff.argmax())
-    if float(diff.max()) > tol:
+    if float(diff.max()) > tol.value:
         return Outcome(Status.FAIL, f"changing the tokens after EOT changed the pooled feature of {names[worst]!r} "
-                       f"by {float(diff.max()):.2e} (relative): no causal mask, or pooling past the EOT",
+                       f"by {float(diff.max()):.2e} (relative, tolerance {tol}): no causal mask, or pooling past the EOT",
                        metrics, evidence, location)
     return Outcome(Status.PASS, f"tokens after EOT change nothing pooled (max {float(diff.max()):.1e}, "
                    f"{len(names)} classes)", metrics, evidence, location)
+
