@@ -247,6 +247,17 @@ def truncated_prompts(clip, tok, names) -> AuditTarget:
     return target
 
 
+def cut_without_causal_mask(clip, tok, names) -> AuditTarget:
+    """Prompts cut to max(EOT) + 1 on a text tower built without a causal mask (give it one):
+    exact under the mask, wrong here, where the EOT attends to the padding that was dropped."""
+    target = clean(clip, tok, names)
+    pl = target.model.prompt_learner
+    n = max(pl.eots) + 1
+    pl.tokenized_prompts = pl.tokenized_prompts[:, :n]  # [n_cls, n]
+    pl.token_suffix = pl.token_suffix[:, : n - 1 - pl.n_ctx]
+    return target
+
+
 def coop_front_ids(clip, tok, names) -> AuditTarget:
     """Clean, as a faithful CoOp port is: class at the front in the embeddings, ids tokenized as
     ``"X X X X name."`` (CoOp tokenizes the end layout whatever the position)."""
