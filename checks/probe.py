@@ -29,9 +29,10 @@ FP32_TOL = 1e-5
 #: (the tiny model's shared prefix in bf16; ViT-B-32: 1.6x); the planted faults by at least
 #: 24x (causal-mask on a kept permute, ViT-B-32 bf16: 0.33). 8 is about 3x clear of both.
 NOISE_FACTOR = 8
-#: Half precision with no floor to measure (no CLIP model given, or CLIP computes in another
-#: precision than the text encoder): a fixed tolerance.
-HALF_TOL = 1e-2
+#: Half precision when no floor can be measured (no CLIP model in the encoder's precision and
+#: an encoder that cannot be copied): this many machine epsilons stand in for it (the floors
+#: above are 3.5 eps in bf16, 1.7 eps in fp16).
+FALLBACK_FLOOR_EPS = 4
 #: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
 PROBE_CLASSES = 8
 
@@ -213,12 +214,13 @@ class Tolerance:
     value: float
     floor: float | None  # the measured noise floor of the model's precision (None: fp32, or not measurable)
     note: str  # an evidence line: how the value was chosen
+    precision: str = "float32"
 
     def __str__(self) -> str:
-        """For a verdict: ``1e-05``, or ``0.11 (8 x the noise floor 1.4e-02)``."""
+        """For a verdict: ``1e-05``, or ``0.11 = 8 x the bfloat16 noise floor 1.4e-02``."""
         if self.floor is None:
             return f"{self.value:g}"
-        return f"{self.value:.2g} ({NOISE_FACTOR} x the noise floor {self.floor:.1e})"
+        return f"{self.value:.2g} = {NOISE_FACTOR} x the {self.precision} noise floor {self.floor:.1e}"
 
     def metrics(self) -> dict[str, float | None]:
         return {"tolerance": self.value, "noise_floor": self.floor}
@@ -232,16 +234,18 @@ def tolerance(target: AuditTarget) -> Tolerance:
     an fp32 copy, on the probe classes' own ids under EOT and mean pooling; without a CLIP
     model in that precision, the model's text encoder against an fp32 copy of it.
     """
-    if "tolerance" in target.cache:
-        return target.cache["tolerance"]
+    if "tolerance" not in target.cache:
+        target.cache["tolerance"] = _tolerance(target)
+    return target.cache["tolerance"]
+
+
+def _tolerance(target: AuditTarget) -> Tolerance:
     te = text_encoder(target)
     dtype = compute_dtype(te)
+    if dtype == torch.float32:
+        return Tolerance(FP32_TOL, None, f"the text encoder computes in fp32: tolerance {FP32_TOL:g}")
     name = str(dtype).removeprefix("torch.")
     clip = target.clip_model
-    if dtype == torch.float32:
-        tol = Tolerance(FP32_TOL, None, f"the text encoder computes in fp32: tolerance {FP32_TOL:g}")
-        target.cache["tolerance"] = tol
-        return tol
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(tokens.shape[0])
     if clip is not None and compute_dtype(text_tower(clip)) == dtype:
@@ -254,19 +258,17 @@ def tolerance(target: AuditTarget) -> Tolerance:
         try:
             te32 = copy_model(te).float()
         except Skip:
-            tol = Tolerance(HALF_TOL, None, f"the text encoder computes in {name}; {why} and the encoder cannot be "
-                                            f"copied, so no noise floor to measure: fixed tolerance {HALF_TOL:g}")
-            target.cache["tolerance"] = tol
-            return tol
+            floor = FALLBACK_FLOOR_EPS * torch.finfo(dtype).eps
+            return Tolerance(NOISE_FACTOR * floor, floor, f"the text encoder computes in {name}; {why} and the encoder "
+                             f"cannot be copied, so the floor is not measured: {FALLBACK_FLOOR_EPS} x {name}'s machine "
+                             f"epsilon = {floor:.1e} stands in; FAIL beyond {NOISE_FACTOR} x it", name)
         with torch.no_grad():
             high = te32(prompts[idx], tokens[idx]).float()
         floor = float(rel_diff(encode(target, prompts[idx], tokens[idx]), high).max())
         how = f"the model's text encoder in {name} against an fp32 copy of it ({why}"
     value = max(NOISE_FACTOR * floor, FP32_TOL)
-    tol = Tolerance(value, floor, f"{name} noise floor {floor:.2e}: {how}, {len(idx)} classes, relative); FAIL "
-                                  f"beyond {NOISE_FACTOR} x the floor = {value:.2e}")
-    target.cache["tolerance"] = tol
-    return tol
+    return Tolerance(value, floor, f"{name} noise floor {floor:.2e}: {how}, {len(idx)} classes, relative); FAIL "
+                                   f"beyond {NOISE_FACTOR} x the floor = {value:.2e}", name)
 
 
 def fp32_copy(clip: nn.Module) -> nn.Module:

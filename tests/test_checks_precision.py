@@ -77,3 +77,17 @@ def test_half_precision_without_clip_measures_the_floor_on_the_encoder(clips, cl
         assert r.status == status, (r.message, r.evidence)
         assert any("the model's text encoder in bfloat16 against an fp32 copy of it (no CLIP model given" in e
                    for e in r.evidence)
+
+
+def test_without_anything_to_measure_on_machine_epsilon_stands_in(clips, classnames):
+    import threading
+
+    for make, status in ((faults.clean, Status.PASS), (faults.permute_no_mask, Status.FAIL)):
+        torch.manual_seed(0)
+        target = make(*clips["bf16"], classnames)
+        target.clip_model = None
+        target.model.text_encoder.lock = threading.Lock()  # cannot be deep-copied
+        (r,) = run_audits(target, ["batch-independence"])
+        assert r.status == status, (r.message, r.evidence)
+        assert r.metrics["noise_floor"] == 4 * torch.finfo(torch.bfloat16).eps
+        assert any("machine epsilon" in e and "stands in" in e for e in r.evidence)
