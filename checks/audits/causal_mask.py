@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from videocoop.clip import text_tower
+from videocoop.errors import VideoCoopError
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..probe import (encode, encode_text_references, eot_index, eot_token_id, locate, probe_classes,
@@ -30,7 +31,7 @@ def _extend(prompts: torch.Tensor, tokens: torch.Tensor, extra: int) -> tuple[to
 def causal_mask(target: AuditTarget) -> Outcome:
     """Scramble every position after each class's EOT (embeddings and ids) and re-encode."""
     te = text_encoder(target)
-    if target.clip_model is not None and getattr(text_tower(target.clip_model), "attn_mask", None) is None:
+    if built_without_causal_mask(target.clip_model):
         return without_causal_mask(target, te)
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(len(target.classnames))
@@ -74,6 +75,16 @@ def causal_mask(target: AuditTarget) -> Outcome:
                        metrics, evidence, location)
     return Outcome(Status.PASS, f"tokens after EOT change nothing pooled (max {float(diff.max()):.1e}, "
                    f"{len(names)} classes)", metrics, evidence, location)
+
+
+def built_without_causal_mask(clip) -> bool:
+    """Whether CLIP's open_clip text tower has no causal mask (False when unknown: no CLIP, another tower)."""
+    if clip is None:
+        return False
+    try:
+        return getattr(text_tower(clip), "attn_mask", None) is None
+    except VideoCoopError:
+        return False
 
 
 def without_causal_mask(target: AuditTarget, te) -> Outcome:

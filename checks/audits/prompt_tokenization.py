@@ -129,7 +129,8 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
         where = ("front" if before == 0 else "end" if before == n_ctx else "middle") if n_ctx else \
             ("front" if start == 1 else "end" if eot - end <= 1 else "middle")
         slots = f"after {before} of {n_ctx} context slots" if n_ctx else f"read as {where!r}"
-        if (before != before_expected) if before_expected is not None else (where != position):
+        misplaced = before != before_expected if before_expected is not None else where != position
+        if misplaced:
             n_misplaced += 1
             said = f" ({before_expected} before it)" if before_expected is not None else ""
             problems.append(f"{name!r}: class tokens at {start}..{end - 1}, {slots} ({where} layout); "
