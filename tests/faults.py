@@ -248,7 +248,7 @@ def truncated_prompts(clip, tok, names) -> AuditTarget:
 
 
 def cut_without_causal_mask(clip, tok, names) -> AuditTarget:
-    """Prompts cut to max(EOT) + 1 on a text tower built without a causal mask (give it one):
+    """Prompts cut to max(EOT) + 1 on a text tower built without a causal mask (pass such a CLIP):
     exact under the mask, wrong here, where the EOT attends to the padding that was dropped."""
     target = clean(clip, tok, names)
     pl = target.model.prompt_learner
