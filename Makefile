@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Audit the model and data about to be trained; writes reports/verification.md.
+## Audit the model and data about to be trained; writes reports/verification.md (git-ignored;
+## committed examples live in docs/examples/).
 verify: $(STAMP)
 	$(BIN)/python -m checks $(ARGS)
 

@@ -131,7 +131,7 @@ class PermuteNoMaskEncoder(TextEncoder):
     dropped to silence the resulting shape error."""
 
     def forward(self, prompts, tokenized_prompts):
-        x = prompts + self.positional_embedding[: prompts.shape[1]]
+        x = (prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype)
         x = x.permute(1, 0, 2)  # [L, n_cls, width]: open_clip reads it as batch L, sequence n_cls
         x = self.transformer(x)
         x = x.permute(1, 0, 2)
@@ -147,7 +147,7 @@ class NoMaskEncoder(TextEncoder):
     """The transformer run without CLIP's causal mask."""
 
     def forward(self, prompts, tokenized_prompts):
-        x = self.transformer(prompts + self.positional_embedding[: prompts.shape[1]])  # no attn_mask
+        x = self.transformer((prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype))  # no attn_mask
         rows = torch.arange(x.shape[0], device=x.device)
         return self.project(self.ln_final(x[rows, tokenized_prompts.argmax(-1)])).float()
 
@@ -244,6 +244,17 @@ def truncated_prompts(clip, tok, names) -> AuditTarget:
     target = clean(clip, tok, names, truncate=False)  # all 77 positions, as such a port runs
     pl = target.model.prompt_learner
     pl.tokenized_prompts = tok([" ".join(["X"] * 72) + f" {w}." for w in pl.class_words])  # [n_cls, 77]
+    return target
+
+
+def cut_without_causal_mask(clip, tok, names) -> AuditTarget:
+    """Prompts cut to max(EOT) + 1 on a text tower built without a causal mask (pass such a CLIP):
+    exact under the mask, wrong here, where the EOT attends to the padding that was dropped."""
+    target = clean(clip, tok, names)
+    pl = target.model.prompt_learner
+    n = max(pl.eots) + 1
+    pl.tokenized_prompts = pl.tokenized_prompts[:, :n]  # [n_cls, n]
+    pl.token_suffix = pl.token_suffix[:, : n - 1 - pl.n_ctx]
     return target
 
 

@@ -108,3 +108,21 @@ def test_target_factory_is_called_again_for_a_fresh_model():
     target = load_target("tests.faults:clean_target")
     fresh = target.rebuild()
     assert type(fresh) is type(target.model) and fresh is not target.model
+
+
+def test_make_verify_writes_where_git_does_not_look():
+    """`make verify` must not dirty a checkout: its report (and the heatmap beside it) is git-ignored."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from checks.cli import DEFAULT_REPORT
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    recipe = (root / "Makefile").read_text().split("\nverify:", 1)[1].split("\n\n", 1)[0]
+    assert "-m checks" in recipe and "--report" not in recipe  # verify writes the default report
+    heatmap = str(Path(DEFAULT_REPORT).with_name(Path(DEFAULT_REPORT).stem + "_eot_collapse.png"))
+    for path in (DEFAULT_REPORT, heatmap):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path

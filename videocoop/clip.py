@@ -167,8 +167,9 @@ def load_clip(
         ``(clip_model, tokenizer)``; no parameter of ``clip_model`` requires grad.
 
     Raises:
-        VideoCoopError: unknown model name, precision or tag, or weights not found
-            (the message says where it looked).
+        VideoCoopError: unknown model name, precision or tag, weights not found (the
+            message says where it looked), or a model whose tokenizer or text tower
+            comes from Hugging Face (SigLIP, CLIPA, RoBERTa...: not supported).
     """
     if name not in open_clip.list_models():
         raise VideoCoopError(
@@ -176,6 +177,17 @@ def load_clip(
         )
     if precision not in PRECISIONS:
         raise VideoCoopError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    # SigLIP, CLIPA, RoBERTa towers...: their tokenizer (and some text towers) come from the
+    # transformers package and the Hugging Face hub; refuse them before building anything.
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    hf = {k: text_cfg[k] for k in ("hf_tokenizer_name", "hf_model_name") if text_cfg.get(k)}
+    if hf:
+        what = "tokenizer and text tower come" if "hf_model_name" in hf else "tokenizer comes"
+        raise VideoCoopError(
+            f"CLIP {name} is not supported: its {what} from Hugging Face ({', '.join(sorted(set(hf.values())))}), "
+            f"which needs the transformers package and files from the hub; videocoop runs open_clip's own CLIP BPE "
+            f"tokenizer and text transformer"
+        )
     oc_precision = "fp32" if precision == "amp" else precision
     kwargs = {}
     if checkpoint is not None:

@@ -167,7 +167,13 @@ class PromptLearner(nn.Module):
                 f"prompt does not fit the context length {context_length}: {detail}. "
                 f"Use fewer context tokens or shorter display names; a cut prompt would lose its EOT."
             )
-        name_lens = [int(e) - n_ctx - 2 for e in eot]
+        # The class's tokens: everything between the context and the EOT but a standalone
+        # ".". A name ending in punctuation ('hurling (sport)') merges with the "." into one
+        # BPE token ('). '), which belongs to the name: front and middle layouts keep it with
+        # the name instead of splitting ')' off behind the context (CoOp counts it the same).
+        dot = int(_tokenize(tokenizer, ["."], 3)[0, 1])
+        dot_apart = [int(tokens[c, int(e) - 1]) == dot for c, e in enumerate(eot)]
+        name_lens = [int(e) - n_ctx - 1 - d for e, d in zip(eot, dot_apart)]
         has_causal_mask = getattr(text, "attn_mask", None) is not None
         length = int(eot.max()) + 1 if (truncate and has_causal_mask) else context_length
         tokens = tokens[:, :length]  # [n_cls, L]
@@ -182,8 +188,10 @@ class PromptLearner(nn.Module):
 
         self.classnames = list(classnames)
         self.class_words = words
-        self.prompt_texts = [self._layout_text(placeholder, w, class_token_position, n_ctx) for w in words]
+        self.prompt_texts = [self._layout_text(placeholder, w if d else f"{w}.", class_token_position, n_ctx, d)
+                             for w, d in zip(words, dot_apart)]
         self.name_lens = name_lens
+        self.eots = [int(e) for e in eot]  # each class's EOT position, known on the host (SharedLayout)
         self.n_cls = n_cls
         self.n_ctx = n_ctx
         self.csc = csc
@@ -242,14 +250,16 @@ class PromptLearner(nn.Module):
         return torch.tensor(rows, dtype=torch.long)
 
     @staticmethod
-    def _layout_text(placeholder: str, words: str, position: str, n_ctx: int) -> str:
+    def _layout_text(placeholder: str, words: str, position: str, n_ctx: int, dot: bool = True) -> str:
+        """The prompt written out; ``dot`` False: ``words`` carry the "." (merged into their last token)."""
+        end = "." if dot else ""
         if position == "end":
-            return f"{placeholder} {words}."
+            return f"{placeholder} {words}{end}"
         if position == "front":
-            return f"{words} {placeholder}."
+            return f"{words} {placeholder}{end}"
         parts = placeholder.split()
         half = n_ctx // 2
-        return " ".join(parts[:half] + [words] + parts[half:]) + "."
+        return " ".join(parts[:half] + [words] + parts[half:]) + end
 
     @property
     def shared_prefix_len(self) -> int:

@@ -120,12 +120,8 @@ class SharedLayout:
 
     @classmethod
     def of(cls, prompt_learner) -> "SharedLayout":
-        """The layout of a :class:`~videocoop.prompts.PromptLearner`'s prompts.
-
-        Every layout puts EOT after SOS, the context, the class tokens and ".".
-        """
-        n_ctx = prompt_learner.n_ctx
-        return cls(prompt_learner.shared_prefix_len, tuple(n_ctx + k + 2 for k in prompt_learner.name_lens))
+        """The layout of a :class:`~videocoop.prompts.PromptLearner`'s prompts (its host-side EOT positions)."""
+        return cls(prompt_learner.shared_prefix_len, tuple(prompt_learner.eots))
 
     def select(self, classes: slice) -> "SharedLayout":
         """The layout of a contiguous range of the classes (the prefix is shared by any subset)."""

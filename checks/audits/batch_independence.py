@@ -29,12 +29,13 @@ def batch_independence(target: AuditTarget) -> Outcome:
     diff = rel_diff(alone, together[idx])
     tol = tolerance(target)
     evidence = [f"{target.classnames[i]}: alone vs with all {n}: {float(d):.2e} (relative)" for i, d in zip(idx, diff)]
-    metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), "tolerance": tol}
+    evidence.append(tol.note)
+    metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), **tol.metrics()}
     location = locate(type(te).forward, r"permute|transformer\(") or locate(type(te).forward)
     worst = idx[int(diff.argmax())]
-    if float(diff.max()) > tol:
+    if float(diff.max()) > tol.value:
         return Outcome(Status.FAIL, f"{target.classnames[worst]!r} encodes differently alone than with the other "
-                       f"classes ({float(diff.max()):.2e} relative): classes mix inside attention",
+                       f"classes ({float(diff.max()):.2e} relative, tolerance {tol}): classes mix inside attention",
                        metrics, evidence, location)
     return Outcome(Status.PASS, f"{len(idx)} classes encode the same alone as with all {n} "
-                   f"(max {float(diff.max()):.1e})", metrics, evidence, location)
+                   f"(max {float(diff.max()):.1e}, tolerance {tol})", metrics, evidence, location)

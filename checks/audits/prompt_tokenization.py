@@ -1,6 +1,8 @@
 """prompt-tokenization: each prompt holds its whole class name, its EOT, and pools there."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from videocoop.clip import text_tower
@@ -16,6 +18,39 @@ def find(row: list[int], sub: list[int]) -> int:
         if row[s:s + len(sub)] == sub:
             return s
     return -1
+
+
+#: Characters of punctuation a BPE merge may glue to a name's ends (")." is one).
+MERGE_SLACK = 8
+
+
+def _text(decode, ids: list[int]) -> str:
+    """The text of ``ids`` without whitespace (CLIP's decode puts a space at every word end)."""
+    return "".join(decode(ids).split())
+
+
+def find_class(row: list[int], sub: list[int], decode) -> tuple[int, int]:
+    """``[start, end)`` of a class's tokens ``sub`` in ``row`` (the ids before the EOT), or ``(-1, -1)``.
+
+    BPE merges runs of punctuation: in ``"X X hurling (sport)."`` the name's last token ``')'``
+    and the ``'.'`` after it become one token ``').'``, so the name's own ids are not all in
+    the prompt although nothing is cut. Where the ids do not match, the class is the first
+    run of prompt tokens whose text is the name's, give or take punctuation merged at its
+    ends (all the tokenizer can do to it); ``decode`` None: the ids only.
+    """
+    start = find(row, sub)
+    if start >= 0 or decode is None:
+        return (start, start + len(sub)) if start >= 0 else (-1, -1)
+    name = _text(decode, sub)
+    whole = re.compile(r"[^\w]*" + re.escape(name) + r"[^\w]*")
+    for s in range(len(row)):
+        for e in range(s + 1, len(row) + 1):
+            text = _text(decode, row[s:e])
+            if whole.fullmatch(text):
+                return s, e
+            if len(text) > len(name) + MERGE_SLACK:
+                break
+    return -1, -1
 
 
 def find_rows(prompt: torch.Tensor, emb: torch.Tensor) -> int:
@@ -44,16 +79,23 @@ def find_rows(prompt: torch.Tensor, emb: torch.Tensor) -> int:
 )
 def prompt_tokenization(target: AuditTarget) -> Outcome:
     """Re-tokenise each class's words: whole in ``tokenized_prompts``, placed as said in the prompt embeddings."""
-    token_embedding = text_tower(need_clip(target, tokenizer=True)).token_embedding
+    text = text_tower(need_clip(target, tokenizer=True))
+    token_embedding = text.token_embedding
+    context_length = text.positional_embedding.shape[0]
     pl = prompt_learner(target)
     te = text_encoder(target)
     tokens = pl.tokenized_prompts.cpu()
     eot_id = eot_token_id(target)
     position = getattr(pl, "class_token_position", "end")
+    n_ctx = context_count(pl)
+    # Context slots before the class in each CoOp layout: middle puts the first n_ctx // 2
+    # there, so with one slot it is laid out as front is (CoOp splits the same way).
+    before_expected = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}.get(position) if n_ctx else None
+    decode = getattr(target.tokenizer, "decode", None)
     words = class_word_list(target)
     prompts = prompts_and_tokens(target)[0]  # [n_cls, L, width]
     problems, evidence = [], []
-    n_eot_bad = n_pool_bad = n_missing = n_misplaced = 0
+    n_eot_bad = n_pool_bad = n_missing = n_misplaced = n_merged = 0
     pools_by_id = getattr(te, "eot_token_id", None) is not None
     for c, (name, w) in enumerate(zip(target.classnames, words)):
         row = tokens[c].tolist()
@@ -68,31 +110,55 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
             problems.append(f"{name!r}: argmax of the ids is position {int(tokens[c].argmax())}, the EOT is at {eot}")
         ids = target.tokenizer([w])[0]
         sub = ids[1: int((ids > 0).sum()) - 1].tolist()  # the words' ids between SOS and EOT
-        start = find(row[:eot], sub)
+        start, end = find_class(row[:eot], sub, decode)
         if start < 0:
             n_missing += 1
             kept = sum(1 for t in sub if t in row[:eot])
+            why = (f"cut at the context length {context_length} (the EOT is in its last slot)" if eot == context_length - 1
+                   else "not together in the prompt's ids")
             problems.append(f"{name!r}: its {len(sub)} tokens are not all in the prompt ({kept} found before the "
-                            f"EOT at {eot}): cut at the context length?")
+                            f"EOT at {eot}): {why}")
             continue
+        merged = row[start:end] != sub  # the name's last (or first) token merged with punctuation
+        n_merged += merged
+        merged_note = f"; matched by text: BPE merged its ends into {decode(row[start:end]).split()!r}" if merged else ""
         with torch.no_grad():
-            at = find_rows(prompts[c], token_embedding(torch.tensor(sub)).to(prompts.device))
-        start = at if at >= 0 else start  # embeddings not found (rewritten class tokens?): the ids say
-        end = start + len(sub)
-        where = "front" if start == 1 else ("end" if eot - end <= 1 else "middle")
-        if where != position:
+            at = find_rows(prompts[c], token_embedding(torch.tensor(row[start:end])).to(prompts.device))
+        start, end = (at, at + end - start) if at >= 0 else (start, end)  # not in the embeddings: the ids say
+        before = start - 1  # positions between SOS and the class: the context slots before it
+        where = ("front" if before == 0 else "end" if before == n_ctx else "middle") if n_ctx else \
+            ("front" if start == 1 else "end" if eot - end <= 1 else "middle")
+        slots = f"after {before} of {n_ctx} context slots" if n_ctx else f"read as {where!r}"
+        misplaced = before != before_expected if before_expected is not None else where != position
+        if misplaced:
             n_misplaced += 1
-            problems.append(f"{name!r}: class tokens at {start}..{end - 1} read as {where!r}, the layout says {position!r}")
-        if c < 3:
-            evidence.append(f"{name!r}: {len(sub)} class tokens at {start}..{end - 1} ({where}, read from the "
-                            f"{'prompt embeddings' if at >= 0 else 'ids'}), EOT at {eot}")
+            said = f" ({before_expected} before it)" if before_expected is not None else ""
+            problems.append(f"{name!r}: class tokens at {start}..{end - 1}, {slots} ({where} layout); "
+                            f"the layout says {position!r}{said}")
+        if c < 3 or (merged and n_merged == 1):
+            evidence.append(f"{name!r}: {end - start} class tokens at {start}..{end - 1} ({slots}, read from the "
+                            f"{'prompt embeddings' if at >= 0 else 'ids'}), EOT at {eot}{merged_note}")
     evidence.append(f"EOT id {eot_id}; pooling by {'id' if pools_by_id else 'argmax of the ids'}; "
-                    f"prompt length {tokens.shape[1]}; class position {position!r}")
+                    f"prompt length {tokens.shape[1]}; class position {position!r}"
+                    + (f" ({before_expected} of {n_ctx} context slots before the class)" if before_expected is not None
+                       else ""))
+    if n_merged:
+        evidence.append(f"{n_merged} class(es) end or start in punctuation that BPE merged with the prompt's "
+                        f"next or previous token: matched by their text, not their ids")
     evidence += problems
     metrics = {"classes": len(words), "eot_problems": n_eot_bad, "pool_index_problems": n_pool_bad,
-               "classes_cut": n_missing, "misplaced": n_misplaced}
+               "classes_cut": n_missing, "misplaced": n_misplaced, "merged_with_punctuation": n_merged}
     location = locate(type(pl).__init__, r"tokeniz\w*\(") or locate(type(pl))
     if problems:
         return Outcome(Status.FAIL, f"{len(problems)} prompt problem(s): {problems[0]}", metrics, evidence, location)
     return Outcome(Status.PASS, f"all {len(words)} prompts whole, class tokens at the {position}, one EOT each, "
                    f"pooled index = EOT", metrics, evidence, location)
+
+
+def context_count(pl) -> int | None:
+    """How many context slots a prompt has: ``n_ctx``, else the length of ``ctx``; None when neither says."""
+    n = getattr(pl, "n_ctx", None)
+    if isinstance(n, int):
+        return n
+    ctx = getattr(pl, "ctx", None)
+    return int(ctx.shape[-2]) if isinstance(ctx, torch.Tensor) and ctx.dim() >= 2 else None

@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 
 from videocoop.clip import text_tower
-from videocoop.text_encoder import TextEncoder
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import (encode, eot_index, eot_token_id, forward_text_features, locate, need_clip, plain_text_features,
+from ..probe import (encode, encode_text_references, forward_text_features, locate, need_clip, plain_text_features,
                      probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance)
 
 #: The words put in the context slots: any real text works; this one reads naturally.
@@ -15,26 +14,6 @@ TEMPLATE = "a video of a person doing an action in a short clip recorded by a ca
 
 
 REFERENCES = {"eot": "encode_text (EOT pooling)", "mean": "encode_text's states mean-pooled over 0..EOT"}
-
-
-def encode_text_references(target: AuditTarget, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``clip_model.encode_text`` of ``ids`` (padded to the context length), and the same
-    pass's transformer states mean-pooled over positions 0..EOT (the seed's pooling)."""
-    clip = target.clip_model
-    text = text_tower(clip)
-    length = text.positional_embedding.shape[0]
-    padded = torch.zeros(len(ids), length, dtype=ids.dtype)
-    padded[:, : ids.shape[1]] = ids[:, :length].cpu()
-    padded = padded.to(text.token_embedding.weight.device)
-    captured = []
-    handle = text.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
-    try:
-        eot = clip.encode_text(padded).float()
-    finally:
-        handle.remove()
-    pooler = TextEncoder(clip, pool="mean", eot_token_id=eot_token_id(target))
-    mean = pooler.project(pooler.pool_states(captured[0], eot_index(target, padded))).float()
-    return {"eot": eot, "mean": mean}
 
 
 def context_slots(prompts: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
@@ -90,7 +69,8 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     evidence += [f"closest reference: {REFERENCES[pool]}; other: " + ", ".join(
         f"{REFERENCES[k]} {float(d.max()):.2e}" for k, d in diffs.items() if k != pool)]
     evidence += [f"{target.classnames[c]}: max|diff|/max|ref| = {float(d):.2e}" for c, d in zip(idx, diff)]
-    metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), "tolerance": tol, "pooling": pool,
+    evidence.insert(2, tol.note)
+    metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), **tol.metrics(), "pooling": pool,
                "context_slots": int(slots.sum(1).max())}
     location = locate(type(te).forward)
     if not slots.any():
@@ -105,14 +85,14 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
         metrics["forward_path_max_rel_diff"] = float(path_diff.max())
         evidence.append(f"text_encoder inside model(features) vs text_encoder(prompts, tokenized_prompts), all "
                         f"{len(path_diff)} classes: max relative difference {float(path_diff.max()):.2e}")
-        if float(path_diff.max()) > tol:
+        if float(path_diff.max()) > tol.value:
             bad = int(path_diff.argmax())
             return Outcome(Status.FAIL, f"the model's own forward computes other text features than its text encoder's "
                            f"CoOp call: {float(path_diff.max()):.2e} (relative) for {target.classnames[bad]!r}; "
-                           f"tolerance {tol:g}", metrics, evidence, location)
-    if float(diff.max()) > tol:
+                           f"tolerance {tol}", metrics, evidence, location)
+    if float(diff.max()) > tol.value:
         return Outcome(Status.FAIL, f"text encoder differs from encode_text by {float(diff.max()):.2e} (relative) "
-                       f"for {target.classnames[idx[worst]]!r}, under either pooling; tolerance {tol:g}",
+                       f"for {target.classnames[idx[worst]]!r}, under either pooling; tolerance {tol}",
                        metrics, evidence, location)
-    return Outcome(Status.PASS, f"equal to {REFERENCES[pool]} within {float(diff.max()):.1e} (tolerance {tol:g}) "
+    return Outcome(Status.PASS, f"equal to {REFERENCES[pool]} within {float(diff.max()):.1e} (tolerance {tol}) "
                    f"on {len(idx)} classes", metrics, evidence, location)

@@ -77,9 +77,11 @@ AUDITS = {
         "EOT 뒤의 위치는 풀링 결과를 바꾸지 않음",
         "CLIP의 인과 마스크가 없으면(shape 오류를 없애려고 제거) EOT가 뒤따르는 패딩을 보게 되고, 모든 클래스에 "
         "같은 패딩이 클래스 토큰을 압도함",
-        "트랜스포머가 clip_model.attn_mask로 실행되어 EOT 뒤의 위치가 EOT에 닿지 못함",
+        "트랜스포머가 clip_model.attn_mask로 실행되어 EOT 뒤의 위치가 EOT에 닿지 못함 (MobileCLIP처럼 인과 마스크 "
+        "없이 만들어진 텍스트 타워는 대신 전체 컨텍스트 길이에서 encode_text와 같아야 함)",
         "transformer에 attn_mask=clip_model.attn_mask(프롬프트 길이로 잘라서)를 전달하고, 마지막 위치가 아니라 "
-        "EOT(또는 EOT 이하 위치의 평균)에서 풀링하십시오",
+        "EOT(또는 EOT 이하 위치의 평균)에서 풀링하십시오. 인과 마스크가 없는 타워에서는 자르지 말고 전체 컨텍스트 "
+        "길이로 실행하십시오",
     ),
     "batch-independence": (
         "각 클래스가 독립적으로 인코딩됨",

@@ -1,6 +1,6 @@
 """Reproduce the eot-collapse threshold table of the README ("The eot-collapse thresholds, measured").
 
-Run from the repository root: ``python reports/eot_collapse_thresholds.py`` (about two minutes
+Run from the repository root: ``python docs/studies/eot_collapse_thresholds.py`` (about two minutes
 on two CPU cores). Random ViT-B-32 weights (seed 0), the 101 UCF101 names, context drawn
 with seed 0; the faulty text encoders are the planted faults of ``tests/faults.py``.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # docs/studies/ -> the repository root
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's packages and the planted faults
 warnings.simplefilter("ignore")
 
