@@ -20,10 +20,20 @@ from videocoop.prompts import eot_positions
 from videocoop.text_encoder import TextEncoder
 
 FRAMES = 4
+SEED = 0
+
+
+def seeded(make, *args, **kwargs):
+    """``make(*args, **kwargs)`` with its random init (the context) drawn from SEED and the
+    caller's RNG left as it was: a factory gives one model whatever ran before it, so the
+    audits' verdicts (eot-collapse's spread hangs on the context drawn) never change by chance."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(SEED)
+        return make(*args, **kwargs)
 
 
 def clean(clip, tok, names, **kwargs) -> AuditTarget:
-    model = VideoFeatureCLIP(names, clip, tok, n_ctx=4, **kwargs)
+    model = seeded(VideoFeatureCLIP, names, clip, tok, n_ctx=4, **kwargs)
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
@@ -285,7 +295,7 @@ def clip_trainable(clip, tok, names) -> AuditTarget:
 
 def own_clip_copy_trainable(clip, tok, names) -> AuditTarget:
     """The model holds its own copy of CLIP (a port calling clip.load inside the model), left trainable."""
-    model = VideoFeatureCLIP(names, copy.deepcopy(clip), tok, n_ctx=4)
+    model = seeded(VideoFeatureCLIP, names, copy.deepcopy(clip), tok, n_ctx=4)
     model.text_encoder.requires_grad_(True)
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
@@ -298,7 +308,7 @@ class ContextOnlyCheckpoint(VideoFeatureCLIP):
 
 
 def checkpoint_misses_temporal(clip, tok, names) -> AuditTarget:
-    model = ContextOnlyCheckpoint(names, clip, tok, n_ctx=4, temporal_agg="transformer")
+    model = seeded(ContextOnlyCheckpoint, names, clip, tok, n_ctx=4, temporal_agg="transformer")
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
@@ -317,7 +327,7 @@ class BatchNormVideo(VideoFeatureCLIP):
 def checkpoint_misses_buffers(clip, tok, names) -> AuditTarget:
     """Trained a few steps (the running statistics moved); the factory is known, as with --target."""
     def build():
-        return BatchNormVideo(names, clip, tok, n_ctx=4)
+        return seeded(BatchNormVideo, names, clip, tok, n_ctx=4)
 
     model = build().train()
     g = torch.Generator().manual_seed(0)

@@ -42,8 +42,11 @@ def test_warn_only_exits_0_and_korean_report(tmp_path):
 
 
 def test_bare_model_target(tmp_path):
-    code = main(["--target", "tests.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md")])
+    js = tmp_path / "r.json"
+    code = main(["--target", "tests.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md"),
+                 "--json", str(js)])
     assert code == 0
+    assert [r["status"] for r in json.loads(js.read_text())] == ["pass"]  # audited, not skipped (also exit 0)
 
 
 @pytest.mark.parametrize("argv,words", [

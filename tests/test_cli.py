@@ -43,7 +43,8 @@ def test_the_seed_command_line(data_dir, tmp_path, capsys):
     rc = main(["train", "--feature-dir", str(data_dir / "train"), "--val-feature-dir", str(data_dir / "val"),
                "--output-dir", str(out), "--eval-only"])
     assert rc == ExitCode.OK
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] >= 0
+    best = json.loads((out / "summary.json").read_text())["best_top1"]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] == pytest.approx(best)  # the best checkpoint
 
 
 def test_rich_progress_runs(data_dir, tmp_path, capsys):

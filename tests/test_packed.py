@@ -185,3 +185,6 @@ def test_pack_refuses_values_that_overflow_float16(split, tmp_path):
         pack(split, tmp_path / "packed")
     assert not is_packed(tmp_path / "packed")
     pack(split, tmp_path / "packed32", dtype="float32")  # float32 keeps them
+    kept = PackedFeatureDataset(tmp_path / "packed32")
+    (yoga_0,) = [kept[i].features for i in range(len(kept)) if kept[i].meta["video_id"] == "yoga_0"]
+    assert torch.equal(yoga_0, torch.full((3, DIM), 1e5))

@@ -123,11 +123,12 @@ def test_checkpoint_best_is_written_before_last(synth, tmp_path, monkeypatch):
 
 def test_resume_accepts_the_same_folders_spelled_differently(synth, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fit(_cfg(synth, tmp_path, epochs=1, output_dir="out"))
+    first = fit(_cfg(synth, tmp_path, epochs=1, output_dir="out"))
     rel = os.path.relpath(synth["train"], tmp_path)
     resumed = fit(_cfg(synth, tmp_path, epochs=1, output_dir=str(tmp_path / "out") + "/", feature_dir="./" + rel + "/",
                        resume=True))
-    assert resumed["epochs"] == 1
+    assert "resuming from" in (tmp_path / "out" / "log.txt").read_text()  # taken as the same run, not refused
+    assert resumed["best_top1"] == first["best_top1"]
 
 
 def test_a_corrupt_config_json_is_a_user_error(synth, tmp_path):
@@ -239,8 +240,14 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 
 def test_amp_on_the_cpu_trains(synth, tmp_path):
-    summary = fit(_cfg(synth, tmp_path, epochs=2, precision="amp", optimizer="adamw", lr=1e-3))
-    assert summary["final_train_loss"] > 0 and summary["final_val_top1"] >= 0
+    # fp32 first: what these two epochs reach without autocast (measured 75.0 -> 85.0, train loss 0.6041)
+    fp32 = fit(_cfg(synth, tmp_path / "fp32", epochs=2, optimizer="adamw", lr=1e-3))
+    amp = fit(_cfg(synth, tmp_path / "amp", epochs=2, precision="amp", optimizer="adamw", lr=1e-3))
+    for summary in (fp32, amp):  # both gained 4 of the 40 videos (7.5 to 12.5 points over seeds 0-9)
+        assert summary["final_val_top1"] >= summary["untrained_val_top1"] + 5, summary
+    # bf16 autocast ran (the loss moved: 0.6032) but only by rounding (at most 0.6% apart over seeds 0-9)
+    assert amp["final_train_loss"] != fp32["final_train_loss"]
+    assert amp["final_train_loss"] == pytest.approx(fp32["final_train_loss"], rel=0.02)
 
 
 @pytest.mark.gpu
@@ -248,7 +255,9 @@ def test_amp_on_the_cpu_trains(synth, tmp_path):
 def test_trains_on_cuda(synth, tmp_path, precision):
     summary = fit(_cfg(synth, tmp_path, epochs=2, device="auto", precision=precision))
     assert summary["device"].startswith("cuda")
-    assert math.isfinite(summary["final_train_loss"]) and summary["final_val_top1"] >= 0
+    # on the CPU every precision gains 10 to 20 points in these two epochs (seeds 0-3)
+    assert math.isfinite(summary["final_train_loss"])
+    assert summary["final_val_top1"] >= summary["untrained_val_top1"] + 5, summary
 
 
 def test_trains_on_a_packed_split(synth, tmp_path):
@@ -258,5 +267,9 @@ def test_trains_on_a_packed_split(synth, tmp_path):
     built = build(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed")))
     assert isinstance(built.train_set, PackedFeatureDataset) and built.classnames == synth["classnames"]
     assert built.cfg.clip_model == TINY_MODEL  # features.json travels with the packed split
-    summary = fit(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed"), epochs=1))
-    assert math.isfinite(summary["final_train_loss"]) and summary["final_val_top1"] >= 0
+    summary = fit(_cfg(synth, tmp_path / "packed_run", feature_dir=str(tmp_path / "packed"), epochs=2))
+    per_file = fit(_cfg(synth, tmp_path / "per_file_run", epochs=2))
+    # float32 packing keeps every value and the sampling draws the same frames: the same run
+    for key in ("final_train_loss", "final_val_top1", "best_top1", "per_class"):
+        assert summary[key] == per_file[key], key
+    assert summary["final_val_top1"] >= summary["untrained_val_top1"] + 5, summary  # measured 75.0 -> 85.0
