@@ -127,7 +127,7 @@ def test_resume_accepts_the_same_folders_spelled_differently(synth, tmp_path, mo
     rel = os.path.relpath(synth["train"], tmp_path)
     resumed = fit(_cfg(synth, tmp_path, epochs=1, output_dir=str(tmp_path / "out") + "/", feature_dir="./" + rel + "/",
                        resume=True))
-    assert "resuming from" in (tmp_path / "out" / "log.txt").read_text()  # taken as the same run, not refused
+    assert "already finished its 1 epochs: nothing to resume" in (tmp_path / "out" / "log.txt").read_text()  # the same run
     assert resumed["best_top1"] == first["best_top1"]
 
 
