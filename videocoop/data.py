@@ -17,6 +17,7 @@ before the first step, with its path in the message.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import warnings
@@ -308,6 +309,23 @@ class FeatureDataset(Dataset):
     def labels(self) -> list[int]:
         return [label for _, label in self.files]
 
+    @property
+    def video_ids(self) -> list[str]:
+        """Each video's id (its file name without the suffix), as ``meta["video_id"]`` says."""
+        return [path.stem for path, _ in self.files]
+
+    def subset(self, indices: Sequence[int], classnames: Sequence[str] | None = None) -> FeatureDataset:
+        """A copy holding only the videos ``indices`` (in that order), relabelled over
+        ``classnames`` when given (every kept video's class must be in it); frame sampling,
+        the cache and everything else are shared. The few-shot draw and the base/novel
+        class split (:mod:`videocoop.protocols`) are made with it."""
+        out = copy.copy(self)
+        out.classnames, labels = relabel(self.classnames, [self.files[i][1] for i in indices], classnames)
+        out.files = [(self.files[i][0], label) for i, label in zip(indices, labels)]
+        out.lengths = [self.lengths[i] for i in indices]
+        out._cache = None if self._cache is None else [self._cache[i] for i in indices]
+        return out
+
     def __getitem__(self, i: int) -> VideoSample:
         path, label = self.files[i]
         x = self._cache[i] if self._cache is not None else load_feature_file(path, self.dim)  # [T, D]
@@ -315,6 +333,18 @@ class FeatureDataset(Dataset):
         if self.num_frames is not None:
             x = x[frame_indices(length, self.num_frames, self.train)]  # [num_frames, D]
         return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
+
+
+def relabel(old: Sequence[str], labels: Sequence[int], classnames: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """``labels`` (indices into the class list ``old``) as indices into ``classnames``
+    (``old`` itself when None): the class list and labels of a dataset's subset."""
+    if classnames is None:
+        return list(old), list(labels)
+    index = {c: i for i, c in enumerate(classnames)}
+    outside = sorted({old[y] for y in labels} - set(index))
+    if outside:
+        raise VideoCoopError(f"videos of classes {outside} kept in a subset over classes {list(classnames)}")
+    return list(classnames), [index[old[y]] for y in labels]
 
 
 def _count_videos(root: Path, limit: int = 10_000) -> int:
@@ -348,5 +378,5 @@ def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
 __all__ = [
     "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
     "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "load_feature_file",
-    "read_feature_info", "read_json_object", "write_feature_info",
+    "read_feature_info", "read_json_object", "relabel", "write_feature_info",
 ]
