@@ -96,6 +96,16 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     opt.add_argument("--warmup-lr", type=float, default=d.warmup_lr, help=f"constant warm-up lr (default {d.warmup_lr})")
     opt.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
 
+    proto = parser.add_argument_group("protocols (docs/protocols.md)")
+    proto.add_argument("--shots", type=int, default=d.shots, metavar="K",
+                       help="few-shot: train on K videos per class, drawn by --split-seed (OUTPUT_DIR/shots.json)")
+    proto.add_argument("--split-seed", type=int, default=d.split_seed, metavar="S",
+                       help="seed of the shot draw (default: --seed, as CoOp); the same draw on every machine")
+    proto.add_argument("--base-classes", default=d.base_classes, metavar="half|FILE",
+                       help="base-to-novel: train on the base classes only, report base, novel and their harmonic "
+                            "mean; half: CoCoOp's split (the first ceil(n/2) classes in label order); FILE: base "
+                            "class names, one per line")
+
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
     run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
