@@ -166,6 +166,40 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift", type=float, default=d["drift"], help=f"temporal drift norm over a video (default {d['drift']})")
 
 
+def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
+    from .zeroshot import DEFAULT_TEMPLATES
+
+    parser.add_argument("--templates", nargs="+", default=list(DEFAULT_TEMPLATES), metavar="TEMPLATE",
+                        help="hand-written prompts with {} where the class name goes; several are ensembled as CLIP "
+                             f"does (default: {DEFAULT_TEMPLATES[0]!r})")
+    parser.add_argument("--templates-file", metavar="FILE", help="templates, one per line (wins over --templates)")
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from .clip import PRECISIONS
+    from .zeroshot import ZeroShotConfig
+
+    d = ZeroShotConfig()
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="score with frozen CLIP and hand-written templates, no training")
+    parser.add_argument("--feature-dir", required=True, help="the features to score: DIR/<class>/<video>.pt|.npy (a validation split)")
+    _add_template_arguments(parser)
+    parser.add_argument("--initial-prompts-file", help="a prompts file whose display_names give the class words (as training uses them)")
+    parser.add_argument("--base-classes", metavar="half|FILE",
+                        help="also report base, novel (each among its own classes) and their harmonic mean")
+    parser.add_argument("--output-dir", default=d.output_dir, help=f"writes OUTPUT_DIR/zeroshot.json (default {d.output_dir})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT_DIR/zeroshot.json")
+    parser.add_argument("--num-frames", type=int, help="sample this many frames per video (default: all, padded and masked)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--clip-model", help="open_clip model name (default: from features.json)")
+    parser.add_argument("--pretrained", help="open_clip pretrained tag already in the local cache")
+    parser.add_argument("--clip-checkpoint", help="local CLIP weights file")
+    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=f"default {d.precision}")
+    parser.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
+    parser.add_argument("--progress", choices=PROGRESS, default="auto", help="how lines are shown (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="videocoop", description="CoOp prompt learning on pre-extracted video CLIP features.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -185,7 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Redraw OUT/curves.png (loss, top-1, lr per epoch) and OUT/confusion.png (the best "
                                       "epoch's confusion matrix and per-class top-1) from the run's own files.")
     plot.add_argument("out", help="a run folder (--output-dir of videocoop train)")
-    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot}
+    ev = sub.add_parser("eval", help="the zero-shot baseline: hand-written templates, no training",
+                        description="Score a feature folder with frozen CLIP and hand-written templates (several are "
+                                    "ensembled in the text embedding space); prints and writes top-1, top-5, per-class "
+                                    "accuracy, and base/novel/HM with --base-classes. A trained run is evaluated with "
+                                    "videocoop train --eval-only --output-dir RUN.")
+    _add_eval_arguments(ev)
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev}
     return parser
 
 
@@ -200,6 +240,17 @@ def _run_synth(args: argparse.Namespace) -> None:
     print(f"wrote {n} classes x ({args.train_per_class} train + {args.val_per_class} val) videos to {args.out}")
     print(f"  train: {result['train']}\n  val: {result['val']}\n  prompts file: {result['prompts_file']}")
     print(f"  the secret context reaches val top1 {100 * result['oracle_val_top1']:.1f}% (the best to expect)")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from .zeroshot import ZeroShotConfig, zero_shot
+
+    keys = {f.name for f in dataclasses.fields(ZeroShotConfig)}
+    cfg = ZeroShotConfig(**{k: v for k, v in vars(args).items() if k in keys})
+    with log_handlers(console_handler(args.progress)):
+        result = zero_shot(cfg)
+    keys = ("top1", "top5", "loss", "base_top1", "novel_top1", "hm")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +285,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[arg
     given = given_dests(sub, argv[argv.index(args.command) + 1:])
     if args.command == "train" and not args.feature_dir and not args.config:
         sub.error("the following arguments are required: --feature-dir (or --config FILE naming it)")
+    if args.command == "eval" and not args.zero_shot:
+        sub.error("videocoop eval scores hand-written templates: pass --zero-shot (a trained run is evaluated with "
+                  "videocoop train --eval-only --output-dir RUN)")
     return args, given
 
 
@@ -255,6 +309,8 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
             index = pack(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
+        elif args.command == "eval":
+            _run_eval(args)
         else:
             cfg = config_from_args(args, given)
             with log_handlers(console_handler(cfg.progress)):
