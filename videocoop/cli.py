@@ -166,6 +166,13 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift", type=float, default=d["drift"], help=f"temporal drift norm over a video (default {d['drift']})")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4,8,16, got {text!r}") from None
+
+
 def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
     from .zeroshot import DEFAULT_TEMPLATES
 
@@ -200,6 +207,21 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", choices=PROGRESS, default="auto", help="how lines are shown (default auto)")
 
 
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The train flags, with --shots and --seeds taking lists and --output-dir naming ROOT."""
+    add_train_arguments(parser)
+    grid = parser.add_argument_group("the grid")
+    grid.add_argument("--shots", type=_int_list, default=[2, 4, 8, 16], metavar="K1,K2,...",
+                      help="shots per class, one setting each (default 2,4,8,16: ViFi-CLIP's and X-CLIP's)")
+    grid.add_argument("--seeds", type=_int_list, default=[1, 2, 3], metavar="S1,S2,...",
+                      help="one run per seed and setting (default 1,2,3: CoOp's); a run's seed is its training seed "
+                           "and its split seed (the shot draw) unless --split-seed fixes the draw")
+    grid.add_argument("--output-dir", default="output/sweep", metavar="ROOT",
+                      help="ROOT/shots<K>_seed<S>/ per run, ROOT/zeroshot/, ROOT/results.csv|.md|.png (default output/sweep)")
+    grid.add_argument("--no-zero-shot", action="store_true", help="leave out the zero-shot row")
+    _add_template_arguments(grid)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="videocoop", description="CoOp prompt learning on pre-extracted video CLIP features.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -225,7 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "accuracy, and base/novel/HM with --base-classes. A trained run is evaluated with "
                                     "videocoop train --eval-only --output-dir RUN.")
     _add_eval_arguments(ev)
-    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev}
+    sweep = sub.add_parser("sweep", help="few-shot (or base-to-novel) runs over shots x seeds, and the results table",
+                           conflict_handler="resolve",
+                           description="Train one ordinary run per (shots, seed) under ROOT, skipping finished runs and "
+                                       "resuming stopped ones, then write ROOT/results.csv, results.md and results.png: "
+                                       "one row per setting, mean ± std over seeds and the number of runs, the zero-shot "
+                                       "row first. Each run's seed is both its training seed and its split seed (the "
+                                       "shot draw) unless --split-seed fixes the draw. Every train flag applies to every "
+                                       "run; with --base-classes the table reports base, novel and HM.")
+    _add_sweep_arguments(sweep)
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev, "sweep": sweep}
     return parser
 
 
@@ -251,6 +282,17 @@ def _run_eval(args: argparse.Namespace) -> None:
         result = zero_shot(cfg)
     keys = ("top1", "top5", "loss", "base_top1", "novel_top1", "hm")
     print(json.dumps({k: result[k] for k in keys if k in result}))
+
+
+def _run_sweep(args: argparse.Namespace, given: set[str]) -> bool:
+    """Run the sweep; True when a run diverged (the table leaves it out)."""
+    from .sweep import SweepConfig, run_sweep
+
+    train = config_from_args(argparse.Namespace(**{**vars(args), "shots": None}), given - {"shots", "output_dir"})
+    cfg = SweepConfig(train=train, shots=args.shots, seeds=args.seeds, output_dir=args.output_dir,
+                      zero_shot=not args.no_zero_shot, templates=args.templates, templates_file=args.templates_file)
+    with log_handlers(console_handler(train.progress)):
+        return bool(run_sweep(cfg).failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,20 +325,28 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[arg
                  if (m := difflib.get_close_matches(x.split("=", 1)[0], options, n=2, cutoff=0.7))]
         sub.error(f"unrecognized arguments: {' '.join(extras)}" + ("; " + "; ".join(hints) if hints else ""))
     given = given_dests(sub, argv[argv.index(args.command) + 1:])
-    if args.command == "train" and not args.feature_dir and not args.config:
+    if args.command in ("train", "sweep") and not args.feature_dir and not args.config:
         sub.error("the following arguments are required: --feature-dir (or --config FILE naming it)")
     if args.command == "eval" and not args.zero_shot:
         sub.error("videocoop eval scores hand-written templates: pass --zero-shot (a trained run is evaluated with "
                   "videocoop train --eval-only --output-dir RUN)")
+    if args.command == "sweep":
+        refused = {"seed": "--seeds S1,S2,... sets each run's seed", "resume": "stopped runs are resumed by themselves",
+                   "overwrite": "finished runs are kept; choose another --output-dir for a new sweep",
+                   "eval_only": "a sweep trains"}
+        for dest in sorted(given & set(refused)):
+            sub.error(f"--{dest.replace('_', '-')} is not a sweep flag: {refused[dest]}")
     return args, given
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    command = None
     try:
         try:
             args, given = _parse(parser, argv)
         except SystemExit as e:  # --help
             return ExitCode.OK if not e.code else ExitCode.USAGE
+        command = args.command
         if args.command == "synth":
             _run_synth(args)
         elif args.command == "plot":
@@ -311,6 +361,9 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
         elif args.command == "eval":
             _run_eval(args)
+        elif args.command == "sweep":
+            if _run_sweep(args, given):
+                return ExitCode.FAILED
         else:
             cfg = config_from_args(args, given)
             with log_handlers(console_handler(cfg.progress)):
@@ -324,7 +377,11 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         print(f"videocoop: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
-        print("videocoop: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
+        if command == "sweep":
+            print("videocoop: interrupted; run the same sweep command again: finished runs are skipped, the stopped "
+                  "one resumed", file=sys.stderr)
+        else:
+            print("videocoop: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except TrainingDiverged as e:
         print(f"videocoop: training failed: {e}", file=sys.stderr)
