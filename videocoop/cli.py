@@ -210,6 +210,10 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """The train flags, with --shots and --seeds taking lists and --output-dir naming ROOT."""
     add_train_arguments(parser)
+    # train flags a sweep sets itself: parsed (to say so when given), not shown
+    parser.add_argument("--seed", type=int, default=TrainConfig().seed, help=argparse.SUPPRESS)
+    for flag in ("--resume", "--eval-only", "--overwrite"):
+        parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     grid = parser.add_argument_group("the grid")
     grid.add_argument("--shots", type=_int_list, default=[2, 4, 8, 16], metavar="K1,K2,...",
                       help="shots per class, one setting each (default 2,4,8,16: ViFi-CLIP's and X-CLIP's)")

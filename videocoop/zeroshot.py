@@ -85,7 +85,10 @@ class ZeroShotConfig:
         """
         templates = list(self.templates)
         if self.templates_file:
-            text = Path(self.templates_file).read_text(encoding="utf-8")
+            try:
+                text = Path(self.templates_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise VideoCoopError(f"cannot read the templates file {self.templates_file}: {e}") from e
             templates = [t.strip() for t in text.splitlines() if t.strip() and not t.strip().startswith("#")]
         if not templates:
             raise VideoCoopError(f"no templates{f' in {self.templates_file}' if self.templates_file else ''}; "
