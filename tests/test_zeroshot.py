@@ -29,7 +29,7 @@ def test_one_template_scores_as_coops_prompts_before_training(synth, tmp_path):
     built = build(TrainConfig(feature_dir=synth["train"], val_feature_dir=synth["val"],
                               initial_prompts_file=synth["prompts_file"], progress="none"))
     loader = torch.utils.data.DataLoader(built.val_set, batch_size=7, collate_fn=collate_samples)
-    untrained = validate(built.model, loader, "cpu", built.classnames)
+    untrained = validate(built.model, loader, built.device, built.classnames)
     assert result["loss"] == pytest.approx(untrained.loss, abs=1e-5)
     assert result["top1"] == untrained.top1 and result["top5"] == untrained.top5
     assert result["per_class"] == untrained.per_class
