@@ -98,6 +98,16 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     opt.add_argument("--warmup-lr", type=float, default=d.warmup_lr, help=f"constant warm-up lr (default {d.warmup_lr})")
     opt.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
 
+    proto = parser.add_argument_group("protocols (docs/protocols.md)")
+    proto.add_argument("--shots", type=int, default=d.shots, metavar="K",
+                       help="few-shot: train on K videos per class, drawn by --split-seed (OUTPUT_DIR/shots.json)")
+    proto.add_argument("--split-seed", type=int, default=d.split_seed, metavar="S",
+                       help="seed of the shot draw (default: --seed, as CoOp); the same draw on every machine")
+    proto.add_argument("--base-classes", default=d.base_classes, metavar="half|FILE",
+                       help="base-to-novel: train on the base classes only, report base, novel and their harmonic "
+                            "mean; half: CoCoOp's split (the first ceil(n/2) classes in label order); FILE: base "
+                            "class names, one per line")
+
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
     run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
@@ -161,6 +171,66 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift", type=float, default=d["drift"], help=f"temporal drift norm over a video (default {d['drift']})")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4,8,16, got {text!r}") from None
+
+
+def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
+    from .zeroshot import DEFAULT_TEMPLATES
+
+    parser.add_argument("--templates", nargs="+", default=list(DEFAULT_TEMPLATES), metavar="TEMPLATE",
+                        help="hand-written prompts with {} where the class name goes; several are ensembled as CLIP "
+                             f"does (default: {DEFAULT_TEMPLATES[0]!r})")
+    parser.add_argument("--templates-file", metavar="FILE", help="templates, one per line (wins over --templates)")
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from .clip import PRECISIONS
+    from .zeroshot import ZeroShotConfig
+
+    d = ZeroShotConfig()
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="score with frozen CLIP and hand-written templates, no training")
+    parser.add_argument("--feature-dir", required=True, help="the features to score: DIR/<class>/<video>.pt|.npy (a validation split)")
+    _add_template_arguments(parser)
+    parser.add_argument("--initial-prompts-file", help="a prompts file whose display_names give the class words (as training uses them)")
+    parser.add_argument("--base-classes", metavar="half|FILE",
+                        help="also report base, novel (each among its own classes) and their harmonic mean")
+    parser.add_argument("--output-dir", default=d.output_dir, help=f"writes OUTPUT_DIR/zeroshot.json (default {d.output_dir})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT_DIR/zeroshot.json")
+    parser.add_argument("--num-frames", type=int, help="sample this many frames per video (default: all, padded and masked)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--clip-model", help="open_clip model name (default: from features.json)")
+    parser.add_argument("--pretrained", help="open_clip pretrained tag already in the local cache")
+    parser.add_argument("--clip-checkpoint", help="local CLIP weights file")
+    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=f"default {d.precision}")
+    parser.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
+    parser.add_argument("--progress", choices=PROGRESS, default="auto", help="how lines are shown (default auto)")
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The train flags, with --shots and --seeds taking lists and --output-dir naming ROOT."""
+    add_train_arguments(parser)
+    # train flags a sweep sets itself: parsed (to say so when given), not shown
+    parser.add_argument("--seed", type=int, default=TrainConfig().seed, help=argparse.SUPPRESS)
+    for flag in ("--resume", "--eval-only", "--overwrite"):
+        parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    grid = parser.add_argument_group("the grid")
+    grid.add_argument("--shots", type=_int_list, default=[2, 4, 8, 16], metavar="K1,K2,...",
+                      help="shots per class, one setting each (default 2,4,8,16: ViFi-CLIP's and X-CLIP's)")
+    grid.add_argument("--seeds", type=_int_list, default=[1, 2, 3], metavar="S1,S2,...",
+                      help="one run per seed and setting (default 1,2,3: CoOp's); a run's seed is its training seed "
+                           "and its split seed (the shot draw) unless --split-seed fixes the draw")
+    grid.add_argument("--output-dir", default="output/sweep", metavar="ROOT",
+                      help="ROOT/shots<K>_seed<S>/ per run, ROOT/zeroshot/, ROOT/results.csv|.md|.png (default output/sweep)")
+    grid.add_argument("--no-zero-shot", action="store_true", help="leave out the zero-shot row")
+    _add_template_arguments(grid)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="videocoop", description="CoOp prompt learning on pre-extracted video CLIP features.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -180,7 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Redraw OUT/curves.png (loss, top-1, lr per epoch) and OUT/confusion.png (the best "
                                       "epoch's confusion matrix and per-class top-1) from the run's own files.")
     plot.add_argument("out", help="a run folder (--output-dir of videocoop train)")
-    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot}
+    ev = sub.add_parser("eval", help="the zero-shot baseline: hand-written templates, no training",
+                        description="Score a feature folder with frozen CLIP and hand-written templates (several are "
+                                    "ensembled in the text embedding space); prints and writes top-1, top-5, per-class "
+                                    "accuracy, and base/novel/HM with --base-classes. A trained run is evaluated with "
+                                    "videocoop train --eval-only --output-dir RUN.")
+    _add_eval_arguments(ev)
+    sweep = sub.add_parser("sweep", help="few-shot (or base-to-novel) runs over shots x seeds, and the results table",
+                           conflict_handler="resolve",
+                           description="Train one ordinary run per (shots, seed) under ROOT, skipping finished runs and "
+                                       "resuming stopped ones, then write ROOT/results.csv, results.md and results.png: "
+                                       "one row per setting, mean ± std over seeds and the number of runs, the zero-shot "
+                                       "row first. Each run's seed is both its training seed and its split seed (the "
+                                       "shot draw) unless --split-seed fixes the draw. Every train flag applies to every "
+                                       "run; with --base-classes the table reports base, novel and HM.")
+    _add_sweep_arguments(sweep)
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev, "sweep": sweep}
     return parser
 
 
@@ -195,6 +280,28 @@ def _run_synth(args: argparse.Namespace) -> None:
     print(f"wrote {n} classes x ({args.train_per_class} train + {args.val_per_class} val) videos to {args.out}")
     print(f"  train: {result['train']}\n  val: {result['val']}\n  prompts file: {result['prompts_file']}")
     print(f"  the secret context reaches val top1 {100 * result['oracle_val_top1']:.1f}% (the best to expect)")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from .zeroshot import ZeroShotConfig, zero_shot
+
+    keys = {f.name for f in dataclasses.fields(ZeroShotConfig)}
+    cfg = ZeroShotConfig(**{k: v for k, v in vars(args).items() if k in keys})
+    with log_handlers(console_handler(args.progress)):
+        result = zero_shot(cfg)
+    keys = ("top1", "top5", "loss", "base_top1", "novel_top1", "hm")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
+
+
+def _run_sweep(args: argparse.Namespace, given: set[str]) -> bool:
+    """Run the sweep; True when a run diverged (the table leaves it out)."""
+    from .sweep import SweepConfig, run_sweep
+
+    train = config_from_args(argparse.Namespace(**{**vars(args), "shots": None}), given - {"shots", "output_dir"})
+    cfg = SweepConfig(train=train, shots=args.shots, seeds=args.seeds, output_dir=args.output_dir,
+                      zero_shot=not args.no_zero_shot, templates=args.templates, templates_file=args.templates_file)
+    with log_handlers(console_handler(train.progress)):
+        return bool(run_sweep(cfg).failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,17 +340,28 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[arg
                  if (m := difflib.get_close_matches(x.split("=", 1)[0], options, n=2, cutoff=0.7))]
         sub.error(f"unrecognized arguments: {' '.join(extras)}" + ("; " + "; ".join(hints) if hints else ""))
     given = given_dests(sub, argv[argv.index(args.command) + 1:])
-    if args.command == "train" and not args.feature_dir and not args.config:
+    if args.command in ("train", "sweep") and not args.feature_dir and not args.config:
         sub.error("the following arguments are required: --feature-dir (or --config FILE naming it)")
+    if args.command == "eval" and not args.zero_shot:
+        sub.error("videocoop eval scores hand-written templates: pass --zero-shot (a trained run is evaluated with "
+                  "videocoop train --eval-only --output-dir RUN)")
+    if args.command == "sweep":
+        refused = {"seed": "--seeds S1,S2,... sets each run's seed", "resume": "stopped runs are resumed by themselves",
+                   "overwrite": "finished runs are kept; choose another --output-dir for a new sweep",
+                   "eval_only": "a sweep trains"}
+        for dest in sorted(given & set(refused)):
+            sub.error(f"--{dest.replace('_', '-')} is not a sweep flag: {refused[dest]}")
     return args, given
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    command = None
     try:
         try:
             args, given = _parse(parser, argv)
         except SystemExit as e:  # --help
             return ExitCode.OK if not e.code else ExitCode.USAGE
+        command = args.command
         if args.command == "synth":
             _run_synth(args)
         elif args.command == "plot":
@@ -256,6 +374,11 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
             index = pack(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite)
             print(f"packed {index['videos']} videos ({index['frames']} frames, {index['dtype']}) into {args.dst}")
+        elif args.command == "eval":
+            _run_eval(args)
+        elif args.command == "sweep":
+            if _run_sweep(args, given):
+                return ExitCode.FAILED
         else:
             cfg = config_from_args(args, given)
             main_process = world_from_env().is_main  # the other processes of a torchrun run print errors only
@@ -270,7 +393,11 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         print(f"{_prog()}: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
-        print(f"{_prog()}: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
+        if command == "sweep":
+            print(f"{_prog()}: interrupted; run the same sweep command again: finished runs are skipped, the stopped "
+                  "one resumed", file=sys.stderr)
+        else:
+            print(f"{_prog()}: interrupted; continue a training run with the same command and --resume", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except TrainingDiverged as e:
         print(f"{_prog()}: training failed: {e}", file=sys.stderr)

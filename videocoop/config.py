@@ -28,7 +28,7 @@ EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "
 # Actions of one invocation, not settings of a run: never read back from a config file.
 ACTION_KEYS = ("resume", "eval_only", "overwrite")
 # Paths compared resolved: ./k and /abs/k/ name the same folder.
-PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file")
+PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file", "base_classes")
 
 
 @dataclass
@@ -64,7 +64,10 @@ class TrainConfig:
     clip_seed: int = 0  # seed of random CLIP weights when there are no weights (features.json's random:<seed> wins)
     precision: str | None = None  # fp32 | fp16 | bf16 (CLIP weights in half, fp32 context; CoOp's default is fp16) | amp; None: fp32 (eval_only: the run's)
     num_workers: int = 0  # DataLoader workers; features are small and cached, 0 is usually fastest
-    seed: int = 0  # context init, shuffling, frame sampling
+    seed: int = 0  # context init, shuffling, frame sampling (and the shot draw unless split_seed is given)
+    shots: int | None = None  # few-shot: K training videos per class, drawn by split_seed (OUTPUT_DIR/shots.json); None: every video
+    split_seed: int | None = None  # seed of the shot draw; None: seed (CoOp draws with the run's seed; shots.json says which)
+    base_classes: str | None = None  # base-to-novel: train on these classes only: half (CoCoOp: the first ceil(n/2)) or a file of names
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     resume: bool = False  # continue from output_dir/checkpoint_last.pt
     eval_only: bool = False  # evaluate output_dir/checkpoint_best.pt (or the initial prompts) and stop
@@ -120,8 +123,9 @@ class TrainConfig:
                 raise VideoCoopError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx,
                     "check_every": self.check_every}
-        if self.num_frames is not None:
-            positive["num_frames"] = self.num_frames
+        for key in ("num_frames", "shots"):
+            if getattr(self, key) is not None:
+                positive[key] = getattr(self, key)
         for key, value in positive.items():
             if value < 1:
                 raise VideoCoopError(f"{key} must be >= 1, got {value}")
@@ -134,6 +138,16 @@ class TrainConfig:
             path = getattr(self, key)
             if path and not os.path.exists(path):
                 raise VideoCoopError(f"{key.replace('_', '-')} {path} does not exist")
+        if self.base_classes:
+            if self.csc:
+                raise VideoCoopError("--csc learns a context per class, which cannot carry over to novel classes: "
+                                     "--base-classes needs the unified context (drop --csc)")
+            if not self.val_feature_dir:
+                raise VideoCoopError("--base-classes reports base and novel accuracy on validation videos: pass "
+                                     "--val-feature-dir DIR holding videos of both")
+            if self.base_classes != "half" and not os.path.isfile(self.base_classes):
+                raise VideoCoopError(f"--base-classes {self.base_classes!r}: choose half (CoCoOp's split) or a file "
+                                     f"of base class names, one per line; no such file")
         if self.resume and self.eval_only:
             raise VideoCoopError("--resume and --eval-only exclude each other")
         if self.resume and self.overwrite:

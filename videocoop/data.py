@@ -17,6 +17,7 @@ before the first step, with its path in the message.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import warnings
@@ -362,6 +363,23 @@ class FeatureDataset(Dataset):
         """Training's frame positions for ``epoch`` (call before the epoch's loader starts)."""
         self.epoch = epoch
 
+    @property
+    def video_ids(self) -> list[str]:
+        """Each video's id (its file name without the suffix), as ``meta["video_id"]`` says."""
+        return [path.stem for path, _ in self.files]
+
+    def subset(self, indices: Sequence[int], classnames: Sequence[str] | None = None) -> FeatureDataset:
+        """A copy holding only the videos ``indices`` (in that order), relabelled over
+        ``classnames`` when given (every kept video's class must be in it); frame sampling,
+        the cache and everything else are shared. The few-shot draw and the base/novel
+        class split (:mod:`videocoop.protocols`) are made with it."""
+        out = copy.copy(self)
+        out.classnames, labels = relabel(self.classnames, [self.files[i][1] for i in indices], classnames)
+        out.files = [(self.files[i][0], label) for i, label in zip(indices, labels)]
+        out.lengths = [self.lengths[i] for i in indices]
+        out._cache = None if self._cache is None else [self._cache[i] for i in indices]
+        return out
+
     def __getitem__(self, i: int) -> VideoSample:
         path, label = self.files[i]
         x = self._cache[i] if self._cache is not None else load_feature_file(path, self.dim)  # [T, D]
@@ -370,6 +388,18 @@ class FeatureDataset(Dataset):
             offsets = frame_offsets(self.seed, self.epoch, [i], self.num_frames) if self.train else 0.5
             x = x[torch.from_numpy(segment_frames([length], self.num_frames, offsets)[0])]  # [num_frames, D]
         return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
+
+
+def relabel(old: Sequence[str], labels: Sequence[int], classnames: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """``labels`` (indices into the class list ``old``) as indices into ``classnames``
+    (``old`` itself when None): the class list and labels of a dataset's subset."""
+    if classnames is None:
+        return list(old), list(labels)
+    index = {c: i for i, c in enumerate(classnames)}
+    outside = sorted({old[y] for y in labels} - set(index))
+    if outside:
+        raise VideoCoopError(f"videos of classes {outside} kept in a subset over classes {list(classnames)}")
+    return list(classnames), [index[old[y]] for y in labels]
 
 
 def _count_videos(root: Path, limit: int = 10_000) -> int:
@@ -403,6 +433,5 @@ def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
 __all__ = [
     "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
     "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "frame_offsets", "load_feature_file",
-    "mix", "segment_frames",
-    "read_feature_info", "read_json_object", "write_feature_info",
+    "mix", "read_feature_info", "read_json_object", "relabel", "segment_frames", "write_feature_info",
 ]

@@ -18,6 +18,7 @@ the same frame sampling (:func:`~videocoop.data.frame_offsets`), plus a batched 
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from torch.utils.data import Dataset
 
 from .data import (
     CLASSNAMES_FILE, FeatureDataset, MissingValidationClassWarning, VideoSample, frame_offsets, read_feature_info,
-    read_json_object, segment_frames, write_feature_info,
+    read_json_object, relabel, segment_frames, write_feature_info,
 )
 from .errors import VideoCoopError
 from .files import load_error
@@ -259,6 +260,24 @@ class PackedFeatureDataset(Dataset):
     @property
     def labels(self) -> list[int]:
         return list(self._labels)
+
+    @property
+    def video_ids(self) -> list[str]:
+        """Each video's id (its source file's name without the suffix)."""
+        return list(self._ids)
+
+    def subset(self, indices: Sequence[int], classnames: Sequence[str] | None = None) -> PackedFeatureDataset:
+        """A copy holding only the videos ``indices`` (in that order), relabelled over
+        ``classnames`` when given, reading the same memory map
+        (:meth:`~videocoop.data.FeatureDataset.subset`)."""
+        out = copy.copy(self)
+        out.classnames, out._labels = relabel(self.classnames, [self._labels[i] for i in indices], classnames)
+        out._starts = [self._starts[i] for i in indices]
+        out.lengths = [self.lengths[i] for i in indices]
+        out._ids = [self._ids[i] for i in indices]
+        out._paths = [self._paths[i] for i in indices]
+        out.files = [(Path(p), label) for p, label in zip(out._paths, out._labels)]
+        return out
 
     def _meta(self, i: int) -> dict:
         return {"video_id": self._ids[i], "path": self._paths[i], "num_frames": self.lengths[i]}

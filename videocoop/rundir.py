@@ -18,7 +18,7 @@ from .files import read_json_object, write_text
 
 # The files a training run writes into its output_dir (--overwrite deletes exactly these).
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
-             "confusion.npy", CHECKPOINT_LAST, CHECKPOINT_BEST)
+             "confusion.npy", CHECKPOINT_LAST, CHECKPOINT_BEST, "shots.json", "classes.json")
 # and this folder, with --tensorboard
 TENSORBOARD_DIR = "tensorboard"
 METRICS = "metrics.jsonl"
@@ -30,6 +30,8 @@ def read_config(path: Path) -> dict:
 
 
 def same_setting(key: str, old, new) -> bool:
+    if old == new:
+        return True
     if key in PATH_KEYS and old and new:
         return os.path.realpath(old) == os.path.realpath(new)
     return old == new

@@ -38,11 +38,13 @@ from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, autoca
 from .errors import VideoCoopError
 from .files import atomic_write, write_json
 from .model import VideoFeatureCLIP
+from .novel import build_novel_model, check_transferable, evaluate_novel
 from .optim import make_optimizer, make_scheduler
 from .packed import open_feature_dataset
 from .plots import plot_run
 from .progress import Bars, file_handler, format_epoch, log_handlers
 from .prompts import PromptsFile
+from .protocols import ProtocolSplit, apply_protocols, split_seed_of, write_protocol_files
 from .rundir import (
     METRICS, TENSORBOARD_DIR, append_metrics, check_output, read_config, read_metrics, start_output, truncate_metrics,
 )
@@ -64,8 +66,10 @@ class Built:
     model: VideoFeatureCLIP
     train_set: FeatureDataset
     val_set: FeatureDataset | None
-    classnames: list[str] = field(default_factory=list)
+    classnames: list[str] = field(default_factory=list)  # the classes trained on (the base classes under base-to-novel)
     world: World = World()  # this process among those of a torchrun run
+    protocol: ProtocolSplit | None = None  # few-shot draw and base/novel split (videocoop.protocols)
+    novel_model: VideoFeatureCLIP | None = None  # base-to-novel: the novel classes' model, never trained
 
 
 def build(cfg: TrainConfig, world: World | None = None) -> Built:
@@ -103,18 +107,27 @@ def build(cfg: TrainConfig, world: World | None = None) -> Built:
     val_set = None
     if cfg.val_feature_dir:
         val_set = open_feature_dataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
-    prompt_kwargs = prompts.prompt_kwargs(classnames) if prompts else {}
+    split = apply_protocols(cfg, train_set, val_set)  # few-shot draw, base classes: what training may see
+    train_set, val_set, classnames = split.train_set, split.val_set, split.classnames
+    prompt_kwargs = prompts.prompt_kwargs(split.all_classnames) if prompts else {}
+    display_names = prompt_kwargs.get("display_names") or {}
+    if display_names:  # the prompts file may name novel classes too
+        prompt_kwargs["display_names"] = {c: w for c, w in display_names.items() if c in classnames} or None
     csc = cfg.csc or (prompts is not None and prompts.csc)
+    if split.novel:
+        check_transferable(csc)
     torch.manual_seed(cfg.seed)  # random context init
     model = VideoFeatureCLIP(
         classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=csc, class_token_position=cfg.class_token_position,
         temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **prompt_kwargs,
     ).to(device)
+    novel_model = build_novel_model(model, split.novel, clip_model, tokenizer, display_names) if split.novel else None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
     cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
-    return Built(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world)
+    return Built(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world=world,
+                 protocol=split, novel_model=novel_model)
 
 
 def _loaders(built: Built) -> tuple[DataLoader, DataLoader | None]:
@@ -176,6 +189,7 @@ def fit(cfg: TrainConfig) -> dict:
             _log_start(built)
             if world.is_main:
                 write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in ACTION_KEYS})
+                write_protocol_files(cfg, built.protocol, out, resume=cfg.resume)  # shots.json, classes.json
             return _train(built, out, t_start)
     finally:
         if started:
@@ -240,10 +254,25 @@ def _evaluate_only(built: Built, out: Path) -> dict:
         log.info(f"  {c}: {acc:.1f}%")
     summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
+    summary.update(_protocol_results(built, result.top1))
     if built.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval.json", summary)
     return summary
+
+
+def _protocol_results(built: Built, base_top1: float | None) -> dict:
+    """What the run's protocol adds to a summary: the shot draw; after base-to-novel training,
+    base, novel and HM (the model as it is now: the final epoch, or the checkpoint evaluated)."""
+    cfg, split = built.cfg, built.protocol
+    results = {"shots": cfg.shots, "split_seed": split_seed_of(cfg)} if cfg.shots else {}
+    if split is not None and split.base_to_novel:
+        _, loader = _loaders(dataclasses.replace(built, val_set=split.novel_val_set))
+        results.update(evaluate_novel(built.model, built.novel_model, loader, built.device, base_top1, cfg.precision,
+                                      world=built.world))
+        log.info(f"base-to-novel: base {results['base_top1']:.2f}% ({len(split.classnames)} classes), novel "
+                 f"{results['novel_top1']:.2f}% ({len(split.novel)} classes), HM {results['hm']:.2f}%")
+    return results
 
 
 def _diverged(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
@@ -387,6 +416,7 @@ def _train(built: Built, out: Path, t_start: float) -> dict:
         "classnames": classnames,
         "per_class": best["per_class"],
     }
+    summary.update(_protocol_results(built, final.get("val_top1")))
     if not main:
         return summary
     write_json(out / "summary.json", summary)
