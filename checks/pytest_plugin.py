@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated audit ids (default: all; python -m checks --list names them)")
     group.addoption("--audit-device", choices=DEVICES, default=None,
                     help="where the device audits move the model: cuda (refused without CUDA), or cpu (the meta "
-                         "device stands in); default: cuda when present")
+                         "device stands in); default: cuda when present. Also the audit fixture's default")
     group.addoption("--audit-report", metavar="PATH", default=None,
                     help="write the markdown report of the audits that ran, once, at the end of the session")
 
@@ -87,27 +87,35 @@ _STATE = pytest.StashKey[_Session]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "audit: one audit of --audit-target (videocoop's checks.pytest_plugin)")
-    spec = config.getoption("audit_target")
+    spec, device = config.getoption("audit_target"), config.getoption("audit_device")
+    if device is not None:  # also the audit fixture's default: refuse cuda without CUDA up front
+        from videocoop.errors import VideoCoopError
+
+        from .core import resolve_device
+
+        try:
+            resolve_device(device)
+        except VideoCoopError as e:
+            raise pytest.UsageError(f"--audit-device: {e}") from None
     if spec is None:
-        given = [f"--audit-{n}" for n in ("only", "device", "report") if config.getoption(f"audit_{n}") is not None]
+        given = [f"--audit-{n}" for n in ("only", "report") if config.getoption(f"audit_{n}") is not None]
         if given:
-            raise pytest.UsageError(f"{', '.join(given)} need --audit-target PKG.MODULE:FACTORY (the model to audit)")
+            raise pytest.UsageError(f"{' and '.join(given)} need --audit-target PKG.MODULE:FACTORY (the model to audit)")
         return
     module, _, func = spec.partition(":")
     if not module or not func:
         raise pytest.UsageError(f"--audit-target must look like pkg.module:factory, got {spec!r}")
     from videocoop.errors import VideoCoopError
 
-    from .core import get_audit, list_audits, resolve_device
+    from .core import get_audit, list_audits
 
     only = config.getoption("audit_only")
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else list_audits()
-    device = config.getoption("audit_device")
-    for flag, check in (("--audit-only", lambda: [get_audit(i) for i in ids]), ("--audit-device", lambda: resolve_device(device))):
-        try:
-            check()
-        except VideoCoopError as e:
-            raise pytest.UsageError(f"{flag}: {e}") from None
+    try:
+        for i in ids:
+            get_audit(i)
+    except VideoCoopError as e:
+        raise pytest.UsageError(f"--audit-only: {e}") from None
     order = list_audits()
     config.stash[_STATE] = _Session(spec, sorted(set(ids), key=order.index), device,
                                     config.getoption("audit_report"),
@@ -195,8 +203,7 @@ def build_target(spec: str):
 
 def describe(result) -> str:
     """A FAIL or ERROR as a test failure: the finding, where, the evidence, the remedy."""
-    what = "ERROR (the audit itself crashed)" if result.status.value == "error" else result.status.value.upper()
-    lines = [f"{result.id} {what}: {result.message}"]
+    lines = [f"{result.id} {result.status.value.upper()}: {result.message}"]
     if result.location:
         lines.append(f"  location: {result.location}")
     if result.evidence:

@@ -87,7 +87,7 @@ def test_an_audit_that_crashes_fails_its_item(run, pytester):
                                  "def full_context():\n    return planted(faults.full_context_positions)\n")
     result = run("--audit-target", "crashing:full_context", "--audit-only", "causal-mask")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["causal-mask ERROR (the audit itself crashed): the audit crashed: RuntimeError*",
+    result.stdout.fnmatch_lines(["causal-mask ERROR: the audit crashed: RuntimeError*",
                                  "  evidence:", "    raised at *"])
 
 
@@ -109,8 +109,9 @@ def test_the_audit_fixture_and_assert_audits_pass(run, pytester):
         from checks.pytest_plugin import assert_audits_pass
 
         def test_clean(audit):
-            results = audit("tests.targets:coop_clean", ids="causal-mask,batch-independence")
-            assert [r.id for r in results] == ["causal-mask", "batch-independence"]
+            results = audit("tests.targets:coop_clean", ids="causal-mask,buffer-device-sync")
+            assert [r.id for r in results] == ["causal-mask", "buffer-device-sync"]
+            assert results[1].metrics["device"] == "meta"  # --audit-device cpu is the fixture's default
             assert_audits_pass(results)
 
         def test_fault(audit):
@@ -119,7 +120,7 @@ def test_the_audit_fixture_and_assert_audits_pass(run, pytester):
         def test_nothing_ran():
             assert_audits_pass([])
     ''')
-    result = run("-v")
+    result = run("-v", "--audit-device", "cpu")
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*1 of 2 audit(s) failed:", "*gradient-flow FAIL: * CLIP tensor(s) are trainable*",
                                  "*  evidence:"])
@@ -134,12 +135,14 @@ def test_silent_unless_asked(run, pytester):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--audit-only", "eot-collapse"], "--audit-only need --audit-target"),
+    (["--audit-only", "eot-collapse", "--audit-report", "r.md"], "--audit-only and --audit-report need --audit-target"),
     (["--audit-target", "tests.targets"], "must look like pkg.module:factory"),
     (["--audit-target", "tests.targets:coop_clean", "--audit-only", "eot-colapse"], "valid audits: buffer-device-sync"),
     (["--audit-target", "tests.targets:coop_clean", "--audit-device", "tpu"], "invalid choice: 'tpu'"),
     pytest.param(["--audit-target", "tests.targets:coop_clean", "--audit-device", "cuda"],
                  "no CUDA device is present", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA here")),
+    pytest.param(["--audit-device", "cuda"], "no CUDA device is present",  # the fixture's default, alone
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA here")),
 ])
 def test_usage_errors(args, words, run):
     result = run(*args)
