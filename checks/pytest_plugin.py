@@ -88,38 +88,32 @@ _STATE = pytest.StashKey[_Session]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "audit: one audit of --audit-target (videocoop's checks.pytest_plugin)")
     spec, device = config.getoption("audit_target"), config.getoption("audit_device")
-    if device is not None:  # also the audit fixture's default: refuse cuda without CUDA up front
-        from videocoop.errors import VideoCoopError
-
-        from .core import resolve_device
-
-        try:
-            resolve_device(device)
-        except VideoCoopError as e:
-            raise pytest.UsageError(f"--audit-device: {e}") from None
     if spec is None:
         given = [f"--audit-{n}" for n in ("only", "report") if config.getoption(f"audit_{n}") is not None]
         if given:
             raise pytest.UsageError(f"{' and '.join(given)} need --audit-target PKG.MODULE:FACTORY (the model to audit)")
-        return
-    module, _, func = spec.partition(":")
-    if not module or not func:
+        if device is None:
+            return  # not asked: nothing to import, nothing to run
+    elif not all(spec.partition(":")[::2]):
         raise pytest.UsageError(f"--audit-target must look like pkg.module:factory, got {spec!r}")
     from videocoop.errors import VideoCoopError
 
-    from .core import get_audit, list_audits
+    from .core import get_audit, list_audits, resolve_device
 
     only = config.getoption("audit_only")
     ids = [i.strip() for i in only.split(",") if i.strip()] if only else list_audits()
-    try:
-        for i in ids:
-            get_audit(i)
-    except VideoCoopError as e:
-        raise pytest.UsageError(f"--audit-only: {e}") from None
-    order = list_audits()
-    config.stash[_STATE] = _Session(spec, sorted(set(ids), key=order.index), device,
-                                    config.getoption("audit_report"),
-                                    "pytest " + shlex.join(config.invocation_params.args))
+    # --audit-device alone sets the audit fixture's default: cuda without CUDA is refused up front
+    for flag, check in (("--audit-device", lambda: resolve_device(device)),
+                        ("--audit-only", lambda: [get_audit(i) for i in ids])):
+        try:
+            check()
+        except VideoCoopError as e:
+            raise pytest.UsageError(f"{flag}: {e}") from None
+    if spec is not None:
+        order = list_audits()
+        config.stash[_STATE] = _Session(spec, sorted(set(ids), key=order.index), device,
+                                        config.getoption("audit_report"),
+                                        "pytest " + shlex.join(config.invocation_params.args))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
