@@ -8,7 +8,11 @@ ARGS   ?=
 # torch/torchvision pinned: these lie on this machine's disk; any other version downloads GBs.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install verify train test test-gpu bench clean
+# `make test` and `make test-gpu` also audit our own model inside pytest (the checks plugin:
+# one test per audit), on the CPU and on CUDA.
+AUDITS := --audit-target tests.targets:coop_clean
+
+.PHONY: install verify train test test-gpu gpu-check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +35,16 @@ train: $(STAMP)
 		--output-dir output/synth $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(AUDITS) --audit-device cpu $(ARGS)
 
+## The gpu-marked tests and the audits with CUDA as the device (refused, exit 4, without CUDA).
 test-gpu: $(STAMP)
-	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m gpu $(ARGS)
+	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m "gpu or audit" $(AUDITS) --audit-device cuda $(ARGS)
+
+## test-gpu, the audits of the default model on CUDA, the self-test and the GPU benchmark matrix
+## in one run under ten minutes on one H100; writes bench/results-gpu.json (docs/ci.md).
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,12 +57,25 @@ def environment(device: str) -> dict:
     }
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["gpu_memory_gib"] = round(torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30, 1)
+        env["cuda"] = torch.version.cuda
+        env["driver"] = gpu_driver()
     try:
         import open_clip
         env["open_clip"] = open_clip.__version__
     except (ImportError, AttributeError):
         pass
     return env
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports (None without nvidia-smi)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
 def _cpu_name() -> str:
@@ -120,17 +134,18 @@ def main(argv=None) -> int:
         "environment": environment(args.device),
         "cases": [],
     }
-    for case in cases:
-        console.print(f"[bold]{case.label()}[/]")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for i, case in enumerate(cases, 1):
+        console.print(f"[bold]{case.label()}[/]" + (f" ({i}/{len(cases)})" if len(cases) > 1 else ""))
         results["cases"].append(run_case(
             case, repeats=args.repeats, baseline_repeats=args.baseline_repeats, warmup=args.warmup,
             variants=tuple(args.paths), compile=args.compile, log=console.print,
         ))
+        args.out.write_text(json.dumps(results, indent=2) + "\n")  # a run cut short keeps the cases it finished
     if args.loader_videos:
         console.print("[bold]loader[/]")
         results["loader"] = run_loader(videos=args.loader_videos, log=console.print)
     render(results, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.out}")
     return 0

@@ -24,9 +24,9 @@ from videocoop.data import collate_samples
 from videocoop.errors import VideoCoopError
 from videocoop.synth import synthesize
 
-from .core import AuditTarget, exit_code, get_audit, list_audits, run_audits
-from .probe import foreign_device, locate, relpath
-from .report import RunInfo, print_summary, to_json, to_junit, to_markdown
+from .core import AuditTarget, exit_code, get_audit, list_audits, resolve_device, run_audits
+from .probe import locate, relpath
+from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
 from .report.heatmap import write_heatmap_png
 
 DEFAULT_REPORT = "reports/verification.md"
@@ -131,13 +131,15 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     )
 
 
-def _run_info(target: AuditTarget, argv: list[str], seconds: float) -> RunInfo:
+def run_info(target: AuditTarget, command: str, seconds: float, device: str | None = None) -> RunInfo:
+    """What a report describes: the target, its weights, the devices (``device`` as given to
+    ``run_audits``), the command that ran the audits, versions and time."""
     model = target.model
     return RunInfo(
         target=target.description or type(model).__name__,
         weights=f"{target.clip_name or 'CLIP not named'}, {target.weights or 'weights not stated by the target'}",
-        foreign_device=foreign_device().type,
-        command=shlex.join(["python", "-m", "checks", *argv]),
+        foreign_device=resolve_device(device).type,
+        command=command,
         train_command=target.train_command,
         versions=f"torch {torch.__version__}, open_clip {open_clip.__version__}",
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -151,13 +153,30 @@ def _write(path: str, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def _write_heatmaps(results, report: str) -> None:
-    """The eot-collapse cosine matrix as ``<report>_eot_collapse.png``, linked from the report."""
+def write_report(results, info: RunInfo, report: str, lang: str = "en") -> None:
+    """The markdown report at ``report``, and beside it the eot-collapse cosine matrix as
+    ``<report>_eot_collapse.png``, linked from the report."""
     for r in results:
         if r.extra.get("cosine"):
             png = Path(report).with_name(f"{Path(report).stem}_{r.id.replace('-', '_')}.png")
             write_heatmap_png(torch.tensor(r.extra["cosine"]), png)
             r.extra["heatmap_png"] = png.name
+    _write(report, to_markdown(results, info, lang))
+
+
+def write_step_summary(results, info: RunInfo, report: str, lang: str = "en") -> str | None:
+    """Append the summary table to ``$GITHUB_STEP_SUMMARY`` (the markdown GitHub Actions shows on
+    the run's page) when that variable is set; returns the path written, or None."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return None
+    try:
+        with open(path, "a", encoding="utf-8") as f:  # append: earlier steps wrote theirs
+            f.write(to_step_summary(results, info, report, lang))
+    except OSError as e:
+        print(f"could not write the summary to $GITHUB_STEP_SUMMARY ({path}): {e}", file=sys.stderr)
+        return None
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,13 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 target = build_own_target(args, train_flags, workdir)
             results = run_audits(target, ids)
-        info = _run_info(target, argv, time.perf_counter() - start)
+        info = run_info(target, shlex.join(["python", "-m", "checks", *argv]), time.perf_counter() - start)
     except (UsageError, VideoCoopError) as e:
         print(str(e), file=sys.stderr)
         return ExitCode.USAGE
     print_summary(results)
-    _write_heatmaps(results, args.report)
-    _write(args.report, to_markdown(results, info, args.lang))
+    write_report(results, info, args.report, args.lang)
     written = [args.report]
     if args.json:
         _write(args.json, to_json(results))
@@ -198,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.junit:
         _write(args.junit, to_junit(results))
         written.append(args.junit)
+    if write_step_summary(results, info, args.report, args.lang):
+        written.append("$GITHUB_STEP_SUMMARY")
     code = ExitCode(exit_code(results))
     print(f"{'FAILED' if code else 'OK'}: wrote {', '.join(written)}")
     return code

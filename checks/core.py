@@ -4,6 +4,8 @@ Results are data; rendering (markdown, JSON, JUnit, console) lives in :mod:`chec
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import time
 import traceback
@@ -21,6 +23,9 @@ from videocoop.errors import VideoCoopError
 MAX_EVIDENCE = 14
 #: Characters kept of a result's one-line message.
 MAX_MESSAGE = 300
+#: What ``run_audits(device=...)`` accepts: where the device audits move a copy of the model.
+AUDIT_DEVICES = ("cpu", "cuda")
+_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("checks_audit_device", default=None)
 
 
 class Status(str, enum.Enum):
@@ -250,21 +255,63 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
     )
 
 
-def run_audits(target: Any, ids: Sequence[str] | None = None,
-               progress: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
-    """Run the audits ``ids`` (all when None) on ``target`` (an AuditTarget or a bare model).
+def resolve_device(device: str | None = None) -> torch.device:
+    """The foreign device the device audits move a copy of the model to.
+
+    ``"cuda"``: CUDA (refused where there is none); ``"cpu"``: the meta device, which holds
+    no data, so a CPU-only run still sees every host read and stray CPU tensor; None: CUDA
+    when present, else meta.
 
     Raises:
-        VideoCoopError: an unknown audit id (the message lists the valid ones).
+        VideoCoopError: an unknown device, or ``"cuda"`` without a CUDA device.
+    """
+    if device is None:
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("meta")
+    if device not in AUDIT_DEVICES:
+        raise VideoCoopError(f"unknown audit device {device!r}; choose one of {', '.join(AUDIT_DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VideoCoopError("audit device 'cuda': no CUDA device is present (torch.cuda.is_available() is False, "
+                             f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+                             "run on a machine with an NVIDIA GPU, or audit with device 'cpu'")
+    return torch.device("cuda") if device == "cuda" else torch.device("meta")
+
+
+def requested_device() -> str | None:
+    """The device of the :func:`run_audits` call in progress (None: the default)."""
+    return _DEVICE.get()
+
+
+@contextlib.contextmanager
+def audit_device(device: str | None):
+    """Run the audits inside the block with ``device`` (see :func:`resolve_device`)."""
+    resolve_device(device)  # refuse an unknown device or a missing CUDA before anything runs
+    token = _DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def run_audits(target: Any, ids: Sequence[str] | None = None,
+               progress: Callable[[CheckResult], None] | None = None, device: str | None = None) -> list[CheckResult]:
+    """Run the audits ``ids`` (all when None) on ``target`` (an AuditTarget or a bare model).
+
+    Every audit runs on the CPU; ``device`` says where the device audits move a copy of
+    the model: ``"cuda"``, ``"cpu"`` (the meta device stands in) or None (CUDA when present).
+
+    Raises:
+        VideoCoopError: an unknown audit id (the message lists the valid ones), an unknown
+            device, or ``"cuda"`` without CUDA.
     """
     target = AuditTarget.coerce(target)
     specs = [get_audit(i) for i in (ids or list_audits())]
     results = []
-    for spec in specs:
-        result = run_audit(spec, target)
-        results.append(result)
-        if progress is not None:
-            progress(result)
+    with audit_device(device):
+        for spec in specs:
+            result = run_audit(spec, target)
+            results.append(result)
+            if progress is not None:
+                progress(result)
     return results
 
 

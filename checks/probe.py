@@ -15,7 +15,7 @@ from videocoop.clip import text_tower
 from videocoop.prompts import class_words, eot_positions
 from videocoop.text_encoder import TextEncoder
 
-from .core import AuditTarget, Skip
+from .core import AuditTarget, Skip, requested_device, resolve_device
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
 FP32_TOL = 1e-5
@@ -71,14 +71,16 @@ def locate(obj, pattern: str | None = None) -> str | None:
 
 
 def foreign_device() -> torch.device:
-    """Where device audits move the model: CUDA when present, else the meta device."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("meta")
+    """Where device audits move the model: the device ``run_audits`` was given (cuda, or meta
+    for cpu); by default CUDA when present, else the meta device."""
+    return resolve_device(requested_device())
 
 
 def device_note(device: torch.device) -> str:
     """The device, and for meta why it stands in for a GPU."""
     if device.type == "meta":
-        return ("meta (no CUDA here: the meta device stands in as the foreign device; it holds no data, "
+        why = "a CPU-only run was asked for" if torch.cuda.is_available() else "no CUDA here"
+        return (f"meta ({why}: the meta device stands in as the foreign device; it holds no data, "
                 "so any host read or CPU tensor in the path shows)")
     return str(device)
 

@@ -35,3 +35,8 @@ def test_bench_smoke_run_writes_results(tmp_path, capsys):
     assert [r["path"] for r in results["loader"]["rows"]][-1].startswith("packed")
     for row in results["loader"]["rows"]:
         assert len(row["rates"]) == 3 and min(row["rates"]) > 0 and row["videos_per_s"] == statistics.median(row["rates"])
+    # make gpu-check's summary reads this same results layout
+    from bench.gpu_check import bench_lines
+
+    (line,) = bench_lines(results)
+    assert line.lstrip().startswith(case["label"]) and "auto shared-split" in line and "all equal" in line

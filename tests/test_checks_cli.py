@@ -22,6 +22,23 @@ def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
     assert ET.parse(junit).getroot().get("failures") == "0"
 
 
+def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypatch, capsys):
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("## an earlier step\n\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report = tmp_path / "r.md"
+    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+                 "--report", str(report)])
+    assert code == 1
+    text = summary.read_text()
+    assert text.startswith("## an earlier step\n\n## Verification Report: ")  # appended, as GitHub expects
+    assert "| 1 | Buffers follow model.to(device) (`buffer-device-sync`) |" in text and "❌ FAIL |" in text
+    assert f"`{report}`" in text and "$GITHUB_STEP_SUMMARY" in capsys.readouterr().out
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    assert main(["--target", "tests.faults:clean_target", "--only", "host-sync", "--report", str(report)]) == 0
+    assert summary.read_text() == text  # without the variable nothing is written
+
+
 def test_fault_exits_1_with_failure_in_junit(tmp_path):
     junit = tmp_path / "r.xml"
     code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",

@@ -1,5 +1,6 @@
 """The registry, the runner's guards (crash -> ERROR, nothing examined -> not PASS), exit codes."""
 import pytest
+import torch
 
 import faults
 from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, list_audits, run_audits
@@ -67,3 +68,16 @@ def test_results_are_json_ready(tiny_clip, classnames):
     (r,) = run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"])
     d = r.to_dict()
     assert d["status"] == "pass" and {"id", "metrics", "evidence", "location"} <= set(d)
+
+
+def test_device_says_where_the_device_audits_move_the_model(tiny_clip, classnames):
+    from checks.core import resolve_device
+
+    (r,) = run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"], device="cpu")
+    assert r.status == Status.PASS and r.metrics["device"] == "meta"  # a CPU-only run: meta stands in
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "meta")
+    with pytest.raises(VideoCoopError, match="choose one of cpu, cuda"):
+        run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VideoCoopError, match="no CUDA device is present"):
+            run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"], device="cuda")

@@ -73,3 +73,13 @@ def test_committed_example_reports_come_from_the_default_run():
         assert words in text and "ViT-B-32, random:0" in text
         assert "`python -m checks" in text
         assert all(f"(`{i}`)" in text for i in list_audits())
+
+
+def test_step_summary_is_the_checklist_and_the_conclusion():
+    from checks.report import to_step_summary
+
+    md = to_step_summary(RESULTS, INFO, "reports/verification.md")
+    assert md.startswith("## Verification Report: tiny\n") and md.endswith("\n\n")  # room for the next step's
+    assert "| 2 | title of causal-mask (`causal-mask`) | the fix | `pkg/mod.py:12` | ❌ FAIL |" in md
+    assert "Do not train yet: 2 audit(s) failed" in md and "`reports/verification.md`" in md
+    assert "Audits in detail" not in md and "line one" not in md  # the evidence stays in the full report

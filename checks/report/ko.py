@@ -32,6 +32,7 @@ HEADINGS = {
     "moved": "이동",
     "forward": "순전파",
     "no_trace": "(장치 추적 없음: index-device-consistency가 실행되지 않았습니다)",
+    "full_report": "모든 감사의 측정 근거가 담긴 전체 보고서",
 }
 
 AUDITS = {

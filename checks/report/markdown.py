@@ -42,6 +42,7 @@ EN = {
     "moved": "moved",
     "forward": "forward",
     "no_trace": "(no device trace: index-device-consistency did not run)",
+    "full_report": "The full report, with the evidence of every audit",
 }
 
 
@@ -124,8 +125,6 @@ def _trace(results: Sequence[CheckResult], info: RunInfo, t: dict) -> list[str]:
 def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en") -> str:
     """The full report: header, a section per audit, the traced path, the checklist, the conclusion."""
     t, audits = _texts(lang)
-    failed = [r for r in results if r.status.failed]
-    warned = [r for r in results if r.status == Status.WARN]
     out = [f"# {t['title']}", "", t["intro"], "",
            f"- **{t['target']}:** {info.target}",
            f"- **{t['weights']}:** {info.weights}" + (t["random_note"] if "random:" in info.weights else ""),
@@ -140,29 +139,51 @@ def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en")
     for i, r in enumerate(results, 1):
         out += _section(i, r, t, audits)
     out += [f"## 🔍 {t['trace']}", "", *_trace(results, info, t)]
-    out += [f"## ✅ {t['checklist']}", "", t["table_head"], "|---|---|---|---|---|"]
+    out += [f"## ✅ {t['checklist']}", "", *_checklist(results, audits, t)]
+    out += ["", f"## 🎯 {t['conclusion']}", "", *_conclusion(results, t)]
+    if info.train_command and not any(r.status.failed for r in results):
+        out += ["", t["train_with"], "", "```bash", info.train_command, "```"]
+    return "\n".join(out) + "\n"
+
+
+def to_step_summary(results: Sequence[CheckResult], info: RunInfo, report: str | None = None, lang: str = "en") -> str:
+    """The report's summary checklist and conclusion, for a CI run's page (``$GITHUB_STEP_SUMMARY``)."""
+    t, audits = _texts(lang)
+    out = [f"## {t['title']}: {info.target}", "",
+           f"`{info.command}` · {info.weights} · {t['devices']}: cpu + {info.foreign_device}", "",
+           *_checklist(results, audits, t), "", *_conclusion(results, t)]
+    if report:
+        out += ["", f"{t['full_report']}: `{report}`"]
+    return "\n".join(out) + "\n\n"
+
+
+def _checklist(results: Sequence[CheckResult], audits: dict, t: dict) -> list[str]:
+    out = [t["table_head"], "|---|---|---|---|---|"]
     for i, r in enumerate(results, 1):
         title, problem, fix, _ = audits.get(r.id, (r.title, r.problem, r.fix, r.remediation))
         out.append(f"| {i} | {title} (`{r.id}`) | {_short(fix)} | `{r.location or '-'}` | {ICON[r.status]} |")
-    out += ["", f"## 🎯 {t['conclusion']}", ""]
+    return out
+
+
+def _conclusion(results: Sequence[CheckResult], t: dict) -> list[str]:
+    failed = [r for r in results if r.status.failed]
+    warned = [r for r in results if r.status == Status.WARN]
     ran = {r.id for r in results if r.status in (Status.PASS, Status.WARN)}
     missing = [i for i in CORE_AUDITS if i not in ran]
     skipped = [r for r in results if r.status == Status.SKIP]
     if failed:
-        out.append(t["unsafe"].format(n=len(failed)))
+        out = [t["unsafe"].format(n=len(failed))]
     elif missing:
-        out.append(t["unproven"].format(skipped=len(skipped), n=len(results), missing=", ".join(missing)))
+        out = [t["unproven"].format(skipped=len(skipped), n=len(results), missing=", ".join(missing))]
     else:
-        out.append(t["safe"])
+        out = [t["safe"]]
     if skipped and not failed:
         out += ["", t["skipped"].format(n=len(skipped))] + [f"- `{r.id}`: {r.message}" for r in skipped]
     if failed:
         out += [""] + [f"- `{r.id}`: {r.message}" for r in failed]
     if warned:
         out += ["", t["warned"].format(n=len(warned))] + [f"- `{r.id}`: {r.message}" for r in warned]
-    if info.train_command and not failed:
-        out += ["", t["train_with"], "", "```bash", info.train_command, "```"]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _short(text: str, n: int = 90) -> str:
