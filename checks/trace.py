@@ -17,12 +17,18 @@ from .probe import copy_model, relpath, sample_batch
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
 _SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+_FAULTS = os.path.join(os.path.dirname(__file__), "faults.py")  # the planted faults are model code
+
+
+def audited_code(filename: str) -> bool:
+    """Whether a frame's file is the audited code's: not torch's, not the audits' (the planted faults are)."""
+    return (filename == _FAULTS or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
 
 
 def call_site() -> str:
     """``file:line (function)`` of the innermost frame outside torch and checks."""
     for frame in reversed(traceback.extract_stack()):
-        if not frame.filename.startswith(_SKIP_DIRS) and "<frozen" not in frame.filename:
+        if audited_code(frame.filename):
             return f"{relpath(frame.filename)}:{frame.lineno} ({frame.name})"
     return "unknown"
 
@@ -231,7 +237,7 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
         # depends on the values; on CUDA they work but wait for the device (a host sync).
         run.data_dependent = device.type == "meta" and isinstance(e, NotImplementedError) and (
             "data-independent" in str(e) or "Meta kernel" in str(e))
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_SKIP_DIRS)]
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if audited_code(f.filename)]
         if frames:
             run.error_site = f"{relpath(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})"
     target.cache[key] = run

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import faults
+from checks import faults
 from checks import Status, list_audits, run_audits
 from checks.audits.eot_collapse import SPREAD_RATIO_WARN
 
@@ -39,13 +39,13 @@ MORE = [
     # path is traced there, so it passes; only meta stops at the data-dependent op)
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
-    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
+    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at checks/faults.py"),
     # CPU index tensors into device states: PyTorch copies them over (CoOp's own arange does
     # this and runs on CUDA), so a speed warning, not a failure
     ("index-device-consistency", faults.eot_list_index, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.arange_without_device, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.cpu_bias, Status.FAIL, "CPU tensor meets"),
-    ("host-sync", faults.meta_refused, Status.WARN, "not checked past tests/faults.py"),
+    ("host-sync", faults.meta_refused, Status.WARN, "not checked past checks/faults.py"),
     ("causal-mask", faults.full_context_positions, Status.ERROR, "the audit crashed: RuntimeError"),
     ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),
     ("prompt-tokenization", faults.position_ignored, Status.FAIL, "the layout says 'front'"),

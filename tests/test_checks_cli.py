@@ -10,7 +10,7 @@ from checks.cli import main
 
 def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
     report, js, junit = tmp_path / "r.md", tmp_path / "r.json", tmp_path / "r.xml"
-    code = main(["--target", "tests.faults:clean_target", "--report", str(report), "--json", str(js),
+    code = main(["--target", "checks.faults:clean_target", "--report", str(report), "--json", str(js),
                  "--junit", str(junit)])
     assert code == 0, capsys.readouterr()
     text = report.read_text()
@@ -24,7 +24,7 @@ def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
 
 def test_fault_exits_1_with_failure_in_junit(tmp_path):
     junit = tmp_path / "r.xml"
-    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+    code = main(["--target", "checks.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
                  "--report", str(tmp_path / "r.md"), "--junit", str(junit)])
     assert code == 1
     cases = {c.get("name"): c for c in ET.parse(junit).getroot()}
@@ -34,7 +34,7 @@ def test_fault_exits_1_with_failure_in_junit(tmp_path):
 
 def test_warn_only_exits_0_and_korean_report(tmp_path):
     report = tmp_path / "r.md"
-    code = main(["--target", "tests.faults:item_loop_target", "--only", "host-sync", "--lang", "ko",
+    code = main(["--target", "checks.faults:item_loop_target", "--only", "host-sync", "--lang", "ko",
                  "--report", str(report)])
     assert code == 0
     text = report.read_text()
@@ -43,7 +43,7 @@ def test_warn_only_exits_0_and_korean_report(tmp_path):
 
 def test_bare_model_target(tmp_path):
     js = tmp_path / "r.json"
-    code = main(["--target", "tests.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md"),
+    code = main(["--target", "checks.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md"),
                  "--json", str(js)])
     assert code == 0
     assert [r["status"] for r in json.loads(js.read_text())] == ["pass"]  # audited, not skipped (also exit 0)
@@ -51,11 +51,11 @@ def test_bare_model_target(tmp_path):
 
 @pytest.mark.parametrize("argv,words", [
     (["--only", "no-such-audit"], "valid audits"),
-    (["--target", "tests.faults"], "pkg.module:function"),
-    (["--target", "tests.faults:nothing_here"], "has no function 'nothing_here'"),
+    (["--target", "checks.faults"], "pkg.module:function"),
+    (["--target", "checks.faults:nothing_here"], "has no function 'nothing_here'"),
     (["--target", "no_such_pkg.mod:f"], "cannot import"),
     (["--lang", "fr"], "invalid choice"),
-    (["--target", "tests.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
+    (["--target", "checks.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
 ])
 def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
     assert main(argv) == 4
@@ -83,7 +83,7 @@ def test_own_model_from_train_flags(tmp_path):
 
 
 def test_train_flags_do_not_mix_with_target(capsys):
-    assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
+    assert main(["--target", "checks.faults:clean_target", "--n-ctx", "4"]) == 4
     assert "do not apply" in capsys.readouterr().err
 
 
@@ -92,7 +92,7 @@ def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
     from PIL import Image
 
     report = tmp_path / "r.md"
-    assert main(["--target", "tests.faults:clean_target", "--only", "eot-collapse", "--report", str(report)]) == 0
+    assert main(["--target", "checks.faults:clean_target", "--only", "eot-collapse", "--report", str(report)]) == 0
     png = tmp_path / "r_eot_collapse.png"
     assert "![Similarity heatmap](r_eot_collapse.png)" in report.read_text()
     image = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1)  # [3, k*16, k*16]
@@ -108,7 +108,7 @@ def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
 def test_target_factory_is_called_again_for_a_fresh_model():
     from checks.cli import load_target
 
-    target = load_target("tests.faults:clean_target")
+    target = load_target("checks.faults:clean_target")
     fresh = target.rebuild()
     assert type(fresh) is type(target.model) and fresh is not target.model
 

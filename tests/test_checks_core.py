@@ -1,7 +1,7 @@
 """The registry, the runner's guards (crash -> ERROR, nothing examined -> not PASS), exit codes."""
 import pytest
 
-import faults
+from checks import faults
 from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, list_audits, run_audits
 from checks.core import _REGISTRY, get_audit
 from videocoop.errors import VideoCoopError

@@ -1,7 +1,7 @@
 """The device audits on CUDA (run by `make test-gpu`; skipped without CUDA)."""
 import pytest
 
-import faults
+from checks import faults
 from checks import Status, run_audits
 
 pytestmark = pytest.mark.gpu
