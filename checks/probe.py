@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videocoop.clip import text_tower
-from videocoop.prompts import class_words, eot_positions
-from videocoop.text_encoder import TextEncoder
+from videocoop.prompts import class_words
 
+from . import reference
 from .core import AuditTarget, Skip
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
@@ -114,7 +113,7 @@ def eot_token_id(target: AuditTarget) -> int | None:
 
 
 def eot_index(target: AuditTarget, tokens: torch.Tensor) -> torch.Tensor:
-    return eot_positions(tokens, eot_token_id(target))
+    return reference.eot_positions(tokens, eot_token_id(target))
 
 
 def class_word_list(target: AuditTarget) -> list[str]:
@@ -149,7 +148,7 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
         captured = []
         handle = None
         if target.clip_model is not None:
-            handle = text_tower(target.clip_model).transformer.register_forward_hook(
+            handle = reference.tower(target.clip_model).transformer.register_forward_hook(
                 lambda m, a, out: captured.append(out.detach()))
         try:
             target.cache["text_plain"] = encode(target, prompts, tokens)
@@ -248,7 +247,7 @@ def _tolerance(target: AuditTarget) -> Tolerance:
     clip = target.clip_model
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(tokens.shape[0])
-    if clip is not None and compute_dtype(text_tower(clip)) == dtype:
+    if clip is not None and compute_dtype(reference.tower(clip)) == dtype:
         low = encode_text_references(target, tokens[idx])
         high = encode_text_references(target, tokens[idx], fp32_copy(clip))
         floor = max(float(rel_diff(low[k], high[k]).max()) for k in low)
@@ -280,27 +279,12 @@ def fp32_copy(clip: nn.Module) -> nn.Module:
 
 def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """``clip.encode_text`` of ``ids`` (padded to the context length) ``[n, E]`` fp32, and the
-    same pass's transformer states mean-pooled over positions 0..EOT (the seed's pooling).
+    same pass's transformer states mean-pooled over 0..EOT (the seed's pooling), both from
+    open_clip alone (:mod:`checks.reference`).
 
     ``clip``: the target's CLIP model when None.
     """
-    clip = target.clip_model if clip is None else clip
-    text = text_tower(clip)
-    length = text.positional_embedding.shape[0]
-    padded = torch.zeros(len(ids), length, dtype=ids.dtype)
-    padded[:, : ids.shape[1]] = ids[:, :length].cpu()
-    padded = padded.to(text.token_embedding.weight.device)
-    captured = []
-    handle = text.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
-    try:
-        with torch.no_grad():
-            eot = clip.encode_text(padded).float()
-    finally:
-        handle.remove()
-    pooler = TextEncoder(clip, pool="mean", eot_token_id=eot_token_id(target))
-    with torch.no_grad():
-        mean = pooler.project(pooler.pool_states(captured[0], eot_index(target, padded))).float()
-    return {"eot": eot, "mean": mean}
+    return reference.encode_text(target.clip_model if clip is None else clip, ids, mean=True)
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
