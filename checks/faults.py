@@ -349,6 +349,24 @@ def nothing_trainable(clip, tok, names) -> AuditTarget:
     return target
 
 
+# --- precision faults ------------------------------------------------------------------
+
+class HalfTextPort(VideoFeatureCLIP):
+    """CoOp's fp16 port: its text features come out in CLIP's half precision (CoOp's text
+    encoder returns ``x.type(self.dtype)``) and meet the float32 video features read from
+    disk without a cast, so the forward raises a dtype mismatch on its own data."""
+
+    def encode_text(self, classes=None):
+        return super().encode_text(classes).half()  # [n_cls, E] fp16
+
+
+def fp16_text_float_features(clip, tok, names) -> AuditTarget:
+    """A model that raises on its own data: every audit that runs it must FAIL naming the
+    model's exception, the frame in its code and the fix, never ERROR ("the audit crashed")."""
+    model = seeded(HalfTextPort, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
 # --- data faults -----------------------------------------------------------------------
 
 class Sample(NamedTuple):

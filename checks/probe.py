@@ -1,6 +1,7 @@
 """What the audits use to poke a model: locations, devices, cached text features, inputs."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import os
@@ -161,6 +162,27 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
     return target.cache["text_plain"]
 
 
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module):
+    """Every module's train/eval flag as it was, whatever the block does: an audit must not
+    change the object it audits."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def run_model(target: AuditTarget, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``target.model(features[, mask])`` in eval mode without gradients, the model's modes left as
+    they were (a BatchNorm's running statistics do not move either)."""
+    model = target.model
+    with preserved_modes(model), torch.no_grad():
+        model.eval()
+        return model(features) if mask is None else model(features, mask)
+
+
 def forward_text_features(target: AuditTarget) -> torch.Tensor | None:
     """What ``text_encoder`` returns inside the model's own forward ``[n_cls, E]``: the path
     training takes (a model may pass the encoder more than the CoOp call, e.g. our
@@ -172,8 +194,7 @@ def forward_text_features(target: AuditTarget) -> torch.Tensor | None:
         try:
             param = next(iter(target.model.parameters()), None)
             x, _ = sample_batch(target, batch=2, frames=4, device=param.device if param is not None else "cpu")
-            with torch.no_grad():
-                target.model(x)
+            run_model(target, x)
         except Exception:  # noqa: BLE001: index-device-consistency and dataset-unpacking report it
             captured = []
         finally:

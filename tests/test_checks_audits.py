@@ -46,7 +46,8 @@ MORE = [
     ("index-device-consistency", faults.arange_without_device, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.cpu_bias, Status.FAIL, "CPU tensor meets"),
     ("host-sync", faults.meta_refused, Status.WARN, "not checked past checks/faults.py"),
-    ("causal-mask", faults.full_context_positions, Status.ERROR, "the audit crashed: RuntimeError"),
+    # the encoder raises on the model's own prompts: a finding about the model, not a crash of the audit
+    ("causal-mask", faults.full_context_positions, Status.FAIL, "the model raised RuntimeError"),
     ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),
     ("prompt-tokenization", faults.position_ignored, Status.FAIL, "the layout says 'front'"),
     ("prompt-tokenization", faults.coop_front_ids, Status.PASS, "class tokens at the front"),
@@ -179,3 +180,31 @@ def test_a_model_with_its_own_frozen_clip_copy_passes_gradient_flow(tiny_clip, c
     target.model.text_encoder.requires_grad_(False)
     (r,) = run_audits(target, ["gradient-flow"])
     assert r.status == Status.PASS, (r.message, r.evidence)
+
+
+@pytest.mark.parametrize("audit_id", ["gradient-flow", "checkpoint-roundtrip"])
+def test_a_model_that_raises_on_its_own_data_fails_naming_it(audit_id, tiny_clip, classnames):
+    """An fp16 port fed float32 features raises in its forward: FAIL with the model's exception,
+    the frame in its code and the likely fix; ERROR stays for an audit that crashed."""
+    (r,) = run_audits(faults.fp16_text_float_features(*tiny_clip, classnames), [audit_id])
+    assert r.status == Status.FAIL, (r.message, r.evidence)
+    assert r.message.startswith("the model raised RuntimeError: expected m1 and m2 to have the same dtype")
+    assert "at videocoop/model.py:" in r.message and "(logits)" in r.message
+    assert "likely fix: cast the inputs to the model's dtype" in r.message
+    assert r.location.startswith("videocoop/model.py:")
+    assert any(e.startswith(f"called by the audit at checks/audits/{audit_id.replace('-', '_')}.py:") for e in r.evidence)
+
+
+def test_audits_leave_the_audited_model_as_they_found_it(tiny_clip, classnames):
+    """No audit changes the object it audits: modes (checkpoint-roundtrip used to leave it in
+    eval), parameters, buffers (a BatchNorm's running statistics move in a train-mode forward)."""
+    clip, tok = tiny_clip
+    model = faults.seeded(faults.BatchNormVideo, classnames, clip, tok, n_ctx=4).train()
+    target = faults.AuditTarget(model, classnames, clip, tok)
+    target.dataset = faults.Features(len(classnames), model.embed_dim)
+    modes = {n: m.training for n, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    run_audits(target)
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+    assert not changed

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import copy_model, feature_dim, locate, probe_classes, text_features
+from ..probe import copy_model, feature_dim, locate, probe_classes, run_model, text_features
 
 #: Items read per dataset (spread over it); labels are checked on all of them.
 MAX_ITEMS = 256
@@ -154,9 +154,10 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
             if split == "train" and target.trainer is not None:
                 evidence += run_trainer(target, loader)
             elif split == "train":
-                with torch.no_grad():
-                    logits = target.model(batch[0])
-                evidence.append(f"model(batch features) -> logits {list(logits.shape)}")
+                mask = batch[2].get("mask") if isinstance(batch[2], Mapping) else None
+                logits = run_model(target, batch[0], mask)
+                evidence.append(f"model(batch features{', mask' if mask is not None else ''}) -> logits "
+                                f"{list(logits.shape)}")
                 if list(logits.shape) != [len(batch[1]), n_cls]:
                     problems.append(f"logits {list(logits.shape)}, expected [{len(batch[1])}, {n_cls}]")
     first = sets[0][1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import device_note, foreign_device, locate, text_encoder
+from ..probe import device_note, foreign_device, locate, run_model, sample_batch, text_encoder
 from ..trace import foreign_run
 
 
@@ -74,6 +74,7 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
                                f"({run.error_site or run.error}): a host sync on CUDA (see host-sync), and the path "
                                f"after it was not traced; no device problem before it")
             elif not moves:
+                cpu_forward(target)  # failing on the CPU too: the model's own bug (the runner reports it), not the device's
                 problems.append(f"the forward fails on {device.type}: {run.error}")
         else:
             evidence.append(f"{device.type}: forward completed -> logits {run.output}")
@@ -84,3 +85,10 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     return Outcome(Status.PASS, "every tensor reaching every submodule was on the model's device "
                    f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location,
                    {"runs": runs})
+
+
+def cpu_forward(target: AuditTarget) -> None:
+    """The forward on the CPU, on the same inputs; raises what the model raises."""
+    param = next(iter(target.model.parameters()), None)
+    x, _ = sample_batch(target, batch=2, device=param.device if param is not None else "cpu")
+    run_model(target, x)
