@@ -127,11 +127,15 @@ class AuditTarget:
         clip_name, weights: the CLIP architecture and weights id (``videocoop.clip.weights_id``)
             the model was built from, compared against the features' ``features.json``.
         trainer: a :class:`Trainer` (e.g. the ``videocoop.train`` module): ``train_one_epoch``
-            and ``validate`` with the seed's signatures, to push one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
+            and ``validate`` with the seed's signatures, to push one batch through.
+        make_optimizer: ``model -> optimizer``, the optimiser the run trains with: gradient-flow checks
+            what it holds, optimizer-step takes a few steps of it (None: AdamW with its defaults, said so).
         description: a line naming the model, weights and configuration, for the report.
         train_command: the command that trains exactly this configuration.
         rebuild: builds a new, untrained model of the same configuration (checkpoint-roundtrip
             loads the checkpoint into it); None: the audit loads into a deep copy instead.
+        checkpoint: a checkpoint the run will load (resume, evaluate): its path, or the dict it
+            holds; class-order compares its stored ``classnames`` with the prompts'.
     """
 
     model: nn.Module
@@ -148,6 +152,7 @@ class AuditTarget:
     description: str = ""
     train_command: str | None = None
     rebuild: Callable[[], nn.Module] | None = None
+    checkpoint: Any = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):

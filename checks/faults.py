@@ -14,14 +14,18 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
-from .core import AuditTarget
 from videocoop.clip import TINY_MODEL, embed_dim, load_clip
-from videocoop.model import VideoFeatureCLIP
+from videocoop.model import VideoFeatureCLIP, masked_mean
+
+from .core import AuditTarget, Status
 from videocoop.prompts import eot_positions
 from videocoop.text_encoder import TextEncoder
 
@@ -367,6 +371,131 @@ def fp16_text_float_features(clip, tok, names) -> AuditTarget:
     return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
 
 
+def fp16_context_adam(clip, tok, names) -> AuditTarget:
+    """CoOp's fp16 recipe (16 context vectors, kept in half precision) trained with Adam at CoOp's
+    lr: small squared gradients underflow and Adam's eps (1e-8) is 0 in fp16, so the first step
+    divides by zero (inf) and the next loss is NaN."""
+    model = seeded(VideoFeatureCLIP, names, clip, tok, n_ctx=16)
+    pl = model.prompt_learner
+    pl.ctx = nn.Parameter(pl.ctx.detach().half())  # [n_ctx, width] fp16
+    target = AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+    target.make_optimizer = lambda m: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=2e-3)
+    return target
+
+
+def fp16_context_sgd(clip, tok, names) -> AuditTarget:
+    """The fp16 context with CoOp's own SGD: finite here, but its updates round away in fp16."""
+    target = fp16_context_adam(clip, tok, names)
+    target.make_optimizer = lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=2e-3,
+                                                      momentum=0.9)
+    return target
+
+
+# --- video faults ----------------------------------------------------------------------
+
+class MaskIgnored(VideoFeatureCLIP):
+    """Takes the padding mask and drops it: the temporal aggregation counts zero frames."""
+
+    def encode_video(self, features, mask=None):
+        return super().encode_video(features, None)  # [B, E]
+
+
+def padding_mask_ignored(clip, tok, names) -> AuditTarget:
+    """The mask dropped before a plain mean: harmless here (the mean of a zero-padded video is the
+    real mean rescaled, and the model L2-normalises it), so temporal-padding must pass it."""
+    model = seeded(MaskIgnored, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def transformer_mask_ignored(clip, tok, names) -> AuditTarget:
+    """A trained temporal transformer run without its key padding mask: real frames attend to the zeros."""
+    def build():
+        model = MaskIgnored(names, clip, tok, n_ctx=4, temporal_agg="transformer")
+        torch.nn.init.normal_(model.temporal.out.weight, std=0.1)  # trained: no longer the identity
+        return model
+
+    return AuditTarget(seeded(build), names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def max_over_padding(clip, tok, names) -> AuditTarget:
+    """A max over frames that never masks the zero frames of padded videos."""
+    model = seeded(MaskIgnored, names, clip, tok, n_ctx=4, temporal_agg="max")
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+class NoMaskArgument(VideoFeatureCLIP):
+    """A forward without a mask (the seed's ``model(features)``): padded videos are averaged with their zeros."""
+
+    def forward(self, features):
+        return super().forward(features)
+
+
+def no_mask_argument(clip, tok, names) -> AuditTarget:
+    """A max over frames in a forward that takes no mask: padded videos are maxed with their zeros."""
+    model = seeded(NoMaskArgument, names, clip, tok, n_ctx=4, temporal_agg="max")
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+class BatchCentred(VideoFeatureCLIP):
+    """Centres the video features on their batch mean ("normalising" over dim 0): each video's
+    logits depend on the other videos of its batch."""
+
+    def encode_video(self, features, mask=None):
+        v = super().encode_video(features, mask)  # [B, E]
+        return F.normalize(v - v.mean(dim=0, keepdim=True), dim=-1)
+
+
+def batch_mean_centring(clip, tok, names) -> AuditTarget:
+    model = seeded(BatchCentred, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def batchnorm_video(clip, tok, names) -> AuditTarget:
+    """A BatchNorm on the video features: batch statistics in training mode."""
+    model = seeded(BatchNormVideo, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+class UnnormalisedVideo(VideoFeatureCLIP):
+    """Averages the raw frame features and never normalises the result."""
+
+    def encode_video(self, features, mask=None):
+        return masked_mean(features.float(), mask)  # [B, E], norm ~ that of a CLIP feature
+
+
+def unnormalised_video(clip, tok, names) -> AuditTarget:
+    model = seeded(UnnormalisedVideo, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def scale_exponentiated_twice(clip, tok, names) -> AuditTarget:
+    """Stores ``clip_model.logit_scale.exp()`` (100) where the forward applies exp again."""
+    target = clean(clip, tok, names)
+    target.model.logit_scale = clip.logit_scale.detach().float().exp()  # the buffer now holds 100
+    return target
+
+
+class ScaleWithoutExp(VideoFeatureCLIP):
+    """Multiplies by the stored log-scale (4.6), not its exp (100)."""
+
+    def logits(self, video, text):
+        return self.logit_scale * video @ text.t()  # [B, n_cls]
+
+
+def scale_without_exp(clip, tok, names) -> AuditTarget:
+    model = seeded(ScaleWithoutExp, names, clip, tok, n_ctx=4)
+    return AuditTarget(model, names, clip, tok, clip_name=TINY_MODEL, weights="random:0")
+
+
+def logit_scale_trainable(clip, tok, names) -> AuditTarget:
+    """CLIP's logit_scale copied as a trainable parameter (no model.trains_logit_scale)."""
+    target = clean(clip, tok, names)
+    model = target.model
+    del model._buffers["logit_scale"]
+    model.logit_scale = nn.Parameter(clip.logit_scale.detach().float().clone())
+    return target
+
+
 # --- data faults -----------------------------------------------------------------------
 
 class Sample(NamedTuple):
@@ -378,13 +507,19 @@ class Sample(NamedTuple):
 
 
 class Features(Dataset):
-    """In-memory frame features; ``fields`` 3 gives (features, label, meta), 2 drops meta."""
+    """In-memory frame features; ``fields`` 3 gives (features, label, meta), 2 drops meta.
 
-    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None):
+    With ``classnames`` the dataset lists them (``.classnames``, as FeatureDataset does), labels
+    index that list and each item's meta path lies in its class's folder."""
+
+    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None, classnames=None):
         g = torch.Generator().manual_seed(0)
-        self.items = [(torch.randn(FRAMES, dim, generator=g), c + label_offset) for c in range(n_cls)
+        n = len(classnames) if classnames is not None else n_cls
+        self.items = [(torch.randn(FRAMES, dim, generator=g), c + label_offset) for c in range(n)
                       for _ in range(per_class)]
         self.fields, self.info, self.dim = fields, info, dim
+        if classnames is not None:
+            self.classnames = list(classnames)
 
     def __len__(self):
         return len(self.items)
@@ -397,7 +532,9 @@ class Features(Dataset):
         features, label = self.items[i]
         if self.fields == 2:
             return features, label
-        return Sample(features, label, {"video_id": f"v{i}", "path": f"v{i}.npy", "num_frames": FRAMES})
+        names = getattr(self, "classnames", None)
+        path = f"{names[label]}/v{i}.npy" if names and 0 <= label < len(names) else f"v{i}.npy"
+        return Sample(features, label, {"video_id": f"v{i}", "path": path, "num_frames": FRAMES})
 
 
 def info_for(clip, clip_name=TINY_MODEL, weights="random:0") -> dict:
@@ -405,9 +542,13 @@ def info_for(clip, clip_name=TINY_MODEL, weights="random:0") -> dict:
 
 
 def with_data(clip, tok, names, **kwargs) -> AuditTarget:
+    """The clean model with a training split (``kwargs`` go to it) and a validation split, both
+    listing the classes in the prompts' order."""
     target = clean(clip, tok, names)
     kwargs.setdefault("info", info_for(clip))
+    kwargs.setdefault("classnames", names)
     target.dataset = Features(len(names), embed_dim(clip), **kwargs)
+    target.val_dataset = Features(len(names), embed_dim(clip), per_class=1, info=info_for(clip), classnames=names)
     return target
 
 
@@ -417,7 +558,23 @@ def two_field_items(clip, tok, names) -> AuditTarget:
 
 
 def labels_from_one(clip, tok, names) -> AuditTarget:
-    return with_data(clip, tok, names, label_offset=1)
+    return with_data(clip, tok, names, label_offset=1, classnames=None)
+
+
+def val_split_lacks_a_class(clip, tok, names) -> AuditTarget:
+    """A validation folder without videos of one class, read without training's class list:
+    its sorted folders number the classes after the missing one one lower (labels shift)."""
+    target = with_data(clip, tok, names)
+    kept = [c for i, c in enumerate(names) if i != 1]
+    target.val_dataset = Features(len(kept), embed_dim(clip), per_class=1, info=info_for(clip), classnames=kept)
+    return target
+
+
+def checkpoint_other_classes(clip, tok, names) -> AuditTarget:
+    """Resuming from a checkpoint that was trained on the same names in another order."""
+    target = with_data(clip, tok, names)
+    target.checkpoint = {"classnames": list(names[1:]) + list(names[:1]), "trainable": {}}
+    return target
 
 
 def features_from_other_clip(clip, tok, names) -> AuditTarget:
@@ -456,3 +613,39 @@ def item_loop_target() -> AuditTarget:
 def broken_factory():
     """A --target factory that fails while building."""
     raise RuntimeError("checkpoint file not found: ckpt.pt")
+
+
+# --- what each audit must catch ----------------------------------------------------------
+
+class Planted(NamedTuple):
+    """A planted fault and what its audit must conclude: ``status``, with ``words`` in the finding."""
+
+    make: Callable[..., AuditTarget]
+    status: Status
+    words: str
+
+
+#: Every audit's planted fault (``python -m checks --selftest`` and the tests run each one).
+PLANTED: dict[str, Planted] = {
+    "buffer-device-sync": Planted(plain_tokenized_prompts, Status.FAIL, "plain tensor attribute"),
+    "index-device-consistency": Planted(eot_index_on_cpu, Status.FAIL, "copies a tensor to the CPU"),
+    "eot-collapse": Planted(sos_pooling, Status.FAIL, "classes indistinguishable"),
+    "dataset-unpacking": Planted(two_field_items, Status.FAIL, "`features, label, meta = item` raises"),
+    "text-encoder-parity": Planted(permute_no_mask, Status.FAIL, "differs from encode_text"),
+    "causal-mask": Planted(no_causal_mask, Status.FAIL, "changed the pooled feature"),
+    "batch-independence": Planted(permute_no_mask, Status.FAIL, "classes mix inside attention"),
+    "gradient-flow": Planted(clip_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
+    "prompt-tokenization": Planted(truncated_prompts, Status.FAIL, "not all in the prompt"),
+    "host-sync": Planted(item_loop, Status.WARN, "Tensor.item()"),
+    "checkpoint-roundtrip": Planted(checkpoint_misses_temporal, Status.FAIL, "strict load refused"),
+    "feature-model-match": Planted(features_from_other_clip, Status.FAIL, "clip_model='ViT-B-16'"),
+    "temporal-padding": Planted(max_over_padding, Status.FAIL, "the temporal aggregation counts the padding"),
+    "video-batch-independence": Planted(batch_mean_centring, Status.FAIL, "the video path mixes videos"),
+    "class-order": Planted(val_split_lacks_a_class, Status.FAIL, "labels shift by 1"),
+    "logit-scale": Planted(unnormalised_video, Status.FAIL, "not L2-normalised"),
+    "optimizer-step": Planted(fp16_context_adam, Status.FAIL, "turned prompt_learner.ctx inf"),
+}
+
+#: The runner's own planted fault: a model that raises on its own data is a FAIL naming its
+#: exception (``(audit it runs under, fault)``), never an ERROR.
+RUNNER_FAULT = ("logit-scale", Planted(fp16_text_float_features, Status.FAIL, "the model raised RuntimeError"))
