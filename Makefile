@@ -33,8 +33,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+## The GPU tests, then the self-test with the device audits on CUDA (refused without CUDA).
 test-gpu: $(STAMP)
 	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m gpu $(ARGS)
+	$(BIN)/python -m checks --selftest --device cuda
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

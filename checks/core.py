@@ -160,19 +160,35 @@ class AuditTarget:
         self.model = unwrap(self.model)
 
     @classmethod
-    def coerce(cls, obj: Any) -> "AuditTarget":
-        """An AuditTarget as is, or a bare model wrapped with the class names it carries."""
+    def coerce(cls, obj: Any, classnames: Sequence[str] | None = None) -> "AuditTarget":
+        """An AuditTarget as is, or a bare model wrapped with its class names: ``classnames`` when
+        given (``--classnames``), else the ones it carries (``model.classnames``,
+        ``model.prompt_learner.classnames``).
+
+        Raises:
+            VideoCoopError: a bare model with no class names anywhere (the message says what it
+                needs), or ``classnames`` that do not match its prompts' count.
+        """
         if isinstance(obj, cls):
             obj.model = unwrap(obj.model)  # wrapped after construction, too
             return obj
         if isinstance(obj, nn.Module):
             obj = unwrap(obj)
-            names = getattr(obj, "classnames", None) or getattr(getattr(obj, "prompt_learner", None), "classnames", None)
+            pl = getattr(obj, "prompt_learner", None)
+            names = classnames or getattr(obj, "classnames", None) or getattr(pl, "classnames", None)
+            rows = getattr(pl, "tokenized_prompts", None)
+            n = rows.shape[0] if isinstance(rows, torch.Tensor) and rows.dim() == 2 else None
             if not names:
+                count = f" ({n} prompts)" if n else ""
                 raise VideoCoopError(
-                    f"{type(obj).__name__} has no classnames (nor prompt_learner.classnames); return an "
-                    f"AuditTarget(model, classnames, ...) from the --target function instead"
-                )
+                    f"{type(obj).__name__} is a bare model without class names{count}: give them with --classnames "
+                    f"FILE (one per line, label order; a feature folder's classnames.txt) or --classnames A,B,C, set "
+                    f"model.classnames (or model.prompt_learner.classnames), or return "
+                    f"AuditTarget(model, classnames, clip_model=..., tokenizer=..., dataset=...) from the --target "
+                    f"function (the CLIP model, tokenizer and data let the other audits run too)")
+            if n is not None and len(names) != n:
+                raise VideoCoopError(f"{len(names)} class names for {type(obj).__name__}, whose prompt_learner holds "
+                                     f"{n} prompts (tokenized_prompts {list(rows.shape)})")
             return cls(obj, names, description=f"{type(obj).__name__} (bare model)")
         raise VideoCoopError(f"the target must be an AuditTarget or an nn.Module, got {type(obj).__name__}")
 

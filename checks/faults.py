@@ -602,6 +602,13 @@ def bare_model():
     return clean(*_tiny(), NAMES).model
 
 
+def bare_model_without_classnames():
+    """A bare model carrying no class names (CoOp's PromptLearner keeps none)."""
+    model = clean(*_tiny(), NAMES).model
+    del model.prompt_learner.classnames
+    return model
+
+
 def plain_attribute_target() -> AuditTarget:
     return plain_tokenized_prompts(*_tiny(), NAMES)
 

@@ -49,6 +49,23 @@ def test_bare_model_target(tmp_path):
     assert [r["status"] for r in json.loads(js.read_text())] == ["pass"]  # audited, not skipped (also exit 0)
 
 
+def test_bare_model_without_classnames(tmp_path, capsys):
+    """Exit 4 saying exactly what a bare model needs; --classnames (a list or a classnames.txt) gives it."""
+    argv = ["--target", "checks.faults:bare_model_without_classnames", "--only", "causal-mask,class-order",
+            "--report", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert "bare model without class names (5 prompts): give them with --classnames FILE" in err
+    assert main(argv + ["--classnames", "a,b,c"]) == 4
+    assert "3 class names for VideoFeatureCLIP, whose prompt_learner holds 5 prompts" in capsys.readouterr().err
+    names = tmp_path / "classnames.txt"
+    names.write_text("".join(f"{c}\n" for c in ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]))
+    assert main(argv + ["--classnames", str(names)]) == 0
+    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert results["causal-mask"]["status"] == "pass"
+    assert results["class-order"]["status"] == "skip"  # one class list only: nothing to compare
+
+
 @pytest.mark.parametrize("argv,words", [
     (["--only", "no-such-audit"], "valid audits"),
     (["--target", "checks.faults"], "pkg.module:function"),

@@ -60,7 +60,7 @@ def test_runner_guards(temporary_audits, tiny_clip, classnames):
 def test_bare_model_is_wrapped(tiny_clip, classnames):
     target = AuditTarget.coerce(faults.clean(*tiny_clip, classnames).model)
     assert target.classnames == classnames
-    with pytest.raises(VideoCoopError, match="no classnames"):
+    with pytest.raises(VideoCoopError, match="bare model without class names"):
         AuditTarget.coerce(__import__("torch").nn.Linear(2, 2))
 
 
