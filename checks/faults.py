@@ -253,6 +253,21 @@ class PrefixOnlySharedEncoder(TextEncoder):
         return super().pool_states(x, eot)
 
 
+class SharedPathCpuCopy(TextEncoder):
+    """Right on the plain path; the shared-prefix path sends the prefix states through the CPU."""
+
+    def pool_states(self, x, eot, prefix=None):
+        if prefix is not None:
+            prefix = prefix.cpu().to(x.device)  # a copy to the host and back, on that path only
+        return super().pool_states(x, eot, prefix)
+
+
+def shared_path_cpu_copy(clip, tok, names) -> AuditTarget:
+    """A device bug on the shared-prefix path only (shared_prefix 'auto': the path each device
+    takes decides whether it bites there)."""
+    return _with_encoder(clip, tok, names, SharedPathCpuCopy)
+
+
 def shared_path_prefix_only(clip, tok, names) -> AuditTarget:
     target = _with_encoder(clip, tok, names, PrefixOnlySharedEncoder)
     target.model.text_encoder.shared_prefix = "split"  # the fast path on any device

@@ -208,3 +208,28 @@ def test_audits_leave_the_audited_model_as_they_found_it(tiny_clip, classnames):
     assert {n: m.training for n, m in model.named_modules()} == modes
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
     assert not changed
+
+
+@pytest.mark.parametrize("mode,auto_on_cuda,status", [
+    ("split", "off", Status.FAIL),  # pinned: CUDA runs the shared path too
+    ("auto", "split", Status.FAIL),  # auto, where CUDA would pick the shared path: meta must trace that one
+    ("auto", "off", Status.PASS),  # auto as today: CUDA runs the plain path, where the bug is not
+])
+def test_device_audits_trace_the_path_the_model_takes_on_cuda(mode, auto_on_cuda, status, tiny_clip, classnames,
+                                                              monkeypatch):
+    """The meta device stands in for CUDA: a text encoder choosing its path by device runs CUDA's path there."""
+    from videocoop import text_encoder
+
+    monkeypatch.setitem(text_encoder.SHARED_PREFIX_AUTO, "cuda", auto_on_cuda)
+    target = faults.shared_path_cpu_copy(*tiny_clip, classnames)
+    target.model.text_encoder.shared_prefix = mode
+    (r,) = run_audits(target, ["index-device-consistency"])
+    assert r.status == status, (r.message, r.evidence)
+    shared = mode == "split" or auto_on_cuda == "split"
+    path = "the 'split' shared-prefix path" if shared else "the plain path"
+    device = "cuda" if torch.cuda.is_available() else "meta"
+    assert any(e.startswith(f"{device}: text_encoder.shared_prefix={mode!r}: on CUDA it runs {path}") for e in r.evidence)
+    if status == Status.FAIL:
+        assert "copies a tensor to the CPU" in r.message and "checks/faults.py" in r.message
+    ops = " ".join(r.extra["runs"][device]["path"])
+    assert ("matmul" in ops) == shared  # the shared path's functional attention, seen op by op

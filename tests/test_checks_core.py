@@ -68,3 +68,18 @@ def test_results_are_json_ready(tiny_clip, classnames):
     (r,) = run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"])
     d = r.to_dict()
     assert d["status"] == "pass" and {"id", "metrics", "evidence", "location"} <= set(d)
+
+
+def test_wrapped_models_are_audited_through_their_wrapper(tiny_clip, classnames):
+    """torch.compile's OptimizedModule and DataParallel hide the CoOp layout behind .module/_orig_mod
+    (DistributedDataParallel: tests/test_distributed.py)."""
+    import torch
+    from torch.nn import DataParallel
+
+    target = faults.with_data(*tiny_clip, classnames)
+    model = target.model
+    for wrapped in (torch.compile(model), DataParallel(model), torch.compile(DataParallel(model))):
+        assert AuditTarget.coerce(wrapped).model is model
+    target.model = torch.compile(model)
+    results = run_audits(target, ["buffer-device-sync", "video-batch-independence", "optimizer-step", "class-order"])
+    assert [r.status for r in results] == [Status.PASS] * 4, [(r.id, r.message) for r in results]

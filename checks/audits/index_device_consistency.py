@@ -28,13 +28,15 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
     for device in devices:
         run = foreign_run(target, device)
-        runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error}
+        runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error, "paths": run.paths}
         reached = [c for c in run.trace.calls if c.module == "text_encoder"]
         evidence.append(f"{device.type}: device {device_note(device)}")
         if reached:
             evidence.append(f"{device.type}: text_encoder received " + ", ".join(f"{a} {d}" for a, d in reached[0].inputs))
-        evidence.append(f"{device.type}: {len(run.trace.calls)} submodule calls traced, "
-                        f"{run.trace.tensors_seen} tensor inputs checked")
+        evidence += [f"{device.type}: {p}" for p in run.paths]
+        evidence.append(f"{device.type}: {len(run.trace.calls)} submodule calls and {run.host.ops} torch ops traced "
+                        f"({run.trace.tensors_seen} + {run.host.op_tensors} tensor inputs checked; the ops include what "
+                        f"module hooks cannot see, such as a functional attention)")
         evidence += [f"{device.type}: wrong device: {m}" for m in run.trace.mismatches]
         moves = run.host.of_kind("move")
         evidence += [f"{device.type}: {e.op} at {e.site}" for e in moves]
