@@ -527,11 +527,11 @@ class Features(Dataset):
     With ``classnames`` the dataset lists them (``.classnames``, as FeatureDataset does), labels
     index that list and each item's meta path lies in its class's folder."""
 
-    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None, classnames=None):
+    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None, classnames=None, lengths=(FRAMES,)):
         g = torch.Generator().manual_seed(0)
         n = len(classnames) if classnames is not None else n_cls
-        self.items = [(torch.randn(FRAMES, dim, generator=g), c + label_offset) for c in range(n)
-                      for _ in range(per_class)]
+        self.items = [(torch.randn(lengths[(c * per_class + v) % len(lengths)], dim, generator=g), c + label_offset)
+                      for c in range(n) for v in range(per_class)]
         self.fields, self.info, self.dim = fields, info, dim
         if classnames is not None:
             self.classnames = list(classnames)
@@ -570,6 +570,12 @@ def with_data(clip, tok, names, **kwargs) -> AuditTarget:
 def two_field_items(clip, tok, names) -> AuditTarget:
     """A dataset yielding (features, label)."""
     return with_data(clip, tok, names, fields=2)
+
+
+def variable_length_tuples(clip, tok, names) -> AuditTarget:
+    """Videos of 2 to 5 frames as plain (features, label, meta) tuples, and no collate_fn: the
+    DataLoader's default collate cannot stack them."""
+    return with_data(clip, tok, names, lengths=(2, 3, 4, 5))
 
 
 def labels_from_one(clip, tok, names) -> AuditTarget:

@@ -233,3 +233,44 @@ def test_device_audits_trace_the_path_the_model_takes_on_cuda(mode, auto_on_cuda
         assert "copies a tensor to the CPU" in r.message and "checks/faults.py" in r.message
     ops = " ".join(r.extra["runs"][device]["path"])
     assert ("matmul" in ops) == shared  # the shared path's functional attention, seen op by op
+
+
+@pytest.fixture(scope="module")
+def variable_length_features(tmp_path_factory):
+    """Our own feature folders (FeatureDataset), videos of 3 to 7 frames, from the tiny CLIP."""
+    import warnings
+
+    from videocoop.clip import TINY_MODEL
+    from videocoop.data import FeatureDataset
+    from videocoop.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synthesize(out, classnames=faults.NAMES, clip_model=TINY_MODEL, train_per_class=2, val_per_class=1,
+                   num_frames=3, max_frames=7)
+    train = FeatureDataset(out / "train")
+    return train, FeatureDataset(out / "val", classnames=train.classnames)
+
+
+def test_our_feature_dataset_of_variable_length_videos_needs_no_collate_fn(variable_length_features, tiny_clip):
+    """A --target handing over our FeatureDataset without collate_fn: the audit uses our collate (it
+    said ERROR `stack expects each tensor to be equal size` before), and says so."""
+    train, val = variable_length_features
+    assert len(set(train.lengths)) > 1
+    target = faults.clean(*tiny_clip, faults.NAMES)
+    target.dataset, target.val_dataset = train, val
+    results = {r.id: r for r in run_audits(target, ["dataset-unpacking", "class-order", "temporal-padding"])}
+    r = results["dataset-unpacking"]
+    assert r.status == Status.PASS, (r.message, r.evidence)
+    assert any("videocoop.data.collate_samples: the dataset yields VideoSample" in e for e in r.evidence)
+    assert any("mask" in e for e in r.evidence)  # the padded batch carried its mask to the model
+    assert results["class-order"].status == Status.PASS and results["class-order"].metrics["items_checked"] == 15
+    assert results["temporal-padding"].status == Status.PASS
+
+
+def test_variable_length_items_without_a_collate_fn_say_so(tiny_clip, classnames):
+    (r,) = run_audits(faults.variable_length_tuples(*tiny_clip, classnames), ["dataset-unpacking"])
+    assert r.status == Status.FAIL, (r.message, r.evidence)
+    assert "items have 2 to 5 frames: the DataLoader's default collate cannot stack them" in r.message
+    assert "AuditTarget(collate_fn=...)" in r.message
