@@ -157,6 +157,9 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     built = train.build(cfg)
     cfg = built.cfg
     weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+    out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
+    names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
+    checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,
@@ -164,7 +167,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
-        train_command=command, rebuild=lambda: train.build(cfg).model,
+        train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
     )
 
 

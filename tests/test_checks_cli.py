@@ -146,3 +146,20 @@ def test_make_verify_writes_where_git_does_not_look():
     heatmap = str(Path(DEFAULT_REPORT).with_name(Path(DEFAULT_REPORT).stem + "_eot_collapse.png"))
     for path in (DEFAULT_REPORT, heatmap):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
+
+
+def test_resume_compares_the_checkpoint_class_list(tmp_path):
+    """--resume audits the checkpoint the run will load: trained on other classes, class-order FAILs."""
+    from videocoop.checkpoint import save_checkpoint
+    from videocoop.classnames import UCF101
+    from videocoop.clip import TINY_MODEL
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint_last.pt", classnames=list(reversed(UCF101)), trainable={})
+    js = tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--resume", "--output-dir", str(out), "--only",
+                 "class-order", "--report", str(tmp_path / "r.md"), "--json", str(js)])
+    (r,) = json.loads(js.read_text())
+    assert code == 1 and r["status"] == "fail", r["message"]
+    assert f"checkpoint {out / 'checkpoint_last.pt'}'s classnames orders the same 101 names differently" in r["message"]
