@@ -48,3 +48,11 @@ def test_selftest_usage_errors(argv, words, capsys):
 def test_selftest_on_cuda_without_cuda_is_refused(capsys):
     assert main(["--selftest", "--device", "cuda"]) == 4
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_make_test_gpu_runs_the_selftest_on_cuda():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    recipe = makefile.split("\ntest-gpu:", 1)[1].split("\n\n", 1)[0]
+    assert "-m pytest -q -m gpu" in recipe and "-m checks --selftest --device cuda" in recipe

@@ -57,7 +57,8 @@ def optimizer_step(target: AuditTarget) -> Outcome:
                 + (" ..." if len(trainable) > 4 else "")]
     metrics = {"steps": STEPS, "optimizer": type(opt).__name__, "lr": opt.param_groups[0].get("lr"),
                "trainable_tensors": len(trainable), "half_precision_tensors": len(half)}
-    location = locate(type(target.model).__init__, r"Parameter|ctx") or locate(type(target.model))
+    pl = getattr(target.model, "prompt_learner", None)  # where the trainable context is made, else the model
+    location = (locate(type(pl).__init__, r"nn\.Parameter\(") if pl is not None else None) or locate(type(target.model))
     losses = []
     for step in range(1, STEPS + 1):
         opt.zero_grad(set_to_none=True)
