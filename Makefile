@@ -37,9 +37,11 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(AUDITS) --audit-device cpu $(ARGS)
 
-## The gpu-marked tests and the audits with CUDA as the device (refused, exit 4, without CUDA).
+## The gpu-marked tests and the audits inside pytest with CUDA as the device, then the
+## self-test with the device audits on CUDA (both refused, exit 4, without CUDA).
 test-gpu: $(STAMP)
 	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m "gpu or audit" $(AUDITS) --audit-device cuda $(ARGS)
+	$(BIN)/python -m checks --selftest --device cuda
 
 ## test-gpu, the audits of the default model on CUDA, the self-test and the GPU benchmark matrix
 ## in one run under ten minutes on one H100; writes bench/results-gpu.json (docs/ci.md).

@@ -52,12 +52,46 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     out.add_argument("--junit", metavar="PATH", help="also write JUnit XML (FAIL=failure, ERROR=error, SKIP=skipped)")
     out.add_argument("--lang", choices=("en", "ko"), default="en", help="report language (default en)")
+    out.add_argument("--classnames", metavar="FILE|A,B,...",
+                     help="class names in label order for a --target that returns a bare model without them: a file "
+                          "with one name per line (a feature folder's classnames.txt) or a comma-separated list")
+    out.add_argument("--selftest", action="store_true",
+                     help="run every audit on its clean case and on its planted fault on this machine (the device "
+                          "audits on CUDA when present; --device cuda demands it) and print audit -> caught / missed; "
+                          "exit 1 if a planted fault passes or a clean case does not")
     add_train_arguments(parser, require_data=False)
     return parser
 
 
-def load_target(spec: str) -> AuditTarget:
-    """Import ``pkg.module:function`` and call it; a usage error names what went wrong."""
+def limit_threads() -> str:
+    """Fewer torch threads than cores when other jobs keep the cores busy: OpenMP threads spin while
+    they wait, and on a shared 2-core machine two threads ran the audits several times slower than
+    one. An explicit OMP_NUM_THREADS is left alone. Returns a line saying what was chosen."""
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+        return f"torch threads: {torch.get_num_threads()}"
+    cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+    threads = max(1, min(torch.get_num_threads(), round(cores - load)))
+    if threads < torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return f"torch threads: {torch.get_num_threads()} (load {load:.1f} on {cores} cores; OMP_NUM_THREADS overrides)"
+
+
+def read_classnames(value: str) -> list[str]:
+    """``--classnames``: a file with one name per line, or a comma-separated list."""
+    if os.path.isfile(value):
+        names = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise VideoCoopError(f"--classnames {value!r} names no class (a file with one name per line, or A,B,C)")
+    return names
+
+
+def load_target(spec: str, classnames: list[str] | None = None) -> AuditTarget:
+    """Import ``pkg.module:function`` and call it; a usage error names what went wrong.
+
+    ``classnames`` (``--classnames``): the class names of a bare model that carries none.
+    """
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
         raise VideoCoopError(f"--target must look like pkg.module:function, got {spec!r}")
@@ -77,9 +111,12 @@ def load_target(spec: str) -> AuditTarget:
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise VideoCoopError(f"--target {spec}: {func_name}() raised {type(e).__name__}: "
                              f"{(str(e).splitlines() or [''])[0]} (at {relpath(where.filename)}:{where.lineno})") from e
-    target = AuditTarget.coerce(built)
+    if classnames is not None and isinstance(built, AuditTarget):
+        raise VideoCoopError(f"--classnames is for a --target that returns a bare model; {func_name}() returned an "
+                             f"AuditTarget, whose classnames are used")
+    target = AuditTarget.coerce(built, classnames)
     if target.rebuild is None:  # calling the factory again gives a fresh model (checkpoint-roundtrip)
-        target.rebuild = lambda: AuditTarget.coerce(func()).model
+        target.rebuild = lambda: AuditTarget.coerce(func(), classnames).model
     if not target.description:
         target.description = f"{type(target.model).__name__} from --target {spec}"
     return target
@@ -87,7 +124,7 @@ def load_target(spec: str) -> AuditTarget:
 
 def _given_train_flags(argv: list[str]) -> list[str]:
     """The argv part that belongs to ``videocoop train`` (everything but this tool's own flags)."""
-    own = {"--target", "--only", "--report", "--json", "--junit", "--lang"}
+    own = {"--target", "--only", "--report", "--json", "--junit", "--lang", "--classnames"}
     kept, skip = [], False
     for a in argv:
         if skip:
@@ -97,7 +134,7 @@ def _given_train_flags(argv: list[str]) -> list[str]:
         if name in own:
             skip = "=" not in a
             continue
-        if name != "--list":
+        if name not in ("--list", "--selftest"):
             kept.append(a)
     return kept
 
@@ -120,6 +157,9 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     built = train.build(cfg)
     cfg = built.cfg
     weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+    out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
+    names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
+    checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,
@@ -127,7 +167,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
-        train_command=command, rebuild=lambda: train.build(cfg).model,
+        train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
     )
 
 
@@ -188,9 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             for i in list_audits():
                 print(f"{i:26s} {get_audit(i).title}")
             return ExitCode.OK
+        if args.selftest:
+            return selftest(args, argv)
         ids = [i.strip() for i in args.only.split(",") if i.strip()] if args.only else None
         for i in ids or []:
             get_audit(i)  # an unknown id is a usage error, before anything is built
+        print(limit_threads(), file=sys.stderr)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="checks-") as workdir, warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedModelWarning)  # the report states the weights
@@ -199,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 if train_flags:
                     raise VideoCoopError(f"--target audits your own model; these train flags do not apply: "
                                          f"{' '.join(train_flags)}")
-                target = load_target(args.target)
+                target = load_target(args.target, read_classnames(args.classnames) if args.classnames else None)
             else:
+                if args.classnames:
+                    raise VideoCoopError("--classnames names the classes of a --target's bare model; without "
+                                         "--target the classes come from the feature folders")
                 target = build_own_target(args, train_flags, workdir)
             results = run_audits(target, ids)
         info = run_info(target, shlex.join(["python", "-m", "checks", *argv]), time.perf_counter() - start)
@@ -221,3 +267,38 @@ def main(argv: list[str] | None = None) -> int:
     code = ExitCode(exit_code(results))
     print(f"{'FAILED' if code else 'OK'}: wrote {', '.join(written)}")
     return code
+
+
+def selftest(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--selftest``: the table of audit -> caught / missed; 0 when every fault is caught and every
+    clean case passes, 1 otherwise, 4 on a usage error (CUDA demanded and absent, other flags)."""
+    from .selftest import device_line, format_table, run_selftest
+
+    rest, skip = [], False
+    for a in argv:  # --device (and its value) is the self-test's own: auto or cuda
+        if skip or a.startswith("--device="):
+            skip = False
+            continue
+        skip = a == "--device"
+        if not skip:
+            rest.append(a)
+    others = _given_train_flags(rest)
+    if others or args.target or args.only:
+        raise UsageError(f"--selftest runs the planted faults alone; these flags do not apply: "
+                         f"{' '.join(others + (['--target'] if args.target else []) + (['--only'] if args.only else []))}")
+    if args.device not in ("auto", "cuda"):
+        raise UsageError(f"--selftest --device {args.device}: the device audits use CUDA when present (auto) or "
+                         f"must (cuda)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--selftest --device cuda: no CUDA device is visible to torch here", file=sys.stderr)
+        return ExitCode.USAGE
+    print(limit_threads(), file=sys.stderr)
+    print(f"self-test: {device_line()}")
+    start = time.perf_counter()
+    rows = run_selftest()
+    print(format_table(rows))
+    bad = [r for r in rows if not r.ok]
+    cleans = [r for r in rows if r.clean is not None]
+    print(f"{'FAILED' if bad else 'OK'}: {sum(r.caught for r in rows)} of {len(rows)} planted faults caught, "
+          f"{sum(r.clean_ok for r in cleans)} of {len(cleans)} clean cases passed ({time.perf_counter() - start:.1f} s)")
+    return ExitCode.FAILED if bad else ExitCode.OK

@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import inspect
+import os
+import sys
 import time
 import traceback
 import warnings
@@ -129,11 +132,15 @@ class AuditTarget:
         clip_name, weights: the CLIP architecture and weights id (``videocoop.clip.weights_id``)
             the model was built from, compared against the features' ``features.json``.
         trainer: a :class:`Trainer` (e.g. the ``videocoop.train`` module): ``train_one_epoch``
-            and ``validate`` with the seed's signatures, to push one batch through; ``make_optimizer``: ``model -> optimizer`` used in training.
+            and ``validate`` with the seed's signatures, to push one batch through.
+        make_optimizer: ``model -> optimizer``, the optimiser the run trains with: gradient-flow checks
+            what it holds, optimizer-step takes a few steps of it (None: AdamW with its defaults, said so).
         description: a line naming the model, weights and configuration, for the report.
         train_command: the command that trains exactly this configuration.
         rebuild: builds a new, untrained model of the same configuration (checkpoint-roundtrip
             loads the checkpoint into it); None: the audit loads into a deep copy instead.
+        checkpoint: a checkpoint the run will load (resume, evaluate): its path, or the dict it
+            holds; class-order compares its stored ``classnames`` with the prompts'.
     """
 
     model: nn.Module
@@ -150,6 +157,7 @@ class AuditTarget:
     description: str = ""
     train_command: str | None = None
     rebuild: Callable[[], nn.Module] | None = None
+    checkpoint: Any = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):
@@ -157,19 +165,35 @@ class AuditTarget:
         self.model = unwrap(self.model)
 
     @classmethod
-    def coerce(cls, obj: Any) -> "AuditTarget":
-        """An AuditTarget as is, or a bare model wrapped with the class names it carries."""
+    def coerce(cls, obj: Any, classnames: Sequence[str] | None = None) -> "AuditTarget":
+        """An AuditTarget as is, or a bare model wrapped with its class names: ``classnames`` when
+        given (``--classnames``), else the ones it carries (``model.classnames``,
+        ``model.prompt_learner.classnames``).
+
+        Raises:
+            VideoCoopError: a bare model with no class names anywhere (the message says what it
+                needs), or ``classnames`` that do not match its prompts' count.
+        """
         if isinstance(obj, cls):
             obj.model = unwrap(obj.model)  # wrapped after construction, too
             return obj
         if isinstance(obj, nn.Module):
             obj = unwrap(obj)
-            names = getattr(obj, "classnames", None) or getattr(getattr(obj, "prompt_learner", None), "classnames", None)
+            pl = getattr(obj, "prompt_learner", None)
+            names = classnames or getattr(obj, "classnames", None) or getattr(pl, "classnames", None)
+            rows = getattr(pl, "tokenized_prompts", None)
+            n = rows.shape[0] if isinstance(rows, torch.Tensor) and rows.dim() == 2 else None
             if not names:
+                count = f" ({n} prompts)" if n else ""
                 raise VideoCoopError(
-                    f"{type(obj).__name__} has no classnames (nor prompt_learner.classnames); return an "
-                    f"AuditTarget(model, classnames, ...) from the --target function instead"
-                )
+                    f"{type(obj).__name__} is a bare model without class names{count}: give them with --classnames "
+                    f"FILE (one per line, label order; a feature folder's classnames.txt) or --classnames A,B,C, set "
+                    f"model.classnames (or model.prompt_learner.classnames), or return "
+                    f"AuditTarget(model, classnames, clip_model=..., tokenizer=..., dataset=...) from the --target "
+                    f"function (the CLIP model, tokenizer and data let the other audits run too)")
+            if n is not None and len(names) != n:
+                raise VideoCoopError(f"{len(names)} class names for {type(obj).__name__}, whose prompt_learner holds "
+                                     f"{n} prompts (tokenized_prompts {list(rows.shape)})")
             return cls(obj, names, description=f"{type(obj).__name__} (bare model)")
         raise VideoCoopError(f"the target must be an AuditTarget or an nn.Module, got {type(obj).__name__}")
 
@@ -240,10 +264,8 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
             out.status = Status.WARN
     except Skip as e:
         out = Outcome(Status.SKIP, str(e))
-    except Exception as e:  # the audit crashed: say where, never count it as a pass
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        out = Outcome(Status.ERROR, f"the audit crashed: {type(e).__name__}: {e}",
-                      evidence=[f"raised at {tb.filename}:{tb.lineno} in {tb.name}"])
+    except Exception as e:  # noqa: BLE001: the audited code raised (a finding), or the audit crashed
+        out = raised(e, target)
     message = out.message if len(out.message) <= MAX_MESSAGE else out.message[:MAX_MESSAGE - 3] + "..."
     evidence = list(out.evidence)
     if len(evidence) > MAX_EVIDENCE:
@@ -253,6 +275,111 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
         fix=spec.fix, remediation=spec.remediation, metrics=out.metrics, evidence=evidence,
         location=out.location, duration=round(time.perf_counter() - start, 3), extra=out.extra,
     )
+
+
+#: Where libraries live: their frames are neither the audited code nor the audits.
+_LIBRARIES = (os.path.dirname(os.path.abspath(torch.__file__)),)
+_CHECKS = os.path.dirname(os.path.abspath(__file__))
+_FAULTS = os.path.join(_CHECKS, "faults.py")  # the planted faults are audited code, not the audits'
+
+
+def _library(filename: str) -> bool:
+    if filename.startswith("<") or filename.startswith(os.path.dirname(os.__file__)):  # stdlib, <frozen ...>
+        return True
+    return filename.startswith(_LIBRARIES) or f"{os.sep}open_clip{os.sep}" in filename
+
+
+def _code_of(target: AuditTarget) -> tuple[set[str], set[str]]:
+    """``(directories, files)`` holding the audited code: the package (or file) of each of the
+    model's module classes, of its datasets, its collate function, trainer and factories;
+    libraries (torch, open_clip, the standard library) and the audits themselves left out."""
+    objs: list[Any] = [type(m) for m in target.model.modules()] + [type(d) for _, d in target.datasets()]
+    objs += [o for o in (target.collate_fn, target.trainer, target.make_optimizer, target.rebuild) if o is not None]
+    dirs, files = set(), set()
+    for obj in objs:
+        name = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+        module = sys.modules.get(name or "")
+        path = getattr(module, "__file__", None)
+        if not path or _library(os.path.abspath(path)):
+            continue
+        path = os.path.abspath(path)
+        if path.startswith(_CHECKS):
+            if path == _FAULTS:
+                files.add(path)
+            continue
+        top = sys.modules.get(name.split(".")[0])
+        if getattr(top, "__path__", None) and getattr(top, "__file__", None):
+            dirs.add(os.path.dirname(os.path.abspath(top.__file__)))
+        else:
+            files.add(path)
+    return dirs, files
+
+
+#: What usually fixes an exception the model raises on its own inputs, by what its message says.
+_FIXES = (
+    (("dtype", "Half", "BFloat16", "scalar type"),
+     "cast the inputs to the model's dtype in its forward (features.to(self.dtype), as CoOp casts its images), or "
+     "keep the parts that meet the data in fp32: the features on disk are float32"),
+    (("same device", "device type", "on cpu", "on cuda", "meta"),
+     "register every tensor the forward reads as a buffer and build new tensors with device=x.device"),
+    (("shape", "size", "dimension", "mat1 and mat2"),
+     "make the forward accept what the trainer gives it: features [B, T, D] (D the CLIP's embedding dim) and, for "
+     "padded batches, a mask [B, T]"),
+)
+
+
+def likely_fix(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    for words, fix in _FIXES:
+        if any(w in text for w in words):
+            return fix
+    return "make the audited code run on the inputs training will give it (the frame above is where it broke)"
+
+
+def raised(e: BaseException, target: AuditTarget) -> Outcome:
+    """An exception out of an audit. Raised in the audited code (the model, its dataset, its
+    collate, trainer or factories): a FAIL naming the exception, the frame and the likely fix.
+    Raised anywhere else (the audit's own code, or CLIP called by it): ERROR, the audit crashed."""
+    frames = traceback.extract_tb(e.__traceback__)
+    message = (str(e).splitlines() or [""])[0]
+    dirs, files = _code_of(target)
+    for i in range(len(frames) - 1, -1, -1):  # the innermost frame of the audited code or of the audits decides
+        path = os.path.abspath(frames[i].filename)
+        if path.startswith(_CHECKS) and path != _FAULTS:
+            break  # the audits' own code (or a hook of theirs) raised: the audit crashed
+        if path in files or (dirs and path.startswith(tuple(dirs))):
+            f = frames[i]
+            where = f"{_rel(f.filename)}:{f.lineno}"
+            audits = os.path.join(_CHECKS, "audits")
+            caller = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(audits)), None)
+            evidence = [f"raised at {where} in {f.name}" + (f": {f.line}" if f.line else ""),
+                        f"{type(e).__name__}: {message}"]
+            if caller is not None:
+                evidence.append(f"called by the audit at {_rel(caller.filename)}:{caller.lineno} ({caller.name}), "
+                                f"with inputs such as training gives")
+            evidence.append("a finding about the audited code, not a crash of the audit")
+            fix = likely_fix(e)
+            who = "the dataset" if any(_source(type(d)) == path for _, d in target.datasets()) else "the model"
+            return Outcome(Status.FAIL, f"{who} raised {type(e).__name__}: {message} at {where} ({f.name}); "
+                           f"likely fix: {fix}", {"raised": type(e).__name__}, evidence, where)
+    tb = frames[-1]
+    return Outcome(Status.ERROR, f"the audit crashed: {type(e).__name__}: {e}",
+                   evidence=[f"raised at {tb.filename}:{tb.lineno} in {tb.name}"])
+
+
+def _source(obj) -> str | None:
+    try:
+        return os.path.abspath(inspect.getsourcefile(obj) or "")
+    except TypeError:
+        return None
+
+
+def _rel(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def resolve_device(device: str | None = None) -> torch.device:

@@ -1,6 +1,7 @@
 """What the audits use to poke a model: locations, devices, cached text features, inputs."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import os
@@ -11,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videocoop.clip import text_tower
-from videocoop.prompts import class_words, eot_positions
-from videocoop.text_encoder import TextEncoder
+from videocoop.data import VideoSample, collate_samples
+from videocoop.prompts import class_words
 
+from . import reference
 from .core import AuditTarget, Skip, requested_device, resolve_device
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
@@ -116,7 +117,7 @@ def eot_token_id(target: AuditTarget) -> int | None:
 
 
 def eot_index(target: AuditTarget, tokens: torch.Tensor) -> torch.Tensor:
-    return eot_positions(tokens, eot_token_id(target))
+    return reference.eot_positions(tokens, eot_token_id(target))
 
 
 def class_word_list(target: AuditTarget) -> list[str]:
@@ -151,7 +152,7 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
         captured = []
         handle = None
         if target.clip_model is not None:
-            handle = text_tower(target.clip_model).transformer.register_forward_hook(
+            handle = reference.tower(target.clip_model).transformer.register_forward_hook(
                 lambda m, a, out: captured.append(out.detach()))
         try:
             target.cache["text_plain"] = encode(target, prompts, tokens)
@@ -164,6 +165,27 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
     return target.cache["text_plain"]
 
 
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module):
+    """Every module's train/eval flag as it was, whatever the block does: an audit must not
+    change the object it audits."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def run_model(target: AuditTarget, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``target.model(features[, mask])`` in eval mode without gradients, the model's modes left as
+    they were (a BatchNorm's running statistics do not move either)."""
+    model = target.model
+    with preserved_modes(model), torch.no_grad():
+        model.eval()
+        return model(features) if mask is None else model(features, mask)
+
+
 def forward_text_features(target: AuditTarget) -> torch.Tensor | None:
     """What ``text_encoder`` returns inside the model's own forward ``[n_cls, E]``: the path
     training takes (a model may pass the encoder more than the CoOp call, e.g. our
@@ -171,18 +193,89 @@ def forward_text_features(target: AuditTarget) -> torch.Tensor | None:
     (the device and dataset audits report why)."""
     if "text_forward" not in target.cache:
         captured = []
-        handle = text_encoder(target).register_forward_hook(lambda m, a, out: captured.append(out.detach().float()))
+
+        def keep(module, args, kwargs, out):
+            prompts = args[0] if args else next(iter(kwargs.values()), None)
+            if isinstance(out, torch.Tensor) and isinstance(prompts, torch.Tensor):
+                captured.append((tuple(prompts.shape), out.detach()))
+
+        handle = text_encoder(target).register_forward_hook(keep, with_kwargs=True)
         try:
             param = next(iter(target.model.parameters()), None)
             x, _ = sample_batch(target, batch=2, frames=4, device=param.device if param is not None else "cpu")
-            with torch.no_grad():
-                target.model(x)
+            run_model(target, x)
         except Exception:  # noqa: BLE001: index-device-consistency and dataset-unpacking report it
             captured = []
         finally:
             handle.remove()
-        target.cache["text_forward"] = captured[0] if captured else None
+        target.cache["text_call"] = captured[0] if len(captured) == 1 else None  # (prompts shape, raw output)
+        target.cache["text_forward"] = captured[0][1].float() if captured else None
     return target.cache["text_forward"]
+
+
+class FrozenText(nn.Module):
+    """Stands in for the text encoder in the video audits: given the model's own prompts (their
+    shape as recorded), it returns what the real encoder returned for them in the model's
+    forward; the class text features do not depend on the videos, so a forward then costs the
+    video path alone. Any other input goes to the real encoder."""
+
+    def __init__(self, real: nn.Module, shape: tuple, output: torch.Tensor):
+        super().__init__()
+        self.__dict__["real"] = real  # not a submodule: neither copied nor moved with the model
+        self.shape, self.output = shape, output
+
+    def forward(self, prompts, *args, **kwargs):
+        if tuple(prompts.shape) == self.shape:
+            return self.output.to(prompts.device)
+        return self.real(prompts, *args, **kwargs)
+
+    def __getattr__(self, name):  # .dtype, .pool, ...: the real encoder's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["real"], name)
+
+
+def video_copy(target: AuditTarget) -> tuple[nn.Module, str]:
+    """A deep copy of the model for the audits of its video half, and an evidence line saying how
+    it was made: its text encoder replaced by :class:`FrozenText` when the model's forward called
+    it once on its prompts (an exact stand-in: the text does not depend on the videos), else a
+    plain copy."""
+    forward_text_features(target)
+    call = target.cache.get("text_call")
+    te = getattr(target.model, "text_encoder", None)
+    if te is None or call is None:
+        return copy_model(target.model), "a deep copy of the model (its text encoder runs in every forward)"
+    try:
+        model = copy.deepcopy(target.model, memo={id(te): FrozenText(te, *call)})
+    except Exception as e:  # noqa: BLE001: the reason goes into the report
+        raise Skip(f"the model cannot be deep-copied ({type(e).__name__}: {e}); this audit needs a copy") from e
+    return model, ("a copy of the model whose text encoder returns the class text features its own forward "
+                   f"computed ({list(call[1].shape)}): they do not depend on the videos")
+
+
+def takes_mask(model: nn.Module) -> bool:
+    """Whether ``model(features, mask)`` is accepted: a second parameter (or ``*args``) in its forward."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def logits_tolerance(logits: torch.Tensor) -> float:
+    """How far two computations of the same logits may differ (relative per row): fp32 rounding
+    for fp32 logits; half precision: what the text tolerance allows in the fallback case."""
+    if logits.dtype in (torch.float32, torch.float64):
+        return FP32_TOL
+    return NOISE_FACTOR * FALLBACK_FLOOR_EPS * torch.finfo(logits.dtype).eps
+
+
+def video_location(model: nn.Module, pattern: str | None = None) -> str | None:
+    """Where the model turns frame features into a video feature: ``encode_video``, else ``forward``."""
+    cls = type(model)
+    fn = getattr(cls, "encode_video", None) or cls.forward
+    return locate(fn, pattern) if pattern else locate(fn)
 
 
 def text_features(target: AuditTarget) -> torch.Tensor:
@@ -250,7 +343,7 @@ def _tolerance(target: AuditTarget) -> Tolerance:
     clip = target.clip_model
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(tokens.shape[0])
-    if clip is not None and compute_dtype(text_tower(clip)) == dtype:
+    if clip is not None and compute_dtype(reference.tower(clip)) == dtype:
         low = encode_text_references(target, tokens[idx])
         high = encode_text_references(target, tokens[idx], fp32_copy(clip))
         floor = max(float(rel_diff(low[k], high[k]).max()) for k in low)
@@ -282,27 +375,12 @@ def fp32_copy(clip: nn.Module) -> nn.Module:
 
 def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """``clip.encode_text`` of ``ids`` (padded to the context length) ``[n, E]`` fp32, and the
-    same pass's transformer states mean-pooled over positions 0..EOT (the seed's pooling).
+    same pass's transformer states mean-pooled over 0..EOT (the seed's pooling), both from
+    open_clip alone (:mod:`checks.reference`).
 
     ``clip``: the target's CLIP model when None.
     """
-    clip = target.clip_model if clip is None else clip
-    text = text_tower(clip)
-    length = text.positional_embedding.shape[0]
-    padded = torch.zeros(len(ids), length, dtype=ids.dtype)
-    padded[:, : ids.shape[1]] = ids[:, :length].cpu()
-    padded = padded.to(text.token_embedding.weight.device)
-    captured = []
-    handle = text.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
-    try:
-        with torch.no_grad():
-            eot = clip.encode_text(padded).float()
-    finally:
-        handle.remove()
-    pooler = TextEncoder(clip, pool="mean", eot_token_id=eot_token_id(target))
-    with torch.no_grad():
-        mean = pooler.project(pooler.pool_states(captured[0], eot_index(target, padded))).float()
-    return {"eot": eot, "mean": mean}
+    return reference.encode_text(target.clip_model if clip is None else clip, ids, mean=True)
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -391,3 +469,40 @@ def cosine_matrix(features: torch.Tensor) -> torch.Tensor:
     f = F.normalize(features.float(), dim=-1)
     return f @ f.t()
 
+
+
+def collate_for(target: AuditTarget, dataset) -> tuple[object, str]:
+    """The collate function a DataLoader over ``dataset`` trains with, and a line saying which:
+    the target's ``collate_fn``; for our datasets (items are ``VideoSample``) our
+    ``collate_samples``, which pads videos of different lengths and masks them; else None
+    (the DataLoader's default collate, which stacks equal shapes only)."""
+    if target.collate_fn is not None:
+        return target.collate_fn, f"the target's collate_fn ({getattr(target.collate_fn, '__qualname__', target.collate_fn)})"
+    if len(dataset) and isinstance(dataset[0], VideoSample):
+        return collate_samples, ("videocoop.data.collate_samples: the dataset yields VideoSample and the target "
+                                 "names no collate_fn")
+    return None, "the DataLoader's default collate (the target names no collate_fn)"
+
+
+def training_batch(target: AuditTarget, batch: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
+    """``(features, labels, mask or None, how)``: the first ``batch`` items of the training set
+    through its collate function when they make a valid batch, else random features (seeded)."""
+    from torch.utils.data import DataLoader, Subset
+
+    n_cls = len(target.classnames)
+    if target.dataset is not None and len(target.dataset):
+        fn, how = collate_for(target, target.dataset)
+        try:
+            loader = DataLoader(Subset(target.dataset, list(range(min(batch, len(target.dataset))))), batch_size=batch,
+                                collate_fn=fn)
+            features, labels, meta = next(iter(loader))
+            mask = meta.get("mask") if isinstance(meta, dict) else None
+            if (isinstance(features, torch.Tensor) and features.dim() == 3 and isinstance(labels, torch.Tensor)
+                    and labels.dtype == torch.long and bool(((labels >= 0) & (labels < n_cls)).all())):
+                return features, labels, mask, f"the first {len(labels)} training videos ({how})"
+        except Exception:  # noqa: BLE001: dataset-unpacking reports what is wrong with the data
+            pass
+        x, y = sample_batch(target, batch=batch)
+        return x, y, None, "random features: the training set gives no valid batch (see dataset-unpacking)"
+    x, y = sample_batch(target, batch=batch)
+    return x, y, None, f"random features [{batch}, 8, D] (the target has no dataset)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -17,12 +18,19 @@ from .probe import copy_model, relpath, sample_batch
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
 _SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+_ATTRIBUTES = frozenset({"__get__", "dim", "size", "numel", "is_floating_point", "__len__"})
+_FAULTS = os.path.join(os.path.dirname(__file__), "faults.py")  # the planted faults are model code
+
+
+def audited_code(filename: str) -> bool:
+    """Whether a frame's file is the audited code's: not torch's, not the audits' (the planted faults are)."""
+    return (filename == _FAULTS or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
 
 
 def call_site() -> str:
     """``file:line (function)`` of the innermost frame outside torch and checks."""
     for frame in reversed(traceback.extract_stack()):
-        if not frame.filename.startswith(_SKIP_DIRS) and "<frozen" not in frame.filename:
+        if audited_code(frame.filename):
             return f"{relpath(frame.filename)}:{frame.lineno} ({frame.name})"
     return "unknown"
 
@@ -76,14 +84,22 @@ class HostWatch(TorchFunctionMode):
     found, not only the first. Copies to the CPU are recorded and left to fail on meta.
     """
 
-    def __init__(self):
+    def __init__(self, trace: "InputTrace | None" = None):
         super().__init__()
         self.events: list[HostEvent] = []
+        self.trace = trace  # each op is counted under the module running it
+        self.ops = 0
+        self.op_tensors = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if name not in _ATTRIBUTES:  # .shape, .device, .dim(): reads of metadata, not computation
+            self.ops += 1
+            self.op_tensors += sum(isinstance(a, torch.Tensor) for a in tree_flatten((args, kwargs))[0])
+            if self.trace is not None and self.trace.stack and name:
+                self.trace.stack[-1].ops[name] += 1
         mixed = _mixes_cpu(args, kwargs)
         if mixed is not None:
             self.events.append(HostEvent("mix", f"{name or func} given a CPU tensor and a {mixed.type} tensor", call_site(),
@@ -123,6 +139,7 @@ class Call:
     module: str
     inputs: list[tuple[str, str]]  # (argument, description)
     output: str = ""
+    ops: Counter = field(default_factory=Counter)  # torch functions run by the module itself (not its children)
 
 
 @dataclass
@@ -134,6 +151,7 @@ class InputTrace:
     calls: list[Call] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     tensors_seen: int = 0
+    stack: list[Call] = field(default_factory=list)  # the calls running now, innermost last
 
     def __enter__(self):
         self._handles = []
@@ -160,6 +178,7 @@ class InputTrace:
                 if t.device.type != self.device.type:
                     self.mismatches.append(f"{name}({arg}): {_describe(t)}, the model is on {self.device.type}")
             self.calls.append(Call(name, [(arg, _describe(t)) for arg, t in found]))
+            self.stack.append(self.calls[-1])
         return hook
 
     def _post(self, name: str):
@@ -168,6 +187,10 @@ class InputTrace:
                 if call.module == name and not call.output:
                     call.output = _describe(output)
                     break
+            while self.stack and self.stack[-1].module != name:  # a child that raised left its frame
+                self.stack.pop()
+            if self.stack:
+                self.stack.pop()
         return hook
 
     def path(self, max_depth: int = 2) -> list[str]:
@@ -178,7 +201,9 @@ class InputTrace:
             if depth > max_depth:
                 continue
             ins = ", ".join(f"{a} {d}" for a, d in c.inputs) or "no tensor inputs"
-            line = f"{'  ' * depth}{c.module}({ins}) -> {c.output or '?'}"
+            ops = ", ".join(f"{op} x{n}" for op, n in c.ops.most_common(4))
+            line = f"{'  ' * depth}{c.module}({ins}) -> {c.output or '?'}" + (
+                f"  [ops: {ops}{', ...' if len(c.ops) > 4 else ''}]" if ops else "")
             if line != last:
                 lines.append(line)
             last = line
@@ -205,6 +230,27 @@ class ForeignRun:
     error: str | None = None
     error_site: str | None = None
     data_dependent: bool = False  # stopped at an op whose output shape depends on the data (meta cannot run it)
+    paths: list[str] = field(default_factory=list)  # which path each device-dependent module took
+
+
+def cuda_paths(model: nn.Module, pin: bool) -> list[str]:
+    """The path each module that picks its path by device type takes on CUDA (videocoop's
+    TextEncoder: ``shared_prefix`` 'auto' runs the plain path or a shared-prefix one per device).
+    ``pin``: the meta device stands in for CUDA, so set such a module to CUDA's choice and the
+    traced forward runs what CUDA would."""
+    notes = []
+    for name, m in model.named_modules():
+        choose, mode = getattr(m, "shared_mode", None), getattr(m, "shared_prefix", None)
+        if not callable(choose) or not isinstance(mode, str):
+            continue
+        on_cuda = choose(torch.device("cuda"), 1 << 30)  # any prefix long enough to share
+        path = "the plain path" if on_cuda == "off" else f"the {on_cuda!r} shared-prefix path"
+        note = f"{name}.shared_prefix={mode!r}: on CUDA it runs {path}"
+        if pin and mode != on_cuda:
+            m.shared_prefix = on_cuda
+            note += "; pinned to it for the meta forward, which stands in for CUDA"
+        notes.append(note)
+    return notes
 
 
 def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
@@ -219,8 +265,10 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
     before = {n: t.device.type for n, t in _named_tensors(model)}
     model.to(device).eval()
     moved = [f"{n} {_describe(t)} (was {before[n]})" for n, t in _named_tensors(model) if n.startswith("prompt_learner.")]
+    paths = cuda_paths(model, pin=device.type == "meta")
     features, _ = sample_batch(target, batch=2, device=device)
-    run = ForeignRun(device, moved, InputTrace(model, device), HostWatch())
+    trace = InputTrace(model, device)
+    run = ForeignRun(device, moved, trace, HostWatch(trace), paths=paths)
     try:
         with torch.no_grad(), run.trace, run.host:
             out = model(features)
@@ -231,7 +279,7 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
         # depends on the values; on CUDA they work but wait for the device (a host sync).
         run.data_dependent = device.type == "meta" and isinstance(e, NotImplementedError) and (
             "data-independent" in str(e) or "Meta kernel" in str(e))
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_SKIP_DIRS)]
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if audited_code(f.filename)]
         if frames:
             run.error_site = f"{relpath(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})"
     target.cache[key] = run

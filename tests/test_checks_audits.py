@@ -2,25 +2,12 @@
 import pytest
 import torch
 
-import faults
+from checks import faults
 from checks import Status, list_audits, run_audits
 from checks.audits.eot_collapse import SPREAD_RATIO_WARN
 
-# audit id -> (planted fault, expected status, words the finding must contain)
-PLANTED = {
-    "buffer-device-sync": (faults.plain_tokenized_prompts, Status.FAIL, "plain tensor attribute"),
-    "index-device-consistency": (faults.eot_index_on_cpu, Status.FAIL, "copies a tensor to the CPU"),
-    "eot-collapse": (faults.sos_pooling, Status.FAIL, "classes indistinguishable"),
-    "dataset-unpacking": (faults.two_field_items, Status.FAIL, "`features, label, meta = item` raises"),
-    "text-encoder-parity": (faults.permute_no_mask, Status.FAIL, "differs from encode_text"),
-    "causal-mask": (faults.no_causal_mask, Status.FAIL, "changed the pooled feature"),
-    "batch-independence": (faults.permute_no_mask, Status.FAIL, "classes mix inside attention"),
-    "gradient-flow": (faults.clip_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
-    "prompt-tokenization": (faults.truncated_prompts, Status.FAIL, "not all in the prompt"),
-    "host-sync": (faults.item_loop, Status.WARN, "Tensor.item()"),
-    "checkpoint-roundtrip": (faults.checkpoint_misses_temporal, Status.FAIL, "strict load refused"),
-    "feature-model-match": (faults.features_from_other_clip, Status.FAIL, "clip_model='ViT-B-16'"),
-}
+# audit id -> (planted fault, expected status, words the finding must contain): checks.faults.PLANTED
+PLANTED = faults.PLANTED
 
 # More faults the seed report's users met, each caught by the audit named.
 MORE = [
@@ -39,20 +26,34 @@ MORE = [
     # path is traced there, so it passes; only meta stops at the data-dependent op)
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
-    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at tests/faults.py"),
+    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at checks/faults.py"),
     # CPU index tensors into device states: PyTorch copies them over (CoOp's own arange does
     # this and runs on CUDA), so a speed warning, not a failure
     ("index-device-consistency", faults.eot_list_index, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.arange_without_device, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.cpu_bias, Status.FAIL, "CPU tensor meets"),
-    ("host-sync", faults.meta_refused, Status.WARN, "not checked past tests/faults.py"),
-    ("causal-mask", faults.full_context_positions, Status.ERROR, "the audit crashed: RuntimeError"),
+    ("host-sync", faults.meta_refused, Status.WARN, "not checked past checks/faults.py"),
+    # the encoder raises on the model's own prompts: a finding about the model, not a crash of the audit
+    ("causal-mask", faults.full_context_positions, Status.FAIL, "the model raised RuntimeError"),
     ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),
     ("prompt-tokenization", faults.position_ignored, Status.FAIL, "the layout says 'front'"),
     ("prompt-tokenization", faults.coop_front_ids, Status.PASS, "class tokens at the front"),
     ("gradient-flow", faults.own_clip_copy_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
     ("checkpoint-roundtrip", faults.checkpoint_misses_buffers, Status.FAIL, "logits differ"),
     ("checkpoint-roundtrip", faults.nothing_trainable, Status.FAIL, "holds no tensor"),
+    # the video half
+    ("temporal-padding", faults.transformer_mask_ignored, Status.FAIL, "the temporal aggregation counts the padding"),
+    # a plain mean over zero-padded frames only rescales the mean, and the model L2-normalises it: harmless
+    ("temporal-padding", faults.padding_mask_ignored, Status.PASS, "with the mask change no logits"),
+    ("temporal-padding", faults.no_mask_argument, Status.FAIL, "the model takes no mask"),
+    ("video-batch-independence", faults.batchnorm_video, Status.FAIL, "in training mode video"),
+    ("class-order", faults.checkpoint_other_classes, Status.FAIL, "the checkpoint's classnames orders the same 5 names"),
+    ("logit-scale", faults.scale_exponentiated_twice, Status.FAIL, "stored exponentiated, then exponentiated again"),
+    ("logit-scale", faults.scale_without_exp, Status.FAIL, "applied without its exp"),
+    ("logit-scale", faults.logit_scale_trainable, Status.FAIL, "model.logit_scale requires grad"),
+    ("optimizer-step", faults.fp16_context_sgd, Status.WARN, "trainable tensor(s) in half precision"),
+    # a model that raises on its own data: the model's exception, not "the audit crashed"
+    (faults.RUNNER_FAULT[0], faults.RUNNER_FAULT[1].make, Status.FAIL, "the model raised RuntimeError"),
 ]
 
 
@@ -179,3 +180,97 @@ def test_a_model_with_its_own_frozen_clip_copy_passes_gradient_flow(tiny_clip, c
     target.model.text_encoder.requires_grad_(False)
     (r,) = run_audits(target, ["gradient-flow"])
     assert r.status == Status.PASS, (r.message, r.evidence)
+
+
+@pytest.mark.parametrize("audit_id", ["gradient-flow", "checkpoint-roundtrip"])
+def test_a_model_that_raises_on_its_own_data_fails_naming_it(audit_id, tiny_clip, classnames):
+    """An fp16 port fed float32 features raises in its forward: FAIL with the model's exception,
+    the frame in its code and the likely fix; ERROR stays for an audit that crashed."""
+    (r,) = run_audits(faults.fp16_text_float_features(*tiny_clip, classnames), [audit_id])
+    assert r.status == Status.FAIL, (r.message, r.evidence)
+    assert r.message.startswith("the model raised RuntimeError: expected m1 and m2 to have the same dtype")
+    assert "at videocoop/model.py:" in r.message and "(logits)" in r.message
+    assert "likely fix: cast the inputs to the model's dtype" in r.message
+    assert r.location.startswith("videocoop/model.py:")
+    assert any(e.startswith(f"called by the audit at checks/audits/{audit_id.replace('-', '_')}.py:") for e in r.evidence)
+
+
+def test_audits_leave_the_audited_model_as_they_found_it(tiny_clip, classnames):
+    """No audit changes the object it audits: modes (checkpoint-roundtrip used to leave it in
+    eval), parameters, buffers (a BatchNorm's running statistics move in a train-mode forward)."""
+    clip, tok = tiny_clip
+    model = faults.seeded(faults.BatchNormVideo, classnames, clip, tok, n_ctx=4).train()
+    target = faults.AuditTarget(model, classnames, clip, tok)
+    target.dataset = faults.Features(len(classnames), model.embed_dim)
+    modes = {n: m.training for n, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    run_audits(target)
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+    assert not changed
+
+
+@pytest.mark.parametrize("mode,auto_on_cuda,status", [
+    ("split", "off", Status.FAIL),  # pinned: CUDA runs the shared path too
+    ("auto", "split", Status.FAIL),  # auto, where CUDA would pick the shared path: meta must trace that one
+    ("auto", "off", Status.PASS),  # auto as today: CUDA runs the plain path, where the bug is not
+])
+def test_device_audits_trace_the_path_the_model_takes_on_cuda(mode, auto_on_cuda, status, tiny_clip, classnames,
+                                                              monkeypatch):
+    """The meta device stands in for CUDA: a text encoder choosing its path by device runs CUDA's path there."""
+    from videocoop import text_encoder
+
+    monkeypatch.setitem(text_encoder.SHARED_PREFIX_AUTO, "cuda", auto_on_cuda)
+    target = faults.shared_path_cpu_copy(*tiny_clip, classnames)
+    target.model.text_encoder.shared_prefix = mode
+    (r,) = run_audits(target, ["index-device-consistency"])
+    assert r.status == status, (r.message, r.evidence)
+    shared = mode == "split" or auto_on_cuda == "split"
+    path = "the 'split' shared-prefix path" if shared else "the plain path"
+    device = "cuda" if torch.cuda.is_available() else "meta"
+    assert any(e.startswith(f"{device}: text_encoder.shared_prefix={mode!r}: on CUDA it runs {path}") for e in r.evidence)
+    if status == Status.FAIL:
+        assert "copies a tensor to the CPU" in r.message and "checks/faults.py" in r.message
+    ops = " ".join(r.extra["runs"][device]["path"])
+    assert ("matmul" in ops) == shared  # the shared path's functional attention, seen op by op
+
+
+@pytest.fixture(scope="module")
+def variable_length_features(tmp_path_factory):
+    """Our own feature folders (FeatureDataset), videos of 3 to 7 frames, from the tiny CLIP."""
+    import warnings
+
+    from videocoop.clip import TINY_MODEL
+    from videocoop.data import FeatureDataset
+    from videocoop.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synthesize(out, classnames=faults.NAMES, clip_model=TINY_MODEL, train_per_class=2, val_per_class=1,
+                   num_frames=3, max_frames=7)
+    train = FeatureDataset(out / "train")
+    return train, FeatureDataset(out / "val", classnames=train.classnames)
+
+
+def test_our_feature_dataset_of_variable_length_videos_needs_no_collate_fn(variable_length_features, tiny_clip):
+    """A --target handing over our FeatureDataset without collate_fn: the audit uses our collate (it
+    said ERROR `stack expects each tensor to be equal size` before), and says so."""
+    train, val = variable_length_features
+    assert len(set(train.lengths)) > 1
+    target = faults.clean(*tiny_clip, faults.NAMES)
+    target.dataset, target.val_dataset = train, val
+    results = {r.id: r for r in run_audits(target, ["dataset-unpacking", "class-order", "temporal-padding"])}
+    r = results["dataset-unpacking"]
+    assert r.status == Status.PASS, (r.message, r.evidence)
+    assert any("videocoop.data.collate_samples: the dataset yields VideoSample" in e for e in r.evidence)
+    assert any("mask" in e for e in r.evidence)  # the padded batch carried its mask to the model
+    assert results["class-order"].status == Status.PASS and results["class-order"].metrics["items_checked"] == 15
+    assert results["temporal-padding"].status == Status.PASS
+
+
+def test_variable_length_items_without_a_collate_fn_say_so(tiny_clip, classnames):
+    (r,) = run_audits(faults.variable_length_tuples(*tiny_clip, classnames), ["dataset-unpacking"])
+    assert r.status == Status.FAIL, (r.message, r.evidence)
+    assert "items have 2 to 5 frames: the DataLoader's default collate cannot stack them" in r.message
+    assert "AuditTarget(collate_fn=...)" in r.message

@@ -2,7 +2,7 @@
 
 Its per-class ``.item()`` loop is a speed problem, which host-sync reports as a WARN.
 """
-import faults
+from checks import faults
 from bench.baseline import SeedFaithfulCLIP
 from checks import AuditTarget, Status, run_audits
 from checks.core import get_audit

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import faults
+from checks import faults
 from checks import AuditTarget, Status, run_audits
 from videocoop.classnames import KINETICS400, UCF101
 from videocoop.model import VideoFeatureCLIP

@@ -10,7 +10,7 @@ from checks.cli import main
 
 def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
     report, js, junit = tmp_path / "r.md", tmp_path / "r.json", tmp_path / "r.xml"
-    code = main(["--target", "tests.faults:clean_target", "--report", str(report), "--json", str(js),
+    code = main(["--target", "checks.faults:clean_target", "--report", str(report), "--json", str(js),
                  "--junit", str(junit)])
     assert code == 0, capsys.readouterr()
     text = report.read_text()
@@ -18,7 +18,7 @@ def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
     assert "| # | Problem | Fix | Location | Status |" in text
     assert "videocoop-tiny, random:0" in text and "meta" in text
     results = json.loads(js.read_text())
-    assert [r["status"] for r in results] == ["pass"] * 12
+    assert [r["status"] for r in results] == ["pass"] * 17
     assert ET.parse(junit).getroot().get("failures") == "0"
 
 
@@ -41,7 +41,7 @@ def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypat
 
 def test_fault_exits_1_with_failure_in_junit(tmp_path):
     junit = tmp_path / "r.xml"
-    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+    code = main(["--target", "checks.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
                  "--report", str(tmp_path / "r.md"), "--junit", str(junit)])
     assert code == 1
     cases = {c.get("name"): c for c in ET.parse(junit).getroot()}
@@ -51,7 +51,7 @@ def test_fault_exits_1_with_failure_in_junit(tmp_path):
 
 def test_warn_only_exits_0_and_korean_report(tmp_path):
     report = tmp_path / "r.md"
-    code = main(["--target", "tests.faults:item_loop_target", "--only", "host-sync", "--lang", "ko",
+    code = main(["--target", "checks.faults:item_loop_target", "--only", "host-sync", "--lang", "ko",
                  "--report", str(report)])
     assert code == 0
     text = report.read_text()
@@ -60,19 +60,36 @@ def test_warn_only_exits_0_and_korean_report(tmp_path):
 
 def test_bare_model_target(tmp_path):
     js = tmp_path / "r.json"
-    code = main(["--target", "tests.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md"),
+    code = main(["--target", "checks.faults:bare_model", "--only", "causal-mask", "--report", str(tmp_path / "r.md"),
                  "--json", str(js)])
     assert code == 0
     assert [r["status"] for r in json.loads(js.read_text())] == ["pass"]  # audited, not skipped (also exit 0)
 
 
+def test_bare_model_without_classnames(tmp_path, capsys):
+    """Exit 4 saying exactly what a bare model needs; --classnames (a list or a classnames.txt) gives it."""
+    argv = ["--target", "checks.faults:bare_model_without_classnames", "--only", "causal-mask,class-order",
+            "--report", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert "bare model without class names (5 prompts): give them with --classnames FILE" in err
+    assert main(argv + ["--classnames", "a,b,c"]) == 4
+    assert "3 class names for VideoFeatureCLIP, whose prompt_learner holds 5 prompts" in capsys.readouterr().err
+    names = tmp_path / "classnames.txt"
+    names.write_text("".join(f"{c}\n" for c in ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]))
+    assert main(argv + ["--classnames", str(names)]) == 0
+    results = {r["id"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert results["causal-mask"]["status"] == "pass"
+    assert results["class-order"]["status"] == "skip"  # one class list only: nothing to compare
+
+
 @pytest.mark.parametrize("argv,words", [
     (["--only", "no-such-audit"], "valid audits"),
-    (["--target", "tests.faults"], "pkg.module:function"),
-    (["--target", "tests.faults:nothing_here"], "has no function 'nothing_here'"),
+    (["--target", "checks.faults"], "pkg.module:function"),
+    (["--target", "checks.faults:nothing_here"], "has no function 'nothing_here'"),
     (["--target", "no_such_pkg.mod:f"], "cannot import"),
     (["--lang", "fr"], "invalid choice"),
-    (["--target", "tests.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
+    (["--target", "checks.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
 ])
 def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
     assert main(argv) == 4
@@ -100,7 +117,7 @@ def test_own_model_from_train_flags(tmp_path):
 
 
 def test_train_flags_do_not_mix_with_target(capsys):
-    assert main(["--target", "tests.faults:clean_target", "--n-ctx", "4"]) == 4
+    assert main(["--target", "checks.faults:clean_target", "--n-ctx", "4"]) == 4
     assert "do not apply" in capsys.readouterr().err
 
 
@@ -109,7 +126,7 @@ def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
     from PIL import Image
 
     report = tmp_path / "r.md"
-    assert main(["--target", "tests.faults:clean_target", "--only", "eot-collapse", "--report", str(report)]) == 0
+    assert main(["--target", "checks.faults:clean_target", "--only", "eot-collapse", "--report", str(report)]) == 0
     png = tmp_path / "r_eot_collapse.png"
     assert "![Similarity heatmap](r_eot_collapse.png)" in report.read_text()
     image = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1)  # [3, k*16, k*16]
@@ -125,7 +142,7 @@ def test_eot_collapse_heatmap_png_beside_the_report(tmp_path):
 def test_target_factory_is_called_again_for_a_fresh_model():
     from checks.cli import load_target
 
-    target = load_target("tests.faults:clean_target")
+    target = load_target("checks.faults:clean_target")
     fresh = target.rebuild()
     assert type(fresh) is type(target.model) and fresh is not target.model
 
@@ -146,3 +163,20 @@ def test_make_verify_writes_where_git_does_not_look():
     heatmap = str(Path(DEFAULT_REPORT).with_name(Path(DEFAULT_REPORT).stem + "_eot_collapse.png"))
     for path in (DEFAULT_REPORT, heatmap):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
+
+
+def test_resume_compares_the_checkpoint_class_list(tmp_path):
+    """--resume audits the checkpoint the run will load: trained on other classes, class-order FAILs."""
+    from videocoop.checkpoint import save_checkpoint
+    from videocoop.classnames import UCF101
+    from videocoop.clip import TINY_MODEL
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint_last.pt", classnames=list(reversed(UCF101)), trainable={})
+    js = tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--resume", "--output-dir", str(out), "--only",
+                 "class-order", "--report", str(tmp_path / "r.md"), "--json", str(js)])
+    (r,) = json.loads(js.read_text())
+    assert code == 1 and r["status"] == "fail", r["message"]
+    assert f"checkpoint {out / 'checkpoint_last.pt'}'s classnames orders the same 101 names differently" in r["message"]

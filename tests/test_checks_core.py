@@ -2,14 +2,15 @@
 import pytest
 import torch
 
-import faults
+from checks import faults
 from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, list_audits, run_audits
 from checks.core import _REGISTRY, get_audit
 from videocoop.errors import VideoCoopError
 
 PUBLIC_IDS = ["buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
               "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",
-              "host-sync", "checkpoint-roundtrip", "feature-model-match"]
+              "host-sync", "checkpoint-roundtrip", "feature-model-match", "temporal-padding", "video-batch-independence",
+              "class-order", "logit-scale", "optimizer-step"]
 
 
 def test_public_ids_in_report_order():
@@ -60,7 +61,7 @@ def test_runner_guards(temporary_audits, tiny_clip, classnames):
 def test_bare_model_is_wrapped(tiny_clip, classnames):
     target = AuditTarget.coerce(faults.clean(*tiny_clip, classnames).model)
     assert target.classnames == classnames
-    with pytest.raises(VideoCoopError, match="no classnames"):
+    with pytest.raises(VideoCoopError, match="bare model without class names"):
         AuditTarget.coerce(__import__("torch").nn.Linear(2, 2))
 
 
@@ -81,3 +82,18 @@ def test_device_says_where_the_device_audits_move_the_model(tiny_clip, classname
     if not torch.cuda.is_available():
         with pytest.raises(VideoCoopError, match="no CUDA device is present"):
             run_audits(faults.clean(*tiny_clip, classnames), ["buffer-device-sync"], device="cuda")
+
+
+def test_wrapped_models_are_audited_through_their_wrapper(tiny_clip, classnames):
+    """torch.compile's OptimizedModule and DataParallel hide the CoOp layout behind .module/_orig_mod
+    (DistributedDataParallel: tests/test_distributed.py)."""
+    import torch
+    from torch.nn import DataParallel
+
+    target = faults.with_data(*tiny_clip, classnames)
+    model = target.model
+    for wrapped in (torch.compile(model), DataParallel(model), torch.compile(DataParallel(model))):
+        assert AuditTarget.coerce(wrapped).model is model
+    target.model = torch.compile(model)
+    results = run_audits(target, ["buffer-device-sync", "video-batch-independence", "optimizer-step", "class-order"])
+    assert [r.status for r in results] == [Status.PASS] * 4, [(r.id, r.message) for r in results]

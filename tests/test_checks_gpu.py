@@ -1,7 +1,7 @@
 """The device audits on CUDA (run by `make test-gpu`; skipped without CUDA)."""
 import pytest
 
-import faults
+from checks import faults
 from checks import Status, run_audits
 
 pytestmark = pytest.mark.gpu
@@ -30,3 +30,12 @@ def test_faults_on_cuda(make, audit_id, status, words, tiny_clip, classnames):
 def test_item_loop_syncs_on_cuda(tiny_clip, classnames):
     (r,) = run_audits(faults.item_loop(*tiny_clip, classnames), ["host-sync"])
     assert r.metrics["cuda_syncs"] >= 1
+
+
+def test_selftest_on_cuda(capsys):
+    """`make test-gpu` also runs `python -m checks --selftest --device cuda`; here it is held to its verdicts."""
+    from checks.cli import main
+
+    assert main(["--selftest", "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "device audits on CUDA" in out and "OK: 18 of 18 planted faults caught" in out

@@ -24,7 +24,9 @@ INFO = RunInfo(target="tiny", weights="videocoop-tiny, random:0", foreign_device
 
 def test_markdown_sections_checklist_conclusion():
     md = to_markdown(RESULTS, INFO)
-    assert md.index("## Audits in detail") < md.index("Traced path") < md.index("Summary checklist") < md.index("Conclusion")
+    assert (md.index("## Summary\n") < md.index("## Audits in detail") < md.index("Traced path")
+            < md.index("Summary checklist") < md.index("Conclusion"))
+    assert "| 2 | title of causal-mask (`causal-mask`) | ❌ FAIL | causal-mask says fail |" in md  # status at a glance
     assert "| 2 | title of causal-mask (`causal-mask`) | the fix | `pkg/mod.py:12` | ❌ FAIL |" in md
     assert "Do not train yet: 2 audit(s) failed" in md  # FAIL and ERROR
     assert "**If it fails:** do this" in md and "| eot pooling | 0.9000 |" in md and "a |##  |" in md
@@ -46,6 +48,10 @@ def test_mostly_skipped_run_is_not_called_safe():
 def test_korean_uses_korean_texts_for_known_audits():
     md = to_markdown(RESULTS, INFO, lang="ko")
     assert "종합 체크리스트" in md and "EOT 뒤의 위치는 풀링 결과를 바꾸지 않음" in md and "아직 학습하지 마십시오" in md
+    assert md.index("## 요약") < md.index("## 감사 항목별 상세")
+    from checks import list_audits
+    from checks.report import ko
+    assert set(ko.AUDITS) == set(list_audits())  # every audit has its Korean texts
 
 
 def test_json_is_a_list_with_the_required_keys():

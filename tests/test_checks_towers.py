@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 
-import faults
+from checks import faults
 from checks import Status, run_audits
 from videocoop.clip import load_clip
 from videocoop.errors import VideoCoopError

@@ -160,7 +160,7 @@ def test_the_audits_see_through_a_ddp_wrapped_model(tiny_clip, classnames, tmp_p
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    import faults
+    from checks import faults
     from checks import Status, run_audits
     from checks.core import AuditTarget
     from videocoop.distributed import TrainStep

@@ -12,4 +12,9 @@ from . import (  # noqa: F401  (order = report order)
     host_sync,
     checkpoint_roundtrip,
     feature_model_match,
+    temporal_padding,
+    video_batch_independence,
+    class_order,
+    logit_scale,
+    optimizer_step,
 )

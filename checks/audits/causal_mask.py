@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from videocoop.clip import text_tower
-from videocoop.errors import VideoCoopError
-
+from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..probe import (encode, encode_text_references, eot_index, eot_token_id, locate, probe_classes,
                      prompts_and_tokens, rel_diff, text_encoder, tolerance)
@@ -82,8 +80,8 @@ def built_without_causal_mask(clip) -> bool:
     if clip is None:
         return False
     try:
-        return getattr(text_tower(clip), "attn_mask", None) is None
-    except VideoCoopError:
+        return getattr(reference.tower(clip), "attn_mask", None) is None
+    except Skip:
         return False
 
 
@@ -94,7 +92,7 @@ def without_causal_mask(target: AuditTarget, te) -> Outcome:
     equals encode_text at the full context length (a prompt cut to max(EOT) + 1, exact under a
     causal mask, is not here)."""
     clip = target.clip_model
-    text = text_tower(clip)
+    text = reference.tower(clip)
     length = text.positional_embedding.shape[0]
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(len(target.classnames))

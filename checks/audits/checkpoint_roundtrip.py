@@ -7,7 +7,7 @@ import tempfile
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import copy_model, locate, sample_batch
+from ..probe import copy_model, locate, run_model, sample_batch
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -70,8 +70,9 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
         return Outcome(Status.FAIL, f"strict load refused the checkpoint: {str(e).splitlines()[0]}",
                        metrics, evidence, location)
     x, _ = sample_batch(target)
+    a = run_model(target, x)  # in eval mode, the audited model's own modes left as they were
     with torch.no_grad():
-        a, b = model.eval()(x), fresh.eval()(x)
+        b = fresh.eval()(x)
     diff = float((a - b).abs().max())
     metrics["max_abs_logit_diff"] = diff
     evidence.append(f"logits {list(a.shape)}: max |original - reloaded| = {diff:.3g}")

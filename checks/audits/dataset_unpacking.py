@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import copy_model, feature_dim, locate, probe_classes, text_features
+from ..probe import collate_for, copy_model, feature_dim, locate, probe_classes, run_model, text_features
 
 #: Items read per dataset (spread over it); labels are checked on all of them.
 MAX_ITEMS = 256
@@ -111,7 +111,9 @@ def run_trainer(target: AuditTarget, loader) -> list[str]:
     fix="items and DataLoader batches are (features [T, D] float, label in [0, n_cls), meta dict); one batch "
         "goes through the trainer's train_one_epoch and validate",
     remediation="return VideoSample(features, label, meta) from __getitem__ with 0-based labels in class "
-                "order and features [T, D] in the model's embedding dim",
+                "order and features [T, D] in the model's embedding dim; videos of different lengths need a "
+                "collate function that pads and masks (videocoop.data.collate_samples): pass the one your "
+                "DataLoader uses as AuditTarget(collate_fn=...)",
 )
 def dataset_unpacking(target: AuditTarget) -> Outcome:
     """Read items and one batch of every dataset; push one batch through the trainer."""
@@ -122,13 +124,14 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
     problems, evidence, metrics = [], [], {}
     for split, ds in sets:
         idx = probe_classes(len(ds), MAX_ITEMS)
-        labels = []
+        labels, lengths = [], set()
         for i in idx:
             item = ds[i]
             found = check_item(item, i, n_cls, dim)
             problems += [f"{split}: {p}" for p in found]
             if not found:
                 labels.append(_label(item[1]))
+                lengths.add(int(item[0].shape[0]))
             if len(problems) > 20:
                 break
         metrics[f"{split}_items_checked"] = len(idx)
@@ -144,9 +147,24 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
                             f"({len(set(labels))} distinct) for {n_cls} classes")
         if problems:
             continue
-        loader = DataLoader(Subset(ds, list(range(min(BATCH, len(ds))))), batch_size=BATCH,
-                            collate_fn=target.collate_fn)
-        batch = next(iter(loader))
+        collate, how = collate_for(target, ds)
+        evidence.append(f"{split}: collate: {how}")
+        # the first batch, and one that mixes the shortest and the longest video when lengths differ
+        first = list(range(min(BATCH, len(ds))))
+        if len(lengths) > 1:
+            by_length = {int(ds[i][0].shape[0]): i for i in idx}
+            first = sorted({by_length[min(lengths)], by_length[max(lengths)], *first})[:BATCH]
+        loader = DataLoader(Subset(ds, first), batch_size=BATCH, collate_fn=collate)
+        try:
+            batch = next(iter(loader))
+        except RuntimeError as e:
+            if collate is not None or len(lengths) < 2:
+                raise  # the target's own collate raised: the runner names it
+            problems.append(f"{split}: items have {min(lengths)} to {max(lengths)} frames: the DataLoader's default "
+                            f"collate cannot stack them ({str(e).splitlines()[0][:80]}); give the target the collate "
+                            f"function your DataLoader uses, AuditTarget(collate_fn=...) "
+                            f"(videocoop.data.collate_samples pads to the longest and masks)")
+            continue
         problems += [f"{split}: {p}" for p in check_batch(batch, n_cls, dim)]
         if not problems:
             evidence.append(f"{split}: batch features {list(batch[0].shape)} {batch[0].dtype}, labels "
@@ -154,9 +172,10 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
             if split == "train" and target.trainer is not None:
                 evidence += run_trainer(target, loader)
             elif split == "train":
-                with torch.no_grad():
-                    logits = target.model(batch[0])
-                evidence.append(f"model(batch features) -> logits {list(logits.shape)}")
+                mask = batch[2].get("mask") if isinstance(batch[2], Mapping) else None
+                logits = run_model(target, batch[0], mask)
+                evidence.append(f"model(batch features{', mask' if mask is not None else ''}) -> logits "
+                                f"{list(logits.shape)}")
                 if list(logits.shape) != [len(batch[1]), n_cls]:
                     problems.append(f"logits {list(logits.shape)}, expected [{len(batch[1])}, {n_cls}]")
     first = sets[0][1]

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from videocoop.clip import text_tower
-from videocoop.text_encoder import TextEncoder
-
+from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import (class_word_list, cosine_matrix, eot_index, eot_token_id, locate, prompts_and_tokens, stats,
-                     text_encoder, text_features)
+from ..probe import (class_word_list, cosine_matrix, locate, probe_classes, prompts_and_tokens, stats,
+                     text_encoder, text_features, tolerance)
 
 #: FAIL: some class has a twin within numerical noise (margin = 1 - cosine to its nearest class).
 COLLAPSE_MARGIN = 1e-4
@@ -26,47 +24,49 @@ HEATMAP_CLASSES = 12
 _SHADES = " .:-=+*#%@"
 
 
-def reference_poolings(target: AuditTarget) -> dict[str, torch.Tensor]:
+def reference_poolings(target: AuditTarget) -> tuple[dict[str, torch.Tensor], list[str]]:
     """EOT and mean pooling of the same text-transformer states, and CLIP's encode_text of the
-    class names (in a hand-written prompt, and bare).
+    class names (in a hand-written prompt, and bare), all from open_clip alone
+    (:mod:`checks.reference`), with evidence lines saying how each was computed.
 
-    The states come from the model's own forward when it ran CLIP's transformer batch-first
-    (captured by :func:`checks.probe.text_features`), else from a reference encoder.
+    The states come from the model's own plain pass when it ran CLIP's transformer batch-first
+    (captured by :func:`checks.probe.text_features`), else from CLIP's transformer run on the
+    model's prompt embeddings. The encode_text rows run CLIP's own modules on the first
+    max(EOT)+1 positions (:func:`~checks.reference.fast_encode_text`), shown equal to
+    ``clip.encode_text`` at the full context length on a sample of the prompts here.
     """
     clip = target.clip_model
     prompts, tokens = prompts_and_tokens(target)
-    ref = TextEncoder(clip, pool="eot", eot_token_id=eot_token_id(target))
-    eot = eot_index(target, tokens)
     hidden = target.cache.get("hidden")
+    source = "the model's own pass through CLIP's transformer"
+    if hidden is None:
+        hidden = reference.transformer_states(clip, prompts)
+        source = "CLIP's transformer run on the model's prompt embeddings"
+    eot = reference.clip_eot(clip, tokens)
     with torch.no_grad():
-        if hidden is None:
-            captured = []
-            handle = ref.transformer.register_forward_hook(lambda m, a, out: captured.append(out))
-            try:
-                ref(prompts, tokens)
-            finally:
-                handle.remove()
-            hidden = captured[0]
-        out = {}
-        for pool in ("eot", "mean"):
-            ref.pool = pool
-            out[f"{pool} pooling"] = ref.project(ref.pool_states(hidden, eot)).float()
-        words = class_word_list(target)
-        out[NATURAL] = encode_texts(target, ref, [NATURAL_PROMPT.format(w) for w in words])
-        out[BARE] = encode_texts(target, ref, words)
-    return out
-
-
-def encode_texts(target: AuditTarget, ref: TextEncoder, texts: list[str]) -> torch.Tensor:
-    """CLIP's ``encode_text`` of ``texts``, run on the first max(EOT)+1 positions
-    (exact under the causal mask; text-encoder-parity checks the encoder against encode_text)."""
-    text = text_tower(target.clip_model)
-    tokens = target.tokenizer(texts)  # [n, context]
-    if getattr(ref, "attn_mask", None) is not None:
-        tokens = tokens[:, : int(eot_index(target, tokens).max()) + 1]
-    tokens = tokens.to(text.token_embedding.weight.device)
-    ref.pool = "eot"
-    return ref(text.token_embedding(tokens), tokens).float()
+        out = {"eot pooling": reference.eot_pool(clip, hidden, eot), "mean pooling": reference.mean_pool(clip, hidden, eot)}
+    evidence = [f"eot/mean pooling rows: {source}, pooled with CLIP's ln_final and projection (checks.reference)"]
+    words = class_word_list(target)
+    texts = {NATURAL: [NATURAL_PROMPT.format(w) for w in words], BARE: words}
+    ids = {name: target.tokenizer(t) for name, t in texts.items()}
+    for name, i in ids.items():
+        out[name] = reference.fast_encode_text(clip, i)
+    if reference.causal(clip):  # the fast reference stands in for encode_text: show it equal here
+        sample = probe_classes(len(words))
+        agree = reference.fast_agrees(clip, ids[NATURAL][sample], out[NATURAL][sample])
+        tol = tolerance(target)
+        if agree <= tol.value:
+            evidence.append(f"encode_text rows: CLIP's own modules on the first max(EOT)+1 positions under its causal "
+                            f"mask; equal to clip.encode_text at {reference.context_length(clip)} positions on "
+                            f"{len(sample)} of the prompts within {agree:.1e} (tolerance {tol})")
+        else:  # never expected: then the slow reference, exactly encode_text
+            for name, i in ids.items():
+                out[name] = reference.encode_text(clip, i)["eot"]
+            evidence.append(f"encode_text rows: the truncated run differed from clip.encode_text by {agree:.1e} on "
+                            f"{len(sample)} prompts (tolerance {tol}): computed with clip.encode_text at full length")
+    else:
+        evidence.append("encode_text rows: clip.encode_text at the full context length (no causal mask to truncate under)")
+    return out, evidence
 
 
 def heatmap(features: torch.Tensor, names: list[str], k: int = HEATMAP_CLASSES) -> list[str]:
@@ -104,8 +104,10 @@ def eot_collapse(target: AuditTarget) -> Outcome:
         raise Skip("one class: nothing to tell apart")
     configured = text_features(target)
     rows = {"model (configured pooling)": configured}
+    how = []
     if target.clip_model is not None and target.tokenizer is not None:
-        rows.update(reference_poolings(target))
+        refs, how = reference_poolings(target)
+        rows.update(refs)
     table = {name: stats(f) for name, f in rows.items()}
     mine = table["model (configured pooling)"]
     natural = table.get(NATURAL)
@@ -119,6 +121,7 @@ def eot_collapse(target: AuditTarget) -> Outcome:
                 f"{s['effective_rank']:.1f} of {n}" for name, s in table.items()]
     if pooled_as:
         evidence.append(f"the model's features equal {pooled_as} pooling of CLIP's states")
+    evidence += how
     metrics = {f"{k}": round(v, 6) for k, v in mine.items()}
     metrics["pooling"] = pooled_as or "unknown"
     ratio = None

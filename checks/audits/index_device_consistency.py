@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import device_note, foreign_device, locate, text_encoder
+from ..probe import device_note, foreign_device, locate, run_model, sample_batch, text_encoder
 from ..trace import foreign_run
 
 
@@ -28,13 +28,15 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
     for device in devices:
         run = foreign_run(target, device)
-        runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error}
+        runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error, "paths": run.paths}
         reached = [c for c in run.trace.calls if c.module == "text_encoder"]
         evidence.append(f"{device.type}: device {device_note(device)}")
         if reached:
             evidence.append(f"{device.type}: text_encoder received " + ", ".join(f"{a} {d}" for a, d in reached[0].inputs))
-        evidence.append(f"{device.type}: {len(run.trace.calls)} submodule calls traced, "
-                        f"{run.trace.tensors_seen} tensor inputs checked")
+        evidence += [f"{device.type}: {p}" for p in run.paths]
+        evidence.append(f"{device.type}: {len(run.trace.calls)} submodule calls and {run.host.ops} torch ops traced "
+                        f"({run.trace.tensors_seen} + {run.host.op_tensors} tensor inputs checked; the ops include what "
+                        f"module hooks cannot see, such as a functional attention)")
         evidence += [f"{device.type}: wrong device: {m}" for m in run.trace.mismatches]
         moves = run.host.of_kind("move")
         evidence += [f"{device.type}: {e.op} at {e.site}" for e in moves]
@@ -74,6 +76,7 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
                                f"({run.error_site or run.error}): a host sync on CUDA (see host-sync), and the path "
                                f"after it was not traced; no device problem before it")
             elif not moves:
+                cpu_forward(target)  # failing on the CPU too: the model's own bug (the runner reports it), not the device's
                 problems.append(f"the forward fails on {device.type}: {run.error}")
         else:
             evidence.append(f"{device.type}: forward completed -> logits {run.output}")
@@ -84,3 +87,10 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
     return Outcome(Status.PASS, "every tensor reaching every submodule was on the model's device "
                    f"({', '.join(d.type for d in devices)}); no copy to the CPU", metrics, evidence, location,
                    {"runs": runs})
+
+
+def cpu_forward(target: AuditTarget) -> None:
+    """The forward on the CPU, on the same inputs; raises what the model raises."""
+    param = next(iter(target.model.parameters()), None)
+    x, _ = sample_batch(target, batch=2, device=param.device if param is not None else "cpu")
+    run_model(target, x)

@@ -5,8 +5,7 @@ import re
 
 import torch
 
-from videocoop.clip import text_tower
-
+from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
 from ..probe import (class_word_list, eot_token_id, locate, need_clip, prompt_learner, prompts_and_tokens,
                      text_encoder)
@@ -79,7 +78,7 @@ def find_rows(prompt: torch.Tensor, emb: torch.Tensor) -> int:
 )
 def prompt_tokenization(target: AuditTarget) -> Outcome:
     """Re-tokenise each class's words: whole in ``tokenized_prompts``, placed as said in the prompt embeddings."""
-    text = text_tower(need_clip(target, tokenizer=True))
+    text = reference.tower(need_clip(target, tokenizer=True))
     token_embedding = text.token_embedding
     context_length = text.positional_embedding.shape[0]
     pl = prompt_learner(target)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from videocoop.clip import text_tower
-
+from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
 from ..probe import (encode, encode_text_references, forward_text_features, locate, need_clip, plain_text_features,
                      probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance)
@@ -37,7 +36,7 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     """Fill the context slots with a template's embeddings and compare to encode_text."""
     clip = need_clip(target, tokenizer=True)
     te = text_encoder(target)
-    text = text_tower(clip)
+    text = reference.tower(clip)
     prompts, tokens = prompts_and_tokens(target)
     emb = text.token_embedding
     with torch.no_grad():
@@ -65,7 +64,9 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     length = text.positional_embedding.shape[0]
     evidence = [f"context slots found from the model: {int(slots.sum(1).min())}-{int(slots.sum(1).max())} per class "
                 f"(positions where prompt_learner() differs from token_embedding(tokenized_prompts))",
-                f"template {TEMPLATE!r} written into the slots of {len(idx)} classes; encode_text on {length} positions"]
+                f"template {TEMPLATE!r} written into the slots of {len(idx)} classes; encode_text on {length} positions",
+                "both references from open_clip alone: clip.encode_text, and the states of that same pass pooled with "
+                "CLIP's ln_final and projection (checks.reference; nothing of videocoop's text path)"]
     evidence += [f"closest reference: {REFERENCES[pool]}; other: " + ", ".join(
         f"{REFERENCES[k]} {float(d.max()):.2e}" for k, d in diffs.items() if k != pool)]
     evidence += [f"{target.classnames[c]}: max|diff|/max|ref| = {float(d):.2e}" for c, d in zip(idx, diff)]

@@ -8,6 +8,8 @@ HEADINGS = {
     "intro": "이 보고서의 모든 상태는 코드를 읽은 결과가 아니라 모델을 실제로 실행해 측정한 결과입니다.",
     "target": "대상", "weights": "가중치", "devices": "장치", "command": "명령", "versions": "버전",
     "generated": "생성 시각", "duration": "소요 시간",
+    "summary": "요약",
+    "summary_head": "| # | 감사 | 상태 | 결과 |",
     "sections": "감사 항목별 상세",
     "problem": "문제", "fix": "검증하는 해결책", "location": "위치", "status": "상태",
     "evidence": "측정 근거", "metrics": "측정값", "remediation": "실패 시 조치",
@@ -128,5 +130,50 @@ AUDITS = {
         "맞지 않아 학습은 돌지만 쓸모 있는 것을 배우지 못함",
         "각 특징 폴더의 features.json이 모델의 CLIP 구조와 가중치를 가리키고, 차원이 모델의 임베딩 차원과 같음",
         "특징을 추출한 --clip-model/--pretrained/--clip-checkpoint로 학습하거나(features.json 참고) 특징을 다시 추출하십시오",
+    ),
+    "temporal-padding": (
+        "마스크와 함께 덧붙인 0 프레임이 로짓을 바꾸지 않음",
+        "길이가 다른 비디오는 배치 안에서 가장 긴 것에 맞춰 0으로 채워짐: 모든 프레임에 대한 시간 평균(마스크 무시 또는 "
+        "마스크 없음)이나 패딩을 포함한 max는 패딩된 비디오에 다른 로짓을 줌: 로짓이 배치 동료의 길이에 좌우됨",
+        "모든 비디오에 0 프레임을 덧붙이고 마스크로 표시해도(videocoop.data.collate_samples처럼) 각 비디오의 로짓이 그대로임",
+        "forward(features, mask)로 마스크를 받아 실제 프레임만 집계하십시오: 마스크 평균(프레임 x 마스크의 합 / 실제 "
+        "프레임 수), max 전 masked_fill(-inf), 시간 트랜스포머에는 src_key_padding_mask=~mask",
+    ),
+    "video-batch-independence": (
+        "각 비디오가 배치와 무관하게 점수화됨",
+        "배치 축 평균, 배치 통계(BatchNorm), 배치 전체에 걸친 시간 모듈 어텐션(batch_first 누락)이 비디오를 섞음: 한 "
+        "비디오의 로짓이 배치 동료에 따라 바뀌고, 다른 배치 크기로 평가하면 다른 수치가 나옴",
+        "각 비디오의 로짓이 혼자, 배치의 절반, 배치 전체에서(eval 모드) 그리고 학습 모드의 절반과 전체 배치에서 같음",
+        "프레임 축(dim 1)으로만 줄이고 배치 축(dim 0)으로는 줄이지 마십시오. 비디오 특징에는 BatchNorm 대신 LayerNorm을 "
+        "쓰고, [B, T, D]용 시간 트랜스포머는 batch_first=True로 만드십시오",
+    ),
+    "class-order": (
+        "프롬프트, 분할, 체크포인트의 클래스 순서가 일치함",
+        "레이블 i는 모든 목록이 일치할 때만 프롬프트의 클래스 i를 뜻함: 한 클래스가 빠졌거나 폴더를 다르게 정렬한 검증 "
+        "폴더는 레이블을 하나씩 밀고, 다른 클래스 목록으로 학습한 체크포인트는 오류 없이 로드되어 엉뚱한 클래스로 정확도를 잼",
+        "프롬프트의 클래스 목록, 학습·검증 분할의 목록(각 항목을 읽은 클래스 폴더 포함), 체크포인트에 저장된 클래스 "
+        "목록이 하나의 목록, 하나의 순서임",
+        "검증 데이터셋은 학습 분할의 클래스 목록으로 만들고(FeatureDataset(val_dir, classnames=train_set.classnames)) "
+        "각 폴더에 classnames.txt를 두십시오. 저장된 classnames가 데이터와 같은 체크포인트만 재개·평가하십시오",
+    ),
+    "logit-scale": (
+        "로짓 = exp(logit_scale) x 코사인",
+        "정규화하지 않은 특징(로짓이 노름에 따라 커짐), 두 번 적용한 exp(inf) 또는 빠진 exp(온도 100 대신 4.6), 실수로 "
+        "학습되는 CLIP의 logit_scale",
+        "모든 로짓이 exp(logit_scale) x L2 정규화된 비디오·텍스트 특징의 코사인과 같음: 행은 exp(logit_scale)로 "
+        "제한되고, exp는 한 번만, 모델이 학습한다고 밝히지 않는 한 스케일은 고정",
+        "곱하기 전에 두 특징을 정규화하고(F.normalize(x, dim=-1)), 저장된 로그 스케일(CLIP은 log(100)을 저장)에서 "
+        "forward 안에서 한 번만 logit_scale.exp()를 계산하며, logit_scale은 고정(버퍼 또는 requires_grad_(False))하거나 "
+        "model.trains_logit_scale = True로 밝히십시오",
+    ),
+    "optimizer-step": (
+        "실제 옵티마이저 몇 스텝 후에도 모든 학습 텐서가 유한함",
+        "CoOp은 fp16(CLIP과 컨텍스트가 반정밀도)으로 학습하고 사용자는 SGD를 Adam/AdamW로 바꿈: Adam의 eps(1e-8)는 "
+        "fp16에서 0이고 작은 그래디언트의 제곱은 언더플로하여 첫 스텝에 컨텍스트가 inf, 다음에 NaN이 됨. "
+        "gradient-flow의 SGD 한 스텝으로는 드러나지 않음",
+        "실행이 실제로 쓰는 옵티마이저(학습 플래그의 것 또는 대상의 팩토리)로 모델 자체 정밀도에서 복사본에 몇 스텝: "
+        "손실과 모든 학습 텐서가 유한함. 반정밀도 학습 텐서는 그래도 경고함",
+        "학습 텐서는 fp32로 두십시오(fp32 마스터 가중치: 컨텍스트는 fp32, CLIP은 반정밀도, --precision fp16처럼). 또는 "
+        "GradScaler와 함께 amp를 쓰십시오. 반정밀도 Adam이라면 더 큰 eps(1e-4)로 최소한 0으로 나누기는 피할 수 있습니다",
     ),
 }

@@ -18,6 +18,8 @@ EN = {
     "intro": "Every status below was measured by running the model, not by reading its code.",
     "target": "Target", "weights": "Weights", "devices": "Devices", "command": "Command", "versions": "Versions",
     "generated": "Generated", "duration": "Duration",
+    "summary": "Summary",
+    "summary_head": "| # | Audit | Status | Finding |",
     "sections": "Audits in detail",
     "problem": "Problem", "fix": "Fix it verifies", "location": "Location", "status": "Status",
     "evidence": "Measured evidence", "metrics": "Metrics", "remediation": "If it fails",
@@ -123,7 +125,8 @@ def _trace(results: Sequence[CheckResult], info: RunInfo, t: dict) -> list[str]:
 
 
 def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en") -> str:
-    """The full report: header, a section per audit, the traced path, the checklist, the conclusion."""
+    """The full report: header, the summary table (status at a glance), a section per audit, the traced
+    path, the checklist, the conclusion."""
     t, audits = _texts(lang)
     out = [f"# {t['title']}", "", t["intro"], "",
            f"- **{t['target']}:** {info.target}",
@@ -135,6 +138,10 @@ def to_markdown(results: Sequence[CheckResult], info: RunInfo, lang: str = "en")
         out.append(f"- **{t['versions']}:** {info.versions}")
     if info.generated:
         out.append(f"- **{t['generated']}:** {info.generated} ({t['duration']} {info.duration:.1f} s)")
+    out += ["", f"## {t['summary']}", "", t["summary_head"], "|---|---|---|---|"]
+    for i, r in enumerate(results, 1):
+        title = audits.get(r.id, (r.title,))[0]
+        out.append(f"| {i} | {title} (`{r.id}`) | {ICON[r.status]} | {_short(r.message, 160)} |")
     out += ["", f"## {t['sections']}", ""]
     for i, r in enumerate(results, 1):
         out += _section(i, r, t, audits)

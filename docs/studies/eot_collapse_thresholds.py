@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python docs/studies/eot_collapse_thresholds.py`` (about two minutes
 on two CPU cores). Random ViT-B-32 weights (seed 0), the 101 UCF101 names, context drawn
-with seed 0; the faulty text encoders are the planted faults of ``tests/faults.py``.
+with seed 0; the faulty text encoders are the planted faults of ``checks/faults.py``.
 """
 import sys
 import warnings
@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]  # docs/studies/ -> the repository root
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's packages and the planted faults
+sys.path[:0] = [str(ROOT)]  # this checkout's packages (the planted faults are checks.faults)
 warnings.simplefilter("ignore")
 
-import faults  # noqa: E402
+from checks import faults  # noqa: E402
 from checks import AuditTarget, run_audits  # noqa: E402
 from videocoop.classnames import UCF101  # noqa: E402
 from videocoop.clip import load_clip  # noqa: E402

@@ -1,0 +1,117 @@
+"""logit-scale: logits are exp(logit_scale) x cosine: normalised features, the scale applied once, frozen."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..core import AuditTarget, Outcome, Skip, Status, audit
+from ..probe import FP32_TOL, locate, logits_tolerance, rel_diff, sample_batch, text_features, video_copy
+
+BATCH = 4
+
+
+def _log(value: torch.Tensor) -> float:
+    return float(value.detach().float().reshape(-1)[0])
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 88 else math.inf
+
+
+def scales(target: AuditTarget) -> tuple[float, str, torch.Tensor | None, float | None]:
+    """``(expected log-scale, what it is, the model's own logit_scale or None, CLIP's log-scale or None)``.
+
+    The logits must use CLIP's temperature, exp(clip_model.logit_scale), unless the model trains
+    its own (``model.trains_logit_scale``); without a CLIP model, the model's own log-scale.
+    """
+    own = getattr(target.model, "logit_scale", None)
+    own = own if isinstance(own, torch.Tensor) else None
+    clip = getattr(target.clip_model, "logit_scale", None) if target.clip_model is not None else None
+    clip_log = _log(clip) if isinstance(clip, torch.Tensor) else None
+    if own is not None and (clip_log is None or getattr(target.model, "trains_logit_scale", False)):
+        return _log(own), "model.logit_scale", own, clip_log
+    if clip_log is not None:
+        return clip_log, "clip_model.logit_scale", own, clip_log
+    raise Skip("neither the model nor its CLIP model has a logit_scale: nothing to hold the logits to")
+
+
+@audit(
+    "logit-scale",
+    title="Logits are exp(logit_scale) x cosine",
+    problem="features left unnormalised (logits grow with their norms), the scale exponentiated twice (inf) "
+            "or not at all (a temperature of 4.6 instead of 100), or CLIP's logit_scale trained by accident",
+    fix="every logit equals exp(logit_scale) x the cosine of the L2-normalised video and text features: rows "
+        "bounded by exp(logit_scale), the exp applied once, the scale frozen unless the model says it trains it",
+    remediation="normalise both features (F.normalize(x, dim=-1)) before the product; compute "
+                "logit_scale.exp() once in forward from the stored log-scale (CLIP stores log(100)); keep "
+                "logit_scale frozen (a buffer, or requires_grad_(False)) or set model.trains_logit_scale = True",
+)
+def logit_scale(target: AuditTarget) -> Outcome:
+    """Logits of a batch against exp(logit_scale) x the cosine of the model's own video and text features."""
+    log_scale, name, own, clip_log = scales(target)
+    scale = _exp(log_scale)
+    model, made = video_copy(target)
+    x, _ = sample_batch(target, batch=BATCH, frames=4)
+    with torch.no_grad():
+        model.eval()
+        logits = model(x).float()  # [B, n_cls]
+    own_log = None if own is None else _log(own)
+    evidence = [f"expected scale exp({name}) = exp({log_scale:.4g}) = {scale:.4g}"
+                + (f"; model.logit_scale holds {own_log:.4g}" if own is not None and name != "model.logit_scale" else ""),
+                f"logits [{BATCH}, {logits.shape[-1]}] of {made}: largest |logit| {float(logits.abs().max()):.4g}"]
+    metrics = {"logit_scale": log_scale, "scale": scale, "max_abs_logit": float(logits.abs().max())}
+    location = (locate(getattr(type(target.model), "logits", type(target.model).forward), r"logit_scale")
+                or locate(type(target.model).forward))
+    # what a stored value that is not CLIP's says: exponentiated already, or another temperature
+    stored = None
+    if own_log is not None and clip_log is not None and name == "clip_model.logit_scale" and abs(own_log - clip_log) > 1e-4:
+        stored = (f"model.logit_scale holds {own_log:.4g} = exp(CLIP's {clip_log:.4g}): stored exponentiated, then "
+                  f"exponentiated again in the forward" if math.isclose(own_log, math.exp(clip_log), rel_tol=1e-3)
+                  else f"model.logit_scale holds {own_log:.4g}, CLIP's is {clip_log:.4g}")
+    problems = []
+    trains = bool(getattr(target.model, "trains_logit_scale", False))
+    if own is not None and own.requires_grad and not trains:
+        problems.append("model.logit_scale requires grad: CLIP's temperature would train (CoOp keeps it frozen; set "
+                        "model.trains_logit_scale = True if that is meant)")
+    if own is not None:
+        evidence.append("model.logit_scale: " + ("trainable, and the model says it trains it" if own.requires_grad and trains
+                                                 else "trainable" if own.requires_grad else "frozen"))
+    if not bool(torch.isfinite(logits).all()):
+        why = stored or f"exp applied twice? exp(exp({log_scale:.3g})) overflows"
+        problems.insert(0, f"the logits are not finite ({int((~torch.isfinite(logits)).sum())} of {logits.numel()} "
+                        f"inf/NaN): {why}")
+        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
+    tol = max(logits_tolerance(logits), FP32_TOL)
+    if float(logits.abs().max()) > scale * (1 + tol):
+        problems.insert(0, f"logits reach {float(logits.abs().max()):.4g}, beyond exp({name}) = {scale:.4g}: "
+                        + (stored or "a cosine is at most 1, so the features are not L2-normalised before the product"))
+    encode_video = getattr(model, "encode_video", None)
+    if callable(encode_video):
+        with torch.no_grad():
+            video = F.normalize(encode_video(x).float(), dim=-1)  # [B, E]
+        text = F.normalize(text_features(target).float(), dim=-1)  # [n_cls, E]
+        cos = video @ text.t()  # [B, n_cls]
+        diff = rel_diff(logits, scale * cos)
+        fitted = float((logits * cos).sum() / cos.pow(2).sum().clamp_min(1e-12))
+        metrics.update(max_rel_diff=float(diff.max()), fitted_scale=fitted)
+        evidence.append(f"exp({name}) x cos(normalised encode_video, normalised text features) vs the logits: "
+                        f"{float(diff.max()):.2e} (relative; tolerance {tol:g}); the logits fit a scale of {fitted:.4g}")
+        if float(diff.max()) > tol and not problems:
+            if math.isclose(fitted, log_scale, rel_tol=0.05):
+                why = f"the scale is applied without its exp (the logits fit {fitted:.4g} = {name} itself)"
+            elif not math.isclose(fitted, scale, rel_tol=0.05):
+                why = stored or f"the logits fit a scale of {fitted:.4g}, not {scale:.4g}"
+            else:
+                why = "the features are not L2-normalised before the product"
+            problems.append(f"logits differ from exp({name}) x cosine by {float(diff.max()):.2e} (relative): {why}")
+    else:
+        evidence.append("the model has no encode_video: only the bound |logit| <= exp(logit_scale) is checked")
+    if problems:
+        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
+    kept = "" if own is None else f"; model.logit_scale {'trained, as the model says' if own.requires_grad else 'frozen'}"
+    fit = (f" (within {metrics['max_rel_diff']:.1e})" if "max_rel_diff" in metrics
+           else f": the bound holds (largest |logit| {float(logits.abs().max()):.4g})")
+    return Outcome(Status.PASS, f"logits = exp({name}) x cosine = {scale:.4g} x cosine{fit}{kept}",
+                   metrics, evidence, location)

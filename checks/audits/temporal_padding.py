@@ -1,0 +1,81 @@
+"""temporal-padding: zero frames appended to a video (with its mask) change none of its logits."""
+from __future__ import annotations
+
+import torch
+
+from ..core import AuditTarget, Outcome, Status, audit
+from ..probe import logits_tolerance, rel_diff, sample_batch, takes_mask, video_copy, video_location
+
+#: Real frames per probe video, zero frames appended, videos.
+FRAMES, PAD, BATCH = 4, 3, 2
+#: Items read per dataset to see whether its videos differ in length (and so get padded).
+MAX_ITEMS = 256
+
+
+def lengths(target: AuditTarget) -> set[int]:
+    """The frame counts of the target's videos (items read from its datasets)."""
+    found = set()
+    for _, ds in target.datasets():
+        for i in range(min(len(ds), MAX_ITEMS)):
+            item = ds[i]
+            features = item[0] if isinstance(item, (tuple, list)) else None
+            if isinstance(features, torch.Tensor) and features.dim() == 2:
+                found.add(int(features.shape[0]))
+    return found
+
+
+@audit(
+    "temporal-padding",
+    title="Zero frames appended with the mask change no logits",
+    problem="videos of different lengths are zero-padded to the longest in a batch; a temporal mean over "
+            "every frame (the mask ignored, or no mask at all) or a max over the padding gives a padded video "
+            "other logits than the same video alone: they depend on its batch-mates' lengths",
+    fix="appending zero frames to every video, with a mask marking them (as videocoop.data.collate_samples "
+        "pads), leaves every video's logits unchanged",
+    remediation="take the mask in forward(features, mask) and aggregate over the real frames only: a masked "
+                "mean (sum of frames x mask / number of real frames), masked_fill(-inf) before a max, "
+                "src_key_padding_mask=~mask in a temporal transformer",
+)
+def temporal_padding(target: AuditTarget) -> Outcome:
+    """Run a batch of videos as is and with zero frames appended (and the mask), compare logits."""
+    model, made = video_copy(target)
+    x, _ = sample_batch(target, batch=BATCH, frames=FRAMES)
+    x[..., 0] = -x[..., 0].abs() - 0.1  # one feature negative in every frame: a max over zero frames shows
+    padded = torch.cat([x, x.new_zeros(BATCH, PAD, x.shape[-1])], dim=1)  # [B, T + PAD, D]
+    mask = torch.arange(FRAMES + PAD)[None, :].expand(BATCH, -1) < FRAMES  # [B, T + PAD]: the real frames
+    masked = takes_mask(model)
+    with torch.no_grad():
+        model.eval()
+        base = model(x)  # [B, n_cls]: a batch nobody padded
+        out = model(padded, mask) if masked else model(padded)
+    diff = rel_diff(out.float(), base.float())  # [B]
+    tol = logits_tolerance(base)
+    call = f"model(features + {PAD} zero frames, mask {list(mask.shape)})" if masked else \
+        f"model(features + {PAD} zero frames) (its forward takes no mask)"
+    evidence = [f"model(features [{BATCH}, {FRAMES}, {x.shape[-1]}]) vs {call}",
+                "frame features with one dimension negative in every frame, so a max over the zero frames shows",
+                *[f"video {b}: logits moved by {float(d):.2e} (relative to the row's largest)" for b, d in enumerate(diff)],
+                f"{made}; tolerance {tol:g}"]
+    metrics = {"videos": BATCH, "frames": FRAMES, "zero_frames": PAD, "takes_mask": masked,
+               "max_rel_diff": float(diff.max()), "tolerance": tol}
+    location = video_location(model, r"mask|mean\(|max\(|sum\(") or video_location(model)
+    worst = int(diff.argmax())
+    if float(diff.max()) <= tol:
+        how = "with the mask" if masked else "without a mask (the model takes none)"
+        return Outcome(Status.PASS, f"{PAD} zero frames appended {how} change no logits (max {float(diff.max()):.1e}, "
+                       f"tolerance {tol:g})", metrics, evidence, location)
+    if masked:
+        return Outcome(Status.FAIL, f"{PAD} zero frames appended, with the mask marking them, moved video {worst}'s "
+                       f"logits by {float(diff.max()):.2e} (relative): the temporal aggregation counts the padding "
+                       f"(the mask ignored, or a max over zero frames)", metrics, evidence, location)
+    seen = lengths(target)
+    metrics["video_lengths"] = sorted(seen)
+    if len(seen) == 1:
+        evidence.append(f"every video read has {seen.pop()} frames: no batch of this data is padded")
+        return Outcome(Status.WARN, f"the model takes no mask and zero frames move its logits ({float(diff.max()):.2e} "
+                       f"relative); harmless while every video has the same number of frames (as here), wrong once "
+                       f"lengths differ", metrics, evidence, location)
+    lens = f"videos of {min(seen)} to {max(seen)} frames" if seen else "videos of unknown lengths"
+    return Outcome(Status.FAIL, f"the model takes no mask, so padded videos are aggregated with their zero frames: "
+                   f"{PAD} appended moved video {worst}'s logits by {float(diff.max()):.2e} (relative); the data has "
+                   f"{lens}", metrics, evidence, location)
