@@ -359,7 +359,9 @@ def raised(e: BaseException, target: AuditTarget) -> Outcome:
                                 f"with inputs such as training gives")
             evidence.append("a finding about the audited code, not a crash of the audit")
             fix = likely_fix(e)
-            who = "the dataset" if any(_source(type(d)) == path for _, d in target.datasets()) else "the model"
+            # the dataset when the frame is one of its methods (a fault file may hold a dataset and a model)
+            who = "the dataset" if any(_source(type(d)) == path and hasattr(type(d), f.name)
+                                       for _, d in target.datasets()) else "the model"
             return Outcome(Status.FAIL, f"{who} raised {type(e).__name__}: {message} at {where} ({f.name}); "
                            f"likely fix: {fix}", {"raised": type(e).__name__}, evidence, where)
     tb = frames[-1]

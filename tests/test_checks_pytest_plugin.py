@@ -83,12 +83,22 @@ def test_warn_passes_with_a_warning_and_skip_skips_with_the_reason(run):
 
 
 def test_an_audit_that_crashes_fails_its_item(run, pytester):
+    # a tokenizer that is not one: the audit itself crashes (ERROR), no finding about the model
+    pytester.makepyfile(crashing="from tests.targets import faults, planted\n\n"
+                                 "def broken_tokenizer():\n    target = planted(faults.clean)\n"
+                                 "    target.tokenizer = lambda texts: 1 / 0\n    return target\n")
+    result = run("--audit-target", "crashing:broken_tokenizer", "--audit-only", "prompt-tokenization")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["prompt-tokenization ERROR: the audit crashed: ZeroDivisionError*",
+                                 "  evidence:", "    raised at *"])
+
+
+def test_a_model_that_raises_on_its_data_fails_its_item_as_a_finding(run, pytester):
     pytester.makepyfile(crashing="from tests.targets import faults, planted\n\n"
                                  "def full_context():\n    return planted(faults.full_context_positions)\n")
     result = run("--audit-target", "crashing:full_context", "--audit-only", "causal-mask")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["causal-mask ERROR: the audit crashed: RuntimeError*",
-                                 "  evidence:", "    raised at *"])
+    result.stdout.fnmatch_lines(["causal-mask FAIL: the model raised RuntimeError*", "  evidence:", "    raised at *"])
 
 
 def test_k_and_deselect_choose_which_audits_run(run, pytester):

@@ -55,4 +55,4 @@ def test_make_test_gpu_runs_the_selftest_on_cuda():
 
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     recipe = makefile.split("\ntest-gpu:", 1)[1].split("\n\n", 1)[0]
-    assert "-m pytest -q -m gpu" in recipe and "-m checks --selftest --device cuda" in recipe
+    assert '-m pytest -q -m "gpu or audit"' in recipe and "-m checks --selftest --device cuda" in recipe

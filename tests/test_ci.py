@@ -37,7 +37,6 @@ def check_flags(tool: str, args: list[str], config: pytest.Config) -> None:
     if tool == "checks":
         from checks.cli import build_parser
 
-        if not any(a.option_strings == ["--selftest"] for a in build_parser()._actions):
         build_parser().parse_args(args)  # an unknown flag raises (a usage error, not an exit)
         return
     parse = {"bench": "bench.__main__", "gpu_check": "bench.gpu_check"}[tool]
