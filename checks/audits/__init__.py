@@ -12,4 +12,5 @@ from . import (  # noqa: F401  (order = report order)
     host_sync,
     checkpoint_roundtrip,
     feature_model_match,
+    extraction_parity,
 )

@@ -126,4 +126,14 @@ AUDITS = {
         "각 특징 폴더의 features.json이 모델의 CLIP 구조와 가중치를 가리키고, 차원이 모델의 임베딩 차원과 같음",
         "특징을 추출한 --clip-model/--pretrained/--clip-checkpoint로 학습하거나(features.json 참고) 특징을 다시 추출하십시오",
     ),
+    "extraction-parity": (
+        "저장된 특징이 원본 프레임에 대한 CLIP 자체의 특징과 같음",
+        "추출기가 CLIP 자체 파이프라인과 다르게 특징을 만듦: BGR로 읽은 프레임(OpenCV 기본값), CLIP 대신 ImageNet "
+        "mean/std, 리사이즈+중앙 크롭 대신 늘린 리사이즈, 다른 타워의 가중치, 기록과 다른 시점의 프레임. 학습은 "
+        "어떤 CLIP 사용자도 계산하지 않을 특징에 맞춰 프롬프트를 배움",
+        "원본 영상에 접근할 수 있는 일부 영상에 대해, 기록된 프레임을 독립적으로(모든 프레임을 순서대로, PyAV) 디코딩하고 "
+        "open_clip의 PIL 전처리와 encode_image(fp32)를 실행해, 저장된 특징과 프레임마다 상대 오차로 비교함",
+        "`videocoop extract`로 다시 추출하십시오(CLIP 자체 전처리, RGB, 모델의 타워). 직접 만든 코드로 추출한다면 "
+        "프레임 하나에 대해 open_clip의 preprocess와 비교하십시오",
+    ),
 }
