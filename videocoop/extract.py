@@ -517,14 +517,18 @@ def _device_for(cfg: ExtractConfig, ranks: Ranks) -> torch.device:
 
 class Progress:
     """Videos done, videos/s and frames/s: a rich bar on a terminal, a plain line every
-    ``every`` seconds otherwise, nothing with ``none``."""
+    ``every`` seconds otherwise (at the end of a chunk, when its videos are all done),
+    nothing with ``none``."""
 
-    def __init__(self, mode: str, total: int, label: str = "extract", every: float = 10.0):
+    def __init__(self, mode: str, total: int, label: str = "extract", every: float = 10.0,
+                 chunks: Sequence[Sequence] = ()):
         # stderr: stdout may be carrying data (predict's CSV)
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
         self.mode, self.total, self.label, self.every = mode, total, label, every
         self.videos = self.frames = 0
+        ends = [len(c) for c in chunks if len(c)]
+        self._ends = {sum(ends[:i + 1]) for i in range(len(ends))}  # videos done when a chunk is
         self._t0 = self._last = time.perf_counter()
         self._bar = self._task = None
         if mode == "rich" and total:
@@ -549,7 +553,8 @@ class Progress:
         vps, fps = self.rates()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.videos, rate=f"{vps:.1f} videos/s  {fps:.0f} frames/s")
-        elif self.mode == "plain" and (time.perf_counter() - self._last >= self.every or self.videos == self.total):
+        elif self.mode == "plain" and (self.videos == self.total or (
+                time.perf_counter() - self._last >= self.every and (not self._ends or self.videos in self._ends))):
             self._last = time.perf_counter()
             print(f"{self.label}: {self.videos}/{self.total} videos, {vps:.1f} videos/s, {fps:.0f} frames/s, "
                   f"{time.perf_counter() - self._t0:.0f} s", file=sys.stderr, flush=True)
@@ -650,7 +655,7 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
     count = sum(len(c) for c in todo)
     summary = ExtractSummary(str(out), skipped=mine - count)
     progress = Progress(cfg.progress if ranks.rank == 0 else "none", count,
-                        "extract" if ranks.world == 1 else f"extract (rank 0 of {ranks.world})")
+                        "extract" if ranks.world == 1 else f"extract (rank 0 of {ranks.world})", chunks=todo)
     t0 = time.perf_counter()
     try:
         for result in extractor.run(todo):

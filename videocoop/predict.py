@@ -242,10 +242,11 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
                               _run_sampling(cfg, num_frames, fps), Preprocess.from_model(clip_model), dev,
                               precision, batch_size,
                               default_workers() if num_workers is None else num_workers)
-        bar = Progress(progress, len(entries), "predict")
+        chunks = chunked(entries, extractor.videos_per_chunk())
+        bar = Progress(progress, len(entries), "predict", chunks=chunks)
         items = []
         try:
-            for result in extractor.run(chunked(entries, extractor.videos_per_chunk())):
+            for result in extractor.run(chunks):
                 if isinstance(result, Failed):
                     out.failures.append({"source": result.entry.rel, "error": result.error})
                     bar.advance(0)
