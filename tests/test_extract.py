@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import faults
 from videocoop.cli import main
 from videocoop.clip import TINY_MODEL
 from videocoop.data import FeatureDataset, frame_indices, load_feature_file, read_feature_info

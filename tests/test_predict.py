@@ -1,6 +1,5 @@
 """videocoop predict: a trained run on feature folders and on videos, labelled or not."""
 import csv
-import io
 import json
 import shutil
 

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from .clip import load_clip, weights_id
 from .data import CLASSNAMES_FILE, INFO_FILE, read_json_object, write_feature_info
 from .errors import VideoCoopError
-from .video import Preprocess, Sampling, VideoDecodeError, decoder_info, is_video_file, read_frames
+from .video import VIDEO_SUFFIXES, Preprocess, Sampling, VideoDecodeError, decoder_info, is_video_file, read_frames
 
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = ("float16", "float32")
@@ -168,7 +168,7 @@ def find_videos(videos: str | os.PathLike | None = None, manifest: str | os.Path
         root = Path(videos)
         entries = _from_tree(root, labelled)
     if not entries:
-        raise VideoCoopError(f"no video files ({' '.join(s for s in _suffix_list())}) under {root}")
+        raise VideoCoopError(f"no video files ({' '.join(VIDEO_SUFFIXES)}) under {root}")
     seen: dict[tuple[str, str], VideoEntry] = {}
     for e in entries:
         key = (e.split, e.out)
@@ -177,12 +177,6 @@ def find_videos(videos: str | os.PathLike | None = None, manifest: str | os.Path
                                  f"rename one of them")
         seen[key] = e
     return root.resolve(), sorted(entries, key=lambda e: (e.split, e.out))
-
-
-def _suffix_list() -> Sequence[str]:
-    from .video import VIDEO_SUFFIXES
-
-    return VIDEO_SUFFIXES
 
 
 def _from_tree(root: Path, labelled: bool) -> list[VideoEntry]:
