@@ -343,7 +343,9 @@ class Extractor:
             "dim": self.dim,
             "source": SOURCE,
             "sampling": self.sampling.to_dict(),
-            "preprocess": {**self.preprocess.to_dict(), "implementation": "torchvision tensor resize (antialiased) on the device"},
+            "preprocess": {**self.preprocess.to_dict(), "implementation": (
+                "torchvision uint8 antialiased resize (cpu)" if self.device.type == "cpu"
+                else f"torchvision antialiased resize, two float passes rounded to uint8 ({self.device.type})")},
             "precision": self.precision,
             "decoder": decoder_info(),
         }
@@ -588,7 +590,7 @@ def _settings(extractor: Extractor, cfg: ExtractConfig, source_root: Path) -> di
     info = extractor.info()
     return {
         "clip_model": info["clip_model"], "weights": info["weights"], "sampling": info["sampling"],
-        "preprocess": info["preprocess"], "precision": info["precision"], "dtype": cfg.dtype,
+        "preprocess": extractor.preprocess.to_dict(), "precision": info["precision"], "dtype": cfg.dtype,
         "source_root": str(source_root), "manifest": str(Path(cfg.manifest).resolve()) if cfg.manifest else None,
         "packed": cfg.packed,
     }

@@ -4,8 +4,8 @@ Each class is a visually distinct pattern of colour and motion: a coloured shape
 slides, rises, spins or pulses over a noisy background. Every video draws its own
 start, speed, size, colour shade and pixel noise from the seed, so no two are alike but
 a class stays recognisable. The files are encoded with the decoding library itself
-(PyAV, H.264 by default), each written to a temporary name and renamed, so a stopped
-run leaves no half-written video.
+(PyAV, H.264 by default, one encoder thread so the bytes are the same on every run),
+each written to a temporary name and renamed, so a stopped run leaves no half-written video.
 """
 from __future__ import annotations
 
@@ -51,12 +51,14 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop:
     fmt, codec = FORMATS[path.suffix]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with av.open(str(tmp), "w", format=fmt) as container:
+    with av.open(str(tmp), "w", format=fmt, options={"fflags": "+bitexact"}) as container:  # no random ids, no dates
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.codec_context.gop_size = gop
+        stream.codec_context.thread_count = 1  # encoders' threads make the bytes differ from run to run
         if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast", "bf": "2"}  # B-frames: decode order != display order
+            # B-frames: decode order != display order, as in real videos
+            stream.options = {"crf": "18", "preset": "veryfast", "bf": "2", "threads": "1"}
         for picture in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
                 container.mux(packet)
