@@ -198,3 +198,18 @@ def test_preprocess_reads_the_models_config(tiny_clip):
     assert d["crop"] == "center" and d["channels"] == "RGB" and d["size"] == [32, 32]
     with pytest.raises(VideoCoopError, match="supported: shortest, squash"):
         Preprocess((32, 32), (0.5,) * 3, (0.5,) * 3, resize_mode="longest")
+
+
+def test_synthetic_videos_are_the_same_bytes_on_every_run(tmp_path):
+    from videocoop.synth_videos import synthesize_videos
+
+    for run in ("a", "b"):
+        for suffix in (".mp4", ".webm"):
+            synthesize_videos(tmp_path / run / suffix[1:], n_classes=2, train_per_class=1, val_per_class=1, frames=4,
+                              width=32, height=32, suffix=suffix)
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in sorted((tmp_path / "a").rglob("*.*"))}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in sorted((tmp_path / "b").rglob("*.*"))}
+    assert len(a) == 8 and a == b
+    means = {p.parent.name: read_frames(tmp_path / "a" / p, Sampling(2)).frames.float().mean(dim=(0, 1, 2))
+             for p in a if p.suffix == ".mp4"}
+    assert int(means["red_slide"].argmax()) == 0 and int(means["green_rise"].argmax()) == 1  # the classes' colours
