@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         for i in range(args.videos):
             _, colour, motion = PATTERNS[i % len(PATTERNS)]
             paths.append(encode_video(Path(tmp) / f"v{i:03d}.mp4", pattern_frames(motion, colour, args.frames, height, width, rng),
-                                      fps=25, gop=args.gop))
+                                      fps=25, gop=args.gop, codec="libx264"))
         reference = [_pyav_plain(path, args.keep) for path in paths]
         for name, (dist, fn, order) in DECODERS.items():
             try:

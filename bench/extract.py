@@ -55,7 +55,7 @@ def make_videos(root: Path, n: int, frames: int, width: int, height: int) -> Pat
     rng = np.random.default_rng(0)
     for i in range(n):
         name, colour, motion = PATTERNS[i % len(PATTERNS)]
-        encode_video(root / name / f"v{i:03d}.mp4", pattern_frames(motion, colour, frames, height, width, rng), fps=25, gop=12)
+        encode_video(root / name / f"v{i:03d}.mp4", pattern_frames(motion, colour, frames, height, width, rng), fps=25, gop=12, codec="libx264")
     return root
 
 

@@ -25,8 +25,8 @@ def _pixels(frames=13, height=48, width=64, seed=0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    """One short video per container/codec (H.264 with B-frames, MPEG-4 Part 2 in AVI, VP9 in WebM, H.264 in MKV),
-    a keyframe every 4 frames."""
+    """One short video per container/codec (MPEG-4 Part 2 with B-frames in MP4 and AVI, VP9 in WebM, H.264 with
+    B-frames in MKV), a keyframe every 4 frames."""
     root = tmp_path_factory.mktemp("videos")
     return {suffix: encode_video(root / f"v{suffix}", _pixels(), fps=8) for suffix in (".mp4", ".avi", ".webm", ".mkv")}
 

@@ -4,13 +4,14 @@ Each class is a visually distinct pattern of colour and motion: a coloured shape
 slides, rises, spins or pulses over a noisy background. Every video draws its own
 start, speed, size, colour shade and pixel noise from the seed, so no two are alike but
 a class stays recognisable. The files are encoded with the decoding library itself
-(PyAV, H.264 by default, one encoder thread so the bytes are the same on every run),
+(PyAV; MPEG-4 with B-frames by default, whose bytes are the same on every run),
 each written to a temporary name and renamed, so a stopped run leaves no half-written video.
 """
 from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,27 +29,33 @@ PATTERNS = (
     ("magenta_bounce", (210, 50, 200), "bounce"),
     ("cyan_zigzag", (40, 210, 220), "zigzag"),
 )
-#: Container and codec per file suffix (every one encodes with PyAV's bundled FFmpeg).
-FORMATS = {".mp4": ("mp4", "libx264"), ".avi": ("avi", "mpeg4"), ".mkv": ("matroska", "libx264"),
+#: Container and codec per file suffix (every one encodes with PyAV's bundled FFmpeg). MPEG-4
+#: Part 2 and VP9 give the same bytes on every run; libx264 does not (measured: a third of
+#: the files differ between two runs on a busy machine, even with one thread), so H.264
+#: is the .mkv choice, for tests that need it, and not the default.
+FORMATS = {".mp4": ("mp4", "mpeg4"), ".avi": ("avi", "mpeg4"), ".mkv": ("matroska", "libx264"),
            ".webm": ("webm", "libvpx-vp9")}
 
 
-def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop: int = 4) -> Path:
-    """Encode uint8 RGB frames ``[T, H, W, 3]`` (even H and W) into ``path``, atomically.
+def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop: int = 4, codec: str | None = None) -> Path:
+    """Encode uint8 RGB frames ``[T, H, W, 3]`` (H a multiple of 4, W even) into ``path``, atomically.
 
     Args:
         path: the file; its suffix picks container and codec (:data:`FORMATS`).
         frames: the pictures.
         fps: frames per second.
         gop: a keyframe every ``gop`` frames (short, so that seeking has keyframes to land on).
+        codec: another encoder than the suffix's (e.g. ``libx264`` in an .mp4).
     """
     path = Path(path)
     if path.suffix not in FORMATS:
         raise VideoCoopError(f"cannot write {path}: suffix {path.suffix!r}; choose one of {', '.join(FORMATS)}")
     T, H, W, C = frames.shape
-    if C != 3 or H % 2 or W % 2 or frames.dtype != np.uint8:
-        raise VideoCoopError(f"frames must be uint8 [T, H, W, 3] with even H and W, got {frames.dtype} {list(frames.shape)}")
-    fmt, codec = FORMATS[path.suffix]
+    if C != 3 or H % 4 or W % 2 or frames.dtype != np.uint8:
+        raise VideoCoopError(f"frames must be uint8 [T, H, W, 3], H a multiple of 4 and W even, got {frames.dtype} "
+                             f"{list(frames.shape)}")
+    fmt, default = FORMATS[path.suffix]
+    codec = codec or default
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with av.open(str(tmp), "w", format=fmt, options={"fflags": "+bitexact"}) as container:  # no random ids, no dates
@@ -56,16 +63,35 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop:
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.thread_count = 1  # encoders' threads make the bytes differ from run to run
+        # B-frames (decode order != display order, as in real videos) in every codec but VP9
         if codec == "libx264":
-            # B-frames: decode order != display order, as in real videos
             stream.options = {"crf": "18", "preset": "veryfast", "bf": "2", "threads": "1"}
-        for picture in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+        elif codec == "mpeg4":
+            stream.codec_context.bit_rate = 4_000_000  # small pictures: near-lossless
+            stream.options = {"bf": "2"}
+        for t, picture in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(_yuv420p(picture), format="yuv420p")
+            frame.pts, frame.time_base = t, Fraction(1, fps)  # explicit: the encoder's rate control reads them
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     os.replace(tmp, path)
     return path
+
+
+def _yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """RGB ``[H, W, 3]`` -> planar YUV 4:2:0 ``[3H/2, W]`` (BT.601, limited range, what decoders
+    assume for untagged video), in numpy: FFmpeg's converter, fed RGB under load, gave other
+    bytes from run to run."""
+    H, W, _ = rgb.shape
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 16 + 0.2568 * r + 0.5041 * g + 0.0979 * b
+    u = 128 - 0.1482 * r - 0.2910 * g + 0.4392 * b
+    v = 128 + 0.4392 * r - 0.3678 * g - 0.0714 * b
+    u, v = (c.reshape(H // 2, 2, W // 2, 2).mean(axis=(1, 3)) for c in (u, v))  # [H/2, W/2]: 2x2 chroma
+    planes = [np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v)]
+    return np.concatenate([planes[0], planes[1].reshape(H // 4, W), planes[2].reshape(H // 4, W)])
 
 
 def pattern_frames(motion: str, colour: Sequence[int], frames: int, height: int, width: int,
@@ -133,7 +159,7 @@ def synthesize_videos(
             is touched.
         n_classes: how many of :data:`PATTERNS` (at most their number).
         train_per_class, val_per_class: videos per class in each split (0 skips a split).
-        frames, width, height, fps: each video's length and size (even width and height).
+        frames, width, height, fps: each video's length and size (even width, height a multiple of 4).
         suffix: container and codec (:data:`FORMATS`).
         seed: every random draw (the same files on every run).
 
@@ -148,8 +174,8 @@ def synthesize_videos(
             raise VideoCoopError(f"{key} must be >= 0, got {value}")
     if frames < 1 or fps < 1:
         raise VideoCoopError(f"frames and fps must be >= 1, got frames={frames}, fps={fps}")
-    if width < 16 or height < 16 or width % 2 or height % 2:
-        raise VideoCoopError(f"width and height must be even and >= 16, got {width}x{height}")
+    if width < 16 or height < 16 or width % 2 or height % 4:
+        raise VideoCoopError(f"width must be even, height a multiple of 4, both >= 16; got {width}x{height}")
     if suffix not in FORMATS:
         raise VideoCoopError(f"unknown video suffix {suffix!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out_dir)
