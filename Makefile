@@ -12,7 +12,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 # one test per audit), on the CPU and on CUDA.
 AUDITS := --audit-target tests.targets:coop_clean
 
-.PHONY: install verify train test test-gpu gpu-check bench clean
+.PHONY: install verify train demo test test-gpu gpu-check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ train: $(STAMP)
 	$(BIN)/videocoop train --feature-dir data/synth/train --val-feature-dir data/synth/val \
 		--initial-prompts-file data/synth/custom_prompts.json --epochs 20 \
 		--output-dir output/synth $(ARGS)
+
+## From video files to predictions, no data needed: synthetic videos -> extract (random
+## ViT-B-32) -> verify (extraction-parity included) -> train -> predict on the val videos.
+DEMO       := data/demo
+DEMO_TRAIN := --epochs 20 --n-ctx 4 --csc --batch-size 16 --lr 0.005
+demo: $(STAMP)
+	$(BIN)/videocoop synth-videos --out $(DEMO)/videos
+	$(BIN)/videocoop extract --videos $(DEMO)/videos --out $(DEMO)/features --clip-model ViT-B-32
+	$(BIN)/python -m checks --feature-dir $(DEMO)/features/train --val-feature-dir $(DEMO)/features/val \
+		$(DEMO_TRAIN) --report output/demo/verification.md
+	$(BIN)/videocoop train --feature-dir $(DEMO)/features/train --val-feature-dir $(DEMO)/features/val \
+		$(DEMO_TRAIN) --output-dir output/demo $(ARGS)
+	$(BIN)/videocoop predict --run output/demo --videos $(DEMO)/videos/val --out output/demo/predictions.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(AUDITS) --audit-device cpu $(ARGS)

@@ -119,6 +119,15 @@ def render(results: dict, console: Console) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["extract"]:  # python -m bench extract: the video-to-features pipeline (bench/extract.py)
+        from bench.extract import main as extract_main
+
+        return extract_main(argv[1:])
+    if argv[:1] == ["decoders"]:  # python -m bench decoders: the PyPI video decoders side by side
+        from bench.decoders import main as decoders_main
+
+        return decoders_main(argv[1:])
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

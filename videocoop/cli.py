@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import inspect
 import json
+import os
 import sys
 import warnings
 from enum import IntEnum
@@ -265,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "shot draw) unless --split-seed fixes the draw. Every train flag applies to every "
                                        "run; with --base-classes the table reports base, novel and HM.")
     _add_sweep_arguments(sweep)
-    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev, "sweep": sweep}
+    parser.subcommands = {"train": train, "synth": synth, "pack": pack, "plot": plot, "eval": ev, "sweep": sweep,
+                          **_add_video_commands(sub)}
     return parser
 
 
@@ -369,6 +371,8 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
             for path in plot_run(args.out):
                 print(f"wrote {path}")
+        elif args.command in _VIDEO_COMMANDS:
+            return _VIDEO_COMMANDS[args.command](args)
         elif args.command == "pack":
             from .packed import pack
 
@@ -418,3 +422,132 @@ def _peer_failed(e: RuntimeError) -> bool:
 
     words = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted")
     return world_from_env().distributed and (isinstance(e, dist.DistError) or any(w in str(e) for w in words))
+
+
+# --------------------------------------------------------------------------- videos: extract, predict, synth-videos
+
+
+def _add_clip_source_arguments(parser: argparse.ArgumentParser, d) -> None:
+    parser.add_argument("--clip-model", default=d.clip_model, help=f"open_clip model name (default {d.clip_model})")
+    parser.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
+    parser.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
+    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+
+
+def _add_decode_arguments(parser: argparse.ArgumentParser, d, sampling_default: str) -> None:
+    from .extract import PROGRESS as EXTRACT_PROGRESS
+
+    sampling = parser.add_mutually_exclusive_group()
+    sampling.add_argument("--num-frames", type=int, default=None,
+                          help=f"the middle frame of N equal segments (the loader's evaluation sampling; {sampling_default})")
+    sampling.add_argument("--fps", type=float, default=None, help="every frame at F frames per second instead (variable T)")
+    parser.add_argument("--device", default=d.device, help=f"auto (CUDA when present) | cpu | cuda | cuda:N (default {d.device})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per image-tower forward (default {d.batch_size})")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers,
+                        help="decoding processes (default min(4, CPUs - 1); 0: decode in the main process)")
+    parser.add_argument("--progress", choices=EXTRACT_PROGRESS, default=d.progress,
+                        help="a rich bar on a terminal, plain lines otherwise (default auto)")
+
+
+def _add_video_commands(sub) -> dict[str, argparse.ArgumentParser]:
+    from .extract import DTYPES as EXTRACT_DTYPES, EXTRACT_PRECISIONS, ExtractConfig
+    from .predict import OUTPUT_FORMATS
+    from .synth_videos import FORMATS, PATTERNS, synthesize_videos
+
+    d = ExtractConfig()
+    ex = sub.add_parser("extract", help="videos to CLIP frame features (the folder train reads)",
+                        description="Decode videos, sample frames, apply CLIP's own preprocessing and image tower, and "
+                                    "write one [T, D] feature file per video with features.json and classnames.txt. "
+                                    "Under torchrun, each rank takes its share of the videos.")
+    ex.add_argument("--videos", metavar="SRC", help="SRC[/<split>...]/<class>/<video>: the class is the folder holding "
+                                                    "the video; folders above it are splits, kept under DST")
+    ex.add_argument("--out", metavar="DST", required=True, help="the feature folder(s) to write")
+    ex.add_argument("--manifest", metavar="CSV", help="path,label rows instead of class folders (paths relative to "
+                                                      "SRC, else to the CSV's folder)")
+    _add_clip_source_arguments(ex, d)
+    _add_decode_arguments(ex, d, f"default {d.num_frames}")
+    ex.add_argument("--precision", choices=EXTRACT_PRECISIONS, default=d.precision,
+                    help="the image tower's precision; auto: fp16 on CUDA, fp32 elsewhere")
+    ex.add_argument("--dtype", choices=EXTRACT_DTYPES, default=d.dtype, help=f"storage (default {d.dtype})")
+    ex.add_argument("--packed", action="store_true", help="also pack each split into DST/<split> (per-file features "
+                                                          "under DST/per-file)")
+    ex.add_argument("--overwrite", action="store_true", help="redo videos already done; replace a run with other settings")
+
+    pr = sub.add_parser("predict", help="a trained run's top-k classes for videos or feature files",
+                        description="Apply a trained run to a folder of videos (extracted on the fly with the run's CLIP "
+                                    "and sampling) or of feature files; one row per video. Labels are not needed.")
+    pr.add_argument("--run", required=True, metavar="OUT", help="the --output-dir of a videocoop train run")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", metavar="SRC", help="video files, in any folder layout")
+    src.add_argument("--features", metavar="DIR", help="feature files (a feature folder, flat folder or packed split)")
+    pr.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
+    pr.add_argument("--out", metavar="FILE", help=f"{' or '.join(OUTPUT_FORMATS)} (default: CSV on stdout)")
+    _add_decode_arguments(pr, d, "default: as the run's training features")
+
+    sv = sub.add_parser("synth-videos", help="write small synthetic video files of a few classes",
+                        description="Write OUT/{train,val}/<class>/*.mp4: each class a distinct colour and motion over "
+                                    "noise, encoded with PyAV; a start for extract, train and predict without data.")
+    defaults = {k: p.default for k, p in inspect.signature(synthesize_videos).parameters.items()}
+    sv.add_argument("--out", required=True, help="the root of the video tree")
+    sv.add_argument("--n-classes", type=int, default=defaults["n_classes"],
+                    help=f"1..{len(PATTERNS)} (default {defaults['n_classes']})")
+    for name in ("train_per_class", "val_per_class", "frames", "width", "height", "fps", "seed"):
+        sv.add_argument(_flag(name), type=int, default=defaults[name], help=f"default {defaults[name]}")
+    sv.add_argument("--format", choices=sorted(FORMATS), default=defaults["suffix"], help=f"default {defaults['suffix']}")
+    return {"extract": ex, "predict": pr, "synth-videos": sv}
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from .extract import ExtractConfig, extract
+
+    names = {f.name for f in dataclasses.fields(ExtractConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if values.get("num_frames") is None and values.get("fps") is None:
+        values.pop("num_frames")  # the default
+    else:
+        values["num_frames"] = values.get("num_frames") if values.get("fps") is None else None
+    try:
+        summary = extract(ExtractConfig.from_dict(values))
+    except KeyboardInterrupt:
+        print("videocoop: interrupted; the videos written so far are kept: rerun the same command to continue",
+              file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary.line())
+    return ExitCode.FAILED if summary.failed else ExitCode.OK
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .predict import predict, to_csv, write_predictions
+
+    if args.out:  # a bad suffix is a usage error before anything is loaded
+        from .predict import OUTPUT_FORMATS
+
+        if os.path.splitext(args.out)[1] not in OUTPUT_FORMATS:
+            raise VideoCoopError(f"--out {args.out}: the suffix must be one of {', '.join(OUTPUT_FORMATS)}")
+    preds = predict(args.run, videos=args.videos, features=args.features, top_k=args.top_k, device=args.device,
+                    num_frames=args.num_frames, fps=args.fps, batch_size=args.batch_size, num_workers=args.num_workers,
+                    progress=args.progress)
+    if args.out:
+        write_predictions(preds, args.out)
+        print(f"{preds.line()}; wrote {args.out}")
+    else:
+        sys.stdout.write(to_csv(preds))
+        print(preds.line(), file=sys.stderr)
+    for f in preds.failures:
+        print(f"videocoop: could not decode {f['source']}: {f['error']}", file=sys.stderr)
+    return ExitCode.FAILED if preds.failures else ExitCode.OK
+
+
+def _run_synth_videos(args: argparse.Namespace) -> int:
+    from .synth_videos import synthesize_videos
+
+    result = synthesize_videos(args.out, n_classes=args.n_classes, train_per_class=args.train_per_class,
+                               val_per_class=args.val_per_class, frames=args.frames, width=args.width,
+                               height=args.height, fps=args.fps, suffix=args.format, seed=args.seed)
+    print(f"wrote {result['videos']} videos of {len(result['classnames'])} classes ({', '.join(result['classnames'])}) "
+          f"to {args.out}: train/ and val/")
+    return ExitCode.OK
+
+
+_VIDEO_COMMANDS = {"extract": _run_extract, "predict": _run_predict, "synth-videos": _run_synth_videos}

@@ -17,4 +17,5 @@ from . import (  # noqa: F401  (order = report order)
     class_order,
     logit_scale,
     optimizer_step,
+    extraction_parity,
 )

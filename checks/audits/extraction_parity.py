@@ -1,0 +1,198 @@
+"""extraction-parity: the stored frame features are what CLIP computes from the frames they name."""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import av
+import torch
+from open_clip import get_model_preprocess_cfg
+from open_clip.transform import PreprocessCfg, image_transform_v2
+
+from videocoop.data import frame_indices
+
+from ..core import AuditTarget, Outcome, Skip, Status, audit
+from ..probe import locate, relpath
+
+#: FAIL: some frame's stored features differ from CLIP's by more than this, relative to
+#: their norm (||stored - clip|| / ||clip||), by the image tower's precision recorded in
+#: features.json. Measured on random ViT-B-32 (docs/studies/extraction_parity.md): honest
+#: extraction 9e-5 to 2.3e-4 with an fp32 tower, 1.2e-3 with fp16 (CUDA's default); the
+#: lightest faults 7e-3 (bilinear resize) and 1.6e-2 (ImageNet mean/std), the others 0.2
+#: and more. 3e-3 sits between fp16's honest error and the lightest fault with a factor
+#: of 2.3 to 2.6 each side (13 above fp32's).
+REL_ERR_FAIL = 3e-3
+#: bf16 keeps 8 significant bits: an honest bf16 tower is 9.5e-3 from CLIP's fp32 features,
+#: as far as the lightest faults; its line keeps the same factor of 3 above its own noise,
+#: so it still catches BGR, stretching, another tower and frames at other times (0.2-1.5),
+#: not bilinear or ImageNet mean/std (the evidence says so).
+REL_ERR_FAIL_BF16 = 3e-2
+#: Videos compared per split (spread over the split's files): each costs a full decode and
+#: one image-tower forward per kept frame.
+VIDEOS_PER_SPLIT = 2
+
+
+def _spread(n: int, k: int) -> list[int]:
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def _decode(path: Path, sampling: dict) -> tuple[list[int], list, int]:
+    """Decode every frame in order (no seeking), choose the frames the sampling names,
+    return ``(indices, PIL images, frame count)``."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times = [f.time for f in container.decode(stream)]
+        if not times or any(t is None for t in times):
+            raise ValueError(f"{path}: no frames, or frames without timestamps")
+        times = [t - times[0] for t in times]
+        if sampling.get("method") == "segment-middle":
+            wanted = frame_indices(len(times), int(sampling["num_frames"]), train=False).tolist()
+        elif sampling.get("method") == "fps":
+            wanted = _on_screen(times, float(sampling["fps"]))
+        else:
+            raise ValueError(f"unknown sampling {sampling!r}")
+        container.seek(0)
+        images = {}
+        for n, frame in enumerate(container.decode(stream)):
+            if n in wanted:
+                images[n] = frame.to_image()  # PIL, RGB
+            if n >= max(wanted):
+                break
+    return wanted, [images[i] for i in wanted], len(times)
+
+
+def _on_screen(times: list[float], fps: float) -> list[int]:
+    """The frame showing at each of 0, 1/fps, ... before the end (last start + median gap)."""
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    end = times[-1] + (gaps[len(gaps) // 2] if gaps else 0.0)
+    out, k = [], 0
+    while k == 0 or k / fps < end - 1e-9:
+        out.append(max(i for i, t in enumerate(times) if t <= k / fps + 1e-9))
+        k += 1
+    return out
+
+
+def _reference_tower(clip):
+    """The image tower in fp32 (a copy when the model's weights are half precision)."""
+    if all(p.dtype == torch.float32 for p in clip.visual.parameters()):
+        return clip
+    return copy.deepcopy(clip).float()
+
+
+@audit(
+    "extraction-parity",
+    title="Stored features equal CLIP's own on the source frames",
+    problem="the extractor made the features differently from CLIP's own pipeline: frames read as BGR (OpenCV's "
+            "default), ImageNet mean/std instead of CLIP's, a stretched resize instead of resize + centre crop, "
+            "another tower's weights, frames taken at other times than recorded; training then learns prompts "
+            "for features no CLIP user will ever compute",
+    fix="for a sample of videos whose sources are reachable, decodes the recorded frames independently (every "
+        "frame in order, PyAV), runs open_clip's own PIL preprocess and encode_image (fp32), and compares with "
+        "the stored features frame by frame by relative error",
+    remediation="re-extract with `videocoop extract` (CLIP's own preprocessing, RGB, the model's tower); if you "
+                "extract with your own code, compare it with open_clip's preprocess on one frame",
+)
+def extraction_parity(target: AuditTarget) -> Outcome:
+    """Stored features of a few videos per split against open_clip's preprocess + encode_image."""
+    clip = target.clip_model
+    if clip is None or not hasattr(clip, "encode_image"):
+        raise Skip("the target gives no CLIP model with an image tower: return AuditTarget(..., clip_model=...) to run it")
+    named = [(split, ds, getattr(ds, "info", None) or {}) for split, ds in target.datasets()]
+    if not named:
+        raise Skip("no dataset to compare")
+    sourced = [(split, ds, info) for split, ds, info in named if info.get("source_root") and info.get("sampling")]
+    if not sourced:
+        raise Skip("features.json names no source videos (source_root, sampling): the features were not made by "
+                   "`videocoop extract`, so there is nothing to decode and compare")
+    tower = _reference_tower(clip)
+    device = next(tower.visual.parameters()).device
+    cfg = get_model_preprocess_cfg(clip)
+    pil = image_transform_v2(PreprocessCfg(**{k: v for k, v in cfg.items() if k in PreprocessCfg.__dataclass_fields__}),
+                             is_train=False)
+    evidence = [f"reference: open_clip PIL preprocess ({cfg.get('resize_mode', 'shortest')} resize to "
+                f"{cfg.get('size')}, {cfg.get('interpolation', 'bicubic')}, mean {tuple(round(m, 4) for m in cfg['mean'])}) "
+                f"+ encode_image in fp32"]
+    limits = {}
+    for split, _, info in sourced:
+        limits[split] = REL_ERR_FAIL_BF16 if info.get("precision") == "bf16" else REL_ERR_FAIL
+        evidence.append(f"{split}: extracted with a {info.get('precision', 'unrecorded')} tower; FAIL above relative "
+                        f"error {limits[split]:g}" + (" (bf16's own error is 1e-2: a bilinear resize or ImageNet "
+                                                      "mean/std cannot be told from it)" if info.get("precision") == "bf16"
+                                                      else ""))
+    problems, errors, cosines, compared, frames, unreachable, unrecorded = [], [], [], 0, 0, [], 0
+    for split, ds, info in sourced:
+        files = list(getattr(ds, "files", []))
+        root = Path(info["source_root"])
+        for i in _spread(len(files), VIDEOS_PER_SPLIT):
+            path = Path(files[i][0])
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001: a missing per-file source of a packed split, a foreign file
+                unrecorded += 1
+                evidence.append(f"{split}: cannot read {relpath(str(path))} ({type(e).__name__}); not compared")
+                continue
+            if not isinstance(payload, dict) or "source" not in payload:
+                unrecorded += 1
+                evidence.append(f"{split}: {relpath(str(path))} records no source video; not compared")
+                continue
+            source = root / payload["source"]
+            if not source.is_file():
+                unreachable.append(str(source))
+                continue
+            try:
+                wanted, images, length = _decode(source, info["sampling"])
+            except (av.FFmpegError, OSError, ValueError, IndexError) as e:
+                problems.append(f"{payload['source']}: has features but does not decode ({type(e).__name__}: {e})")
+                continue
+            recorded = list(payload.get("frame_indices", []))
+            stored = payload["features"].float()  # [T, D]
+            if recorded != wanted:
+                problems.append(f"{payload['source']}: frames {recorded} recorded, the sampling in features.json "
+                                f"({info['sampling']}) gives {wanted} of {length}")
+            if stored.shape[0] != len(wanted):
+                problems.append(f"{payload['source']}: {stored.shape[0]} stored frames, the sampling gives {len(wanted)}")
+                continue
+            pixels = torch.stack([pil(im) for im in images]).to(device)  # [T, 3, h, w]
+            with torch.no_grad():
+                ref = tower.encode_image(pixels).float().cpu()  # [T, D]
+            if ref.shape != stored.shape:
+                problems.append(f"{payload['source']}: stored features {list(stored.shape)}, CLIP gives {list(ref.shape)}")
+                continue
+            rel = ((stored - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12))  # [T]
+            cos = torch.nn.functional.cosine_similarity(stored, ref, dim=-1)  # [T]
+            errors.extend(rel.tolist())
+            cosines.extend(cos.tolist())
+            compared += 1
+            frames += len(wanted)
+            worst = int(rel.argmax())
+            evidence.append(f"{split}: {payload['source']} ({length} frames, kept {wanted}): relative error max "
+                            f"{float(rel.max()):.2e} (frame {wanted[worst]}), median {float(rel.median()):.2e}; "
+                            f"cosine min {float(cos.min()):.6f}")
+            if float(rel.max()) > limits[split]:
+                problems.append(f"{payload['source']} frame {wanted[worst]}: stored features differ from CLIP's by "
+                                f"{float(rel.max()):.2e} (relative)")
+    if unreachable:
+        evidence.append(f"{len(unreachable)} sampled source video(s) not reachable, e.g. {unreachable[0]}")
+    if compared == 0 and not problems:
+        if unreachable:
+            raise Skip(f"the source videos are not reachable (e.g. {unreachable[0]}): moved, or on another machine; "
+                       f"features.json's source_root is {sourced[0][2]['source_root']}")
+        raise Skip("no sampled feature file records its source video")
+    worst = max(errors) if errors else math.nan
+    metrics = {"videos": compared, "frames": frames, "max_rel_err": worst, "threshold": max(limits.values()),
+               "min_cosine": min(cosines) if cosines else math.nan,
+               "unreachable": len(unreachable), "unrecorded": unrecorded}
+    made_by = {info.get("source") for _, _, info in sourced}
+    if made_by == {"videocoop extract"}:
+        from videocoop.extract import Extractor
+
+        location = locate(Extractor._encode_chunk, r"resize_crop|encode\(")
+    else:
+        location = locate(type(sourced[0][1]))
+    if problems:
+        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence + problems, location)
+    return Outcome(Status.PASS, f"{frames} frames of {compared} video(s) equal CLIP's own features (max relative error "
+                   f"{worst:.1e}, FAIL above {max(limits.values()):g})", metrics, evidence, location)

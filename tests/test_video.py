@@ -1,0 +1,215 @@
+"""Decoding (seeking equals the plain decode), sampling, CLIP preprocessing on tensors vs open_clip's PIL."""
+import functools
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from videocoop.data import frame_indices
+from videocoop.errors import VideoCoopError
+from videocoop.synth_videos import encode_video, pattern_frames
+from videocoop.video import Preprocess, Sampling, VideoDecodeError, fps_indices, read_frames
+
+SAMPLINGS = [Sampling(4), Sampling(13), Sampling(20), Sampling(1), Sampling(num_frames=None, fps=3.0),
+             Sampling(num_frames=None, fps=16.0)]
+
+
+@functools.lru_cache(maxsize=None)
+def _pixels(frames=13, height=48, width=64, seed=0) -> np.ndarray:
+    return pattern_frames("spin", (50, 80, 230), frames, height, width, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """One short video per container/codec (MPEG-4 Part 2 with B-frames in MP4 and AVI, VP9 in WebM, H.264 with
+    B-frames in MKV), a keyframe every 4 frames."""
+    root = tmp_path_factory.mktemp("videos")
+    return {suffix: encode_video(root / f"v{suffix}", _pixels(), fps=8) for suffix in (".mp4", ".avi", ".webm", ".mkv")}
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".webm", ".mkv"])
+def test_seeking_decode_equals_plain_decode(videos, suffix):
+    for sampling in SAMPLINGS:
+        fast, plain = read_frames(videos[suffix], sampling), read_frames(videos[suffix], sampling, seek=False)
+        assert fast.length == plain.length == 13
+        assert fast.indices == plain.indices and fast.times == plain.times
+        assert torch.equal(fast.frames, plain.frames), (suffix, sampling)
+
+
+class _CountingContainer:
+    """Wraps a PyAV container and counts the frames its decoder gives."""
+
+    def __init__(self, container, counts):
+        self._c, self._counts = container, counts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._c.close()
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def decode(self, *args, **kwargs):
+        for frame in self._c.decode(*args, **kwargs):
+            self._counts["decoded"] += 1
+            yield frame
+
+
+def test_seeking_decodes_only_around_the_kept_frames(tmp_path, monkeypatch):
+    path = encode_video(tmp_path / "long.mp4", _pixels(frames=96, height=16, width=16), fps=24, gop=8)
+    counts = {"decoded": 0}
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.av.open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
+    fast = read_frames(path, Sampling(4))
+    seeking = counts["decoded"]
+    counts["decoded"] = 0
+    plain = read_frames(path, Sampling(4), seek=False)
+    assert torch.equal(fast.frames, plain.frames) and fast.indices == frame_indices(96, 4, train=False).tolist()
+    assert seeking <= 4 * 8 + 2  # at most a keyframe interval per kept frame (plus B-frame reordering)
+    assert counts["decoded"] >= 96  # the plain path decodes the whole video
+
+
+def test_frames_are_rgb(tmp_path):
+    """A red, a green and a blue video decode with the strong channel where it was encoded."""
+    for channel in range(3):
+        pixels = np.zeros((4, 32, 32, 3), np.uint8)
+        pixels[..., channel] = 200
+        path = encode_video(tmp_path / f"c{channel}.mp4", pixels)
+        means = read_frames(path, Sampling(2)).frames.float().mean(dim=(0, 1, 2))  # [3]
+        assert int(means.argmax()) == channel and means[channel] > 150, means
+
+
+def test_segment_sampling_is_the_loaders_eval_sampling():
+    for length in (1, 2, 7, 8, 13, 100):
+        for n in (1, 3, 8, 16):
+            assert Sampling(n).indices([i / 8 for i in range(length)]) == frame_indices(length, n, train=False).tolist()
+
+
+def test_fps_sampling_keeps_the_frame_on_screen():
+    times = [i / 8 for i in range(16)]  # 2 s at 8 fps
+    assert fps_indices(times, 4.0) == list(range(0, 16, 2))
+    assert fps_indices(times, 8.0) == list(range(16))
+    assert fps_indices(times, 1.0) == [0, 8]
+    assert fps_indices(times, 16.0) == [i // 2 for i in range(32)]  # faster than the video: frames repeat
+    assert fps_indices([0.0], 2.0) == [0]
+
+
+@given(st.lists(st.floats(0.01, 0.5), min_size=1, max_size=40), st.floats(0.2, 30.0))
+def test_fps_sampling_is_ordered_and_in_range(gaps, fps):
+    times = np.concatenate([[0.0], np.cumsum(gaps)]).tolist()
+    idx = fps_indices(times, fps)
+    assert idx[0] == 0 and all(0 <= i < len(times) for i in idx) and idx == sorted(idx)
+    for k, i in enumerate(idx):  # each kept frame starts at or before its time, the next one after it
+        assert times[i] <= k / fps + 1e-6 and (i + 1 == len(times) or times[i + 1] > k / fps - 1e-6)
+
+
+def test_sampling_rejects_bad_values():
+    for kwargs in (dict(num_frames=0), dict(num_frames=None), dict(num_frames=8, fps=2.0), dict(num_frames=None, fps=-1.0)):
+        with pytest.raises(VideoCoopError):
+            Sampling(**kwargs)
+    with pytest.raises(VideoCoopError, match="method is one of"):
+        Sampling.from_dict({"method": "random"})
+    assert Sampling.from_dict(Sampling(num_frames=None, fps=2.5).to_dict()) == Sampling(num_frames=None, fps=2.5)
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "text", "truncated", "no-frames"])
+def test_undecodable_files_raise_a_decode_error_naming_them(tmp_path, videos, kind):
+    path = tmp_path / f"bad-{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("this is not a video\n")
+    elif kind == "truncated":
+        path.write_bytes(videos[".mp4"].read_bytes()[:600])  # the index (moov) comes last: cut away
+    else:
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=8)
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+    with pytest.raises(VideoDecodeError, match=str(path.name)):
+        read_frames(path, Sampling(4))
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+#: Stated tolerance of the tensor preprocessing against open_clip's PIL preprocess: the
+#: resized uint8 pixels differ by at most two levels (rounding; one when downscaling, the
+#: usual case) on under 1% of pixels, so the normalised input by at most 2/255/min(std).
+#: Measured on white noise, the worst case (docs/extraction.md, "Preprocessing").
+PIXEL_LEVELS = 2
+PIXELS_DIFFERING = 0.01
+NORMALISED_TOL = 2 / 255 / 0.2613 + 1e-6
+FEATURE_REL_TOL = 1e-3  # measured 1.1e-4 with ViT-B-32, 2e-4 with the tiny CLIP
+
+
+def _pil_resized(pil, image: Image.Image) -> torch.Tensor:
+    for t in pil.transforms:  # open_clip's resize and crop, stopping before ToTensor
+        if type(t).__name__ in ("MaybeToTensor", "ToTensor", "Normalize"):
+            break
+        image = t(image)
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("two_pass", [False, True], ids=["cpu-uint8", "device-two-pass"])
+@pytest.mark.parametrize("size", [(48, 64), (64, 48), (33, 97), (240, 320), (32, 32), (17, 20)])
+def test_tensor_preprocess_matches_open_clip_pil(size, two_pass, tiny_clip):
+    """White noise (the worst case for rounding), through both resize paths: the CPU's uint8
+    kernel and the two float passes other devices run."""
+    clip, _ = tiny_clip
+    for cfg in (Preprocess.from_model(clip), Preprocess((224, 224), (0.48145466, 0.4578275, 0.40821073),
+                                                        (0.26862954, 0.26130258, 0.27577711))):
+        pil = cfg.pil_transform()
+        frames = torch.from_numpy(np.random.default_rng(sum(size)).integers(0, 256, (3, *size, 3), dtype=np.uint8))
+        ours = cfg.normalize(cfg.resize_crop(frames, two_pass=two_pass))  # [3, 3, h, w]
+        images = [Image.fromarray(f.numpy()) for f in frames]
+        ref = torch.stack([pil(im) for im in images])
+        assert ours.shape == ref.shape == (3, 3, *cfg.size)
+        levels = (cfg.resize_crop(frames, two_pass).int() - torch.stack([_pil_resized(pil, im) for im in images]).int()).abs()
+        assert int(levels.max()) <= PIXEL_LEVELS and float((levels > 0).float().mean()) < PIXELS_DIFFERING
+        assert float((ours - ref).abs().max()) <= NORMALISED_TOL
+
+
+def test_tensor_preprocess_gives_clips_features(tiny_clip):
+    clip, _ = tiny_clip
+    pre = Preprocess.from_model(clip)
+    frames = torch.from_numpy(_pixels())  # [T, H, W, 3]
+    images = [Image.fromarray(f.numpy()) for f in frames]
+    with torch.no_grad():
+        ours = clip.encode_image(pre(frames))
+        ref = clip.encode_image(torch.stack([pre.pil_transform()(im) for im in images]))
+    rel = (ours - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert float(rel.max()) <= FEATURE_REL_TOL
+
+
+
+
+def test_preprocess_reads_the_models_config(tiny_clip):
+    pre = Preprocess.from_model(tiny_clip[0])
+    assert pre.size == (32, 32) and pre.interpolation == "bicubic" and pre.resize_mode == "shortest"
+    assert pre.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    d = pre.to_dict()
+    assert d["crop"] == "center" and d["channels"] == "RGB" and d["size"] == [32, 32]
+    with pytest.raises(VideoCoopError, match="supported: shortest, squash"):
+        Preprocess((32, 32), (0.5,) * 3, (0.5,) * 3, resize_mode="longest")
+
+
+def test_synthetic_videos_are_the_same_bytes_on_every_run(tmp_path):
+    from videocoop.synth_videos import synthesize_videos
+
+    for run in ("a", "b"):
+        for suffix in (".mp4", ".webm"):
+            synthesize_videos(tmp_path / run / suffix[1:], n_classes=2, train_per_class=1, val_per_class=1, frames=4,
+                              width=32, height=32, suffix=suffix)
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in sorted((tmp_path / "a").rglob("*.*"))}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in sorted((tmp_path / "b").rglob("*.*"))}
+    assert len(a) == 8 and a == b
+    means = {p.parent.name: read_frames(tmp_path / "a" / p, Sampling(2)).frames.float().mean(dim=(0, 1, 2))
+             for p in a if p.suffix == ".mp4"}
+    assert int(means["red_slide"].argmax()) == 0 and int(means["green_rise"].argmax()) == 1  # the classes' colours
