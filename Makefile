@@ -65,7 +65,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 ## Build artefacts, caches and the venv; and the demo targets' own folders (output/synth,
-## data/synth). Never output/ or data/ as a whole: they may hold your runs and features.
+## data/synth, output/demo, data/demo). Never output/ or data/ as a whole: they may hold your
+## runs and features.
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis output/synth data/synth
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis output/synth data/synth output/demo data/demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -124,6 +124,10 @@ def main(argv=None) -> int:
         from bench.extract import main as extract_main
 
         return extract_main(argv[1:])
+    if argv[:1] == ["distributed"]:  # python -m bench distributed: 1 and 2 processes, with and without sharded text
+        from bench.distributed import main as distributed_main
+
+        return distributed_main(argv[1:])
     if argv[:1] == ["decoders"]:  # python -m bench decoders: the PyPI video decoders side by side
         from bench.decoders import main as decoders_main
 

@@ -1,4 +1,4 @@
-"""``python -m bench.distributed``: the training step in 1 and 2 processes, with and without
+"""``python -m bench distributed``: the training step in 1 and 2 processes, with and without
 sharded text.
 
 Each process runs what a ``torchrun`` run of ``videocoop train`` runs per step: its share of
@@ -100,7 +100,7 @@ def run(case: dict) -> float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.distributed", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench distributed", description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, nargs="+", choices=(101, 400), default=[101, 400])
     p.add_argument("--tower", default="ViT-B-32")
     p.add_argument("--batch", type=int, default=32, help="the global batch")
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if args.device.startswith("cuda") and torch.cuda.device_count() < args.processes:
-        print(f"python -m bench.distributed: {args.processes} processes on CUDA need {args.processes} GPUs; "
+        print(f"python -m bench distributed: {args.processes} processes on CUDA need {args.processes} GPUs; "
               f"{torch.cuda.device_count()} here", file=sys.stderr)
         return 4
     console = Console(width=None if sys.stdout.isatty() else 140)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
                       f"{r['median_s'] * 1e3:,.0f} ms", f"{r['vs_one_process']:.2f}x")
     console.print(table)
     results = {
-        "command": "python -m bench.distributed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench distributed " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(args.device),
         "rows": rows,

@@ -66,7 +66,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
                            + (" (required, unless --config names it)" if require_data else ""))
     data.add_argument("--val-feature-dir", default=d.val_feature_dir, help="validation features, same classes")
     data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
-                      help="JSON: default_prompt, class_prompts, display_names (see README)")
+                      help="JSON: default_prompt, class_prompts, display_names (docs/training.md)")
     data.add_argument("--num-frames", type=int, default=d.num_frames,
                       help="sample this many frames per video (default: all, padded and masked; --eval-only: the run's)")
     data.add_argument("--num-workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")

@@ -42,7 +42,7 @@ class TrainConfig:
 
     feature_dir: str | None = None  # training features: <dir>/<class>/<video>.pt|.npy
     val_feature_dir: str | None = None  # validation features, same classes; None: no validation
-    initial_prompts_file: str | None = None  # JSON prompts file (README "The custom prompts file")
+    initial_prompts_file: str | None = None  # JSON prompts file (docs/training.md, "The custom prompts file")
     output_dir: str = "output/videocoop"  # config, metrics, checkpoints, log go here
     epochs: int = 50  # the seed's command; CoOp uses 200 for 16 shots, 50 for 1 shot
     batch_size: int = 32  # CoOp; the global batch: under torchrun each process takes its share

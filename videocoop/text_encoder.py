@@ -11,7 +11,7 @@ from .shared_prefix import ATTEND, SharedLayout, encode_shared, shareable
 
 POOLS = ("eot", "mean")
 SHARED_PREFIX_MODES = ("auto", "off") + ATTEND
-# What "auto" runs per device type, from `python -m bench` (README, "Benchmarks"). On the
+# What "auto" runs per device type, from `python -m bench` (docs/benchmarks.md). On the
 # CPU the step is FLOP-bound and the shared prefix wins clearly (5x over truncation at
 # UCF101 scale); "split" and "concat" run equally fast there and "split" peaks lower. On
 # CUDA the step is bound by launches and memory traffic; an earlier prototype lost to the
