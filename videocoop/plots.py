@@ -57,15 +57,15 @@ def plot_curves(rows: Sequence[Mapping], path: str | Path) -> Path:
         x, y = _series(rows, key)
         if x:
             acc.plot(x, y, style, ms=3, label=label)
+    acc_title = "accuracy"
     x, y = _series(rows, "val_top1")
     if x:
         best = int(np.argmax(y))
         acc.plot([x[best]], [y[best]], "*", ms=12, color="tab:orange", zorder=3)
-        acc.annotate(f"best {y[best]:.1f}% (epoch {x[best]})", (x[best], y[best]), textcoords="offset points",
-                     xytext=(-6, 8), ha="right", fontsize=8)
+        acc_title = f"accuracy (best validation top-1 {y[best]:.1f}%, epoch {x[best]})"
     x, y = _series([r for r in rows if r["epoch"] >= 1], "lr")
     lr.plot(x, y, "-o", ms=3)
-    for ax, title, ylabel in ((loss, "loss", "cross-entropy"), (acc, "accuracy", "%"), (lr, "learning rate", "lr")):
+    for ax, title, ylabel in ((loss, "loss", "cross-entropy"), (acc, acc_title, "%"), (lr, "learning rate", "lr")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
