@@ -349,13 +349,13 @@ def raised(e: BaseException, target: AuditTarget) -> Outcome:
             break  # the audits' own code (or a hook of theirs) raised: the audit crashed
         if path in files or (dirs and path.startswith(tuple(dirs))):
             f = frames[i]
-            where = f"{_rel(f.filename)}:{f.lineno}"
+            where = f"{relpath(f.filename)}:{f.lineno}"
             audits = os.path.join(_CHECKS, "audits")
             caller = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(audits)), None)
             evidence = [f"raised at {where} in {f.name}" + (f": {f.line}" if f.line else ""),
                         f"{type(e).__name__}: {message}"]
             if caller is not None:
-                evidence.append(f"called by the audit at {_rel(caller.filename)}:{caller.lineno} ({caller.name}), "
+                evidence.append(f"called by the audit at {relpath(caller.filename)}:{caller.lineno} ({caller.name}), "
                                 f"with inputs such as training gives")
             evidence.append("a finding about the audited code, not a crash of the audit")
             fix = likely_fix(e)
@@ -376,7 +376,8 @@ def _source(obj) -> str | None:
         return None
 
 
-def _rel(path: str) -> str:
+def relpath(path: str) -> str:
+    """``path`` relative to the working directory when under it, else as given."""
     try:
         rel = os.path.relpath(path)
     except ValueError:

@@ -618,33 +618,34 @@ NAMES = ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]
 
 
 @functools.lru_cache(maxsize=1)
-def _tiny():
+def tiny_clip():
+    """The tiny random-weight CLIP (seed 0) and its tokenizer, loaded once."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_clip(TINY_MODEL, seed=0)
 
 
 def clean_target() -> AuditTarget:
-    return with_data(*_tiny(), NAMES)
+    return with_data(*tiny_clip(), NAMES)
 
 
 def bare_model():
-    return clean(*_tiny(), NAMES).model
+    return clean(*tiny_clip(), NAMES).model
 
 
 def bare_model_without_classnames():
     """A bare model carrying no class names (CoOp's PromptLearner keeps none)."""
-    model = clean(*_tiny(), NAMES).model
+    model = clean(*tiny_clip(), NAMES).model
     del model.prompt_learner.classnames
     return model
 
 
 def plain_attribute_target() -> AuditTarget:
-    return plain_tokenized_prompts(*_tiny(), NAMES)
+    return plain_tokenized_prompts(*tiny_clip(), NAMES)
 
 
 def item_loop_target() -> AuditTarget:
-    return item_loop(*_tiny(), NAMES)
+    return item_loop(*tiny_clip(), NAMES)
 
 
 def broken_factory():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import os
 import re
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from videocoop.data import VideoSample, collate_samples
 from videocoop.prompts import class_words
 
 from . import reference
-from .core import AuditTarget, Skip, requested_device, resolve_device
+from .core import AuditTarget, Skip, relpath, requested_device, resolve_device
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
 FP32_TOL = 1e-5
@@ -36,15 +35,6 @@ NOISE_FACTOR = 8
 FALLBACK_FLOOR_EPS = 4
 #: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
 PROBE_CLASSES = 8
-
-
-def relpath(path: str) -> str:
-    """``path`` relative to the working directory when under it, else as given."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def locate(obj, pattern: str | None = None) -> str | None:

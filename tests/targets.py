@@ -7,29 +7,19 @@ class names, a dataset, our trainer's loops and collate function; every audit pa
 """
 from __future__ import annotations
 
-import functools
-import warnings
-
 from checks import AuditTarget, faults
 from videocoop import train
-from videocoop.clip import TINY_MODEL, embed_dim, load_clip
+from videocoop.clip import TINY_MODEL, embed_dim
 from videocoop.data import collate_samples
 
 #: The class names every target is built on.
-NAMES = ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]
-
-
-@functools.lru_cache(maxsize=1)
-def _tiny():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_clip(TINY_MODEL, seed=0)
+NAMES = faults.NAMES
 
 
 def planted(fault) -> AuditTarget:
     """``fault(clip, tokenizer, NAMES)`` with what our own training gives the audits: a
     dataset (unless the fault brings its own), the trainer's loops, its collate function."""
-    clip, tok = _tiny()
+    clip, tok = faults.tiny_clip()
     target = fault(clip, tok, NAMES)
     if target.dataset is None:
         target.dataset = faults.Features(len(NAMES), embed_dim(clip), info=faults.info_for(clip))

@@ -3,7 +3,6 @@ import json
 import statistics
 
 import pytest
-import torch
 
 from bench.__main__ import main
 from bench.step import VARIANTS

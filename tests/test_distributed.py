@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from videocoop.clip import TINY_MODEL
 from videocoop.distributed import GlobalBatchSampler, ShardSampler, World

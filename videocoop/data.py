@@ -332,13 +332,7 @@ class FeatureDataset(Dataset):
         return names, files
 
     def _scan_manifest(self, manifest: Path, classnames):
-        try:
-            with open(manifest, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise VideoCoopError(f"cannot read manifest {manifest}: {e}") from e
-        if not rows or not {"path", "label"} <= set(rows[0]):
-            raise VideoCoopError(f"manifest {manifest} needs a 'path,label' header and at least one row")
+        rows = read_manifest(manifest)
         labels = [(r["label"] or "").strip() for r in rows]
         if "" in labels:  # row 1 is the header
             raise VideoCoopError(f"manifest {manifest} row {labels.index('') + 2} has no label")
@@ -402,6 +396,22 @@ def relabel(old: Sequence[str], labels: Sequence[int], classnames: Sequence[str]
     return list(classnames), [index[old[y]] for y in labels]
 
 
+def read_manifest(manifest: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a ``path,label`` CSV (features or videos), header checked.
+
+    Raises:
+        VideoCoopError: an unreadable file, no ``path,label`` header, or no rows.
+    """
+    try:
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise VideoCoopError(f"cannot read manifest {manifest}: {e}") from e
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise VideoCoopError(f"manifest {manifest} needs a 'path,label' header and at least one row")
+    return rows
+
+
 def _count_videos(root: Path, limit: int = 10_000) -> int:
     """Video files under ``root`` (any depth), counted up to ``limit``."""
     n = 0
@@ -433,5 +443,5 @@ def collate_samples(items: Sequence[VideoSample]) -> VideoSample:
 __all__ = [
     "CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "FeatureDataset", "MissingValidationClassWarning",
     "VideoSample", "check_feature_info", "collate_samples", "frame_indices", "frame_offsets", "load_feature_file",
-    "mix", "read_feature_info", "read_json_object", "relabel", "segment_frames", "write_feature_info",
+    "mix", "read_feature_info", "read_manifest", "read_json_object", "relabel", "segment_frames", "write_feature_info",
 ]

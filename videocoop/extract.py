@@ -26,14 +26,12 @@ videos whose file exists, and a stopped run loses at most the chunk in flight.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import io
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +42,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .clip import load_clip, weights_id
-from .data import CLASSNAMES_FILE, INFO_FILE, read_json_object, write_feature_info
+from .data import CLASSNAMES_FILE, read_json_object, read_manifest, write_feature_info
 from .errors import VideoCoopError
+from .files import atomic_write
 from .video import VIDEO_SUFFIXES, Preprocess, Sampling, VideoDecodeError, decoder_info, is_video_file, read_frames
 
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -213,13 +212,7 @@ def _from_tree(root: Path, labelled: bool) -> list[VideoEntry]:
 
 
 def _from_manifest(manifest: Path, root: Path) -> list[VideoEntry]:
-    try:
-        with open(manifest, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise VideoCoopError(f"cannot read manifest {manifest}: {e}") from e
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise VideoCoopError(f"manifest {manifest} needs a 'path,label' header and at least one row")
+    rows = read_manifest(manifest)
     entries = []
     for n, row in enumerate(rows, start=2):  # row 1 is the header
         rel, label = (row["path"] or "").strip(), (row["label"] or "").strip()
@@ -406,12 +399,10 @@ class Extractor:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` atomically (:func:`videocoop.files.atomic_write`: synced, then
+    renamed, so a resumed run never takes a torn file for a finished one), creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -442,11 +433,8 @@ def save_features(path: Path, payload: dict) -> None:
 
 
 def _write_info(root: Path, info: Mapping) -> None:
-    """features.json through write_feature_info (which checks the keys), landed atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".features-") as tmp:
-        write_feature_info(tmp, info)
-        os.replace(Path(tmp) / INFO_FILE, root / INFO_FILE)
+    """features.json through write_feature_info (which checks the keys and writes atomically)."""
+    write_feature_info(root, info)
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -87,7 +87,6 @@ def _attend_concat(qs, kp, vp, ks, vs):
 def _attend_split(qs, kp, vp, ks, vs):
     """As :func:`_attend_concat`, without copying the prefix: two softmaxes merged by log-sum-exp."""
     N, H, S, dh = qs.shape
-    P = kp.shape[1]
     scale = dh ** -0.5
     qf = qs.transpose(0, 1).reshape(H, N * S, dh)  # every class's queries share the prefix keys
     sp = torch.matmul(qf, kp.transpose(-1, -2)) * scale  # [H, N*S, P]

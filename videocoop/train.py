@@ -34,7 +34,7 @@ from .distributed import (
     GlobalBatchSampler, ShardSampler, TrainStep, World, destroy_process_group, device_for, init_process_group,
     world_from_env,
 )
-from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, autocast, train_one_epoch, validate
+from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
 from .errors import VideoCoopError
 from .files import atomic_write, write_json
 from .model import VideoFeatureCLIP
