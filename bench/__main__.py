@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.loader import run_loader
-from videocoop.clip import TINY_MODEL
 from bench.step import BENCH_PRECISIONS, CLASS_LISTS, TOWERS, VARIANTS, StepCase, matrix, run_case
+from videocoop.clip import TINY_MODEL
 
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

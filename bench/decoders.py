@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from bench.__main__ import environment
-    from videocoop.synth_videos import PATTERNS, encode_video, pattern_frames
+    from videocoop.video.synthetic import PATTERNS, encode_video, pattern_frames
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     rows = []

@@ -2,7 +2,7 @@
 sharded text.
 
 Each process runs what a ``torchrun`` run of ``videocoop train`` runs per step: its share of
-the global batch through :class:`~videocoop.distributed.TrainStep` under
+the global batch through :class:`~videocoop.train.ddp.TrainStep` under
 DistributedDataParallel (gloo on the CPU, nccl on CUDA), the loss, backward, an SGD step.
 The processes are started with ``torch.multiprocessing`` (the same process group torchrun
 would set up, without relaunching Python per case). On a CPU the processes share the
@@ -42,10 +42,11 @@ def _free_port() -> int:
 def _worker(rank: int, size: int, case: dict, port: int, results) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    from videocoop.classnames import KINETICS400, UCF101
     from videocoop.clip import load_clip
-    from videocoop.distributed import TrainStep, World
+    from videocoop.data import KINETICS400, UCF101
     from videocoop.model import VideoFeatureCLIP
+    from videocoop.train.ddp import TrainStep
+    from videocoop.utils.distributed import World
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device(case["device"] if case["device"] == "cpu" else f"cuda:{rank}")

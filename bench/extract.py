@@ -3,7 +3,7 @@
 The same generated videos go through each stage with the same chunks as ``videocoop
 extract``: decoding is the DataLoader of decoding workers with nothing downstream;
 encoding is preprocessing and the image tower on frames decoded beforehand and kept in
-memory; the pipeline is :class:`videocoop.extract.Extractor` itself, workers decoding the
+memory; the pipeline is :class:`videocoop.video.extract.Extractor` itself, workers decoding the
 next chunks while the main process encodes. The overlap works when the pipeline reaches
 the slower stage's rate (target: at least 80% of it). Writes ``bench/results-extract.json``.
 """
@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from videocoop.extract import Extracted, ExtractConfig, Extractor, _as_list, _Decode, chunked, find_videos
-from videocoop.synth_videos import PATTERNS, encode_video, pattern_frames
-from videocoop.train import resolve_device
+from videocoop.utils.distributed import resolve_device
+from videocoop.video import ExtractConfig, Extractor, find_videos
+from videocoop.video.extract import Extracted, _as_list, _Decode, chunked
+from videocoop.video.synthetic import PATTERNS, encode_video, pattern_frames
 
 DEFAULT_OUT = Path(__file__).with_name("results-extract.json")
 #: The pipeline must reach this fraction of its slower stage.

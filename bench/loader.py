@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from videocoop.data import FeatureDataset, collate_samples
-from videocoop.packed import PackedFeatureDataset, pack
+from videocoop.data import FeatureDataset, PackedFeatureDataset, collate_samples, pack
 
 
 def write_split(root: Path, videos: int, classes: int, frames: int, dim: int, suffix: str, seed: int = 0) -> Path:

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.baseline import SeedFaithfulCLIP
-from videocoop.classnames import KINETICS400, UCF101
 from videocoop.clip import load_clip
-from videocoop.errors import VideoCoopError
+from videocoop.data import KINETICS400, UCF101
 from videocoop.model import VideoFeatureCLIP
+from videocoop.utils.errors import VideoCoopError
 
 CLASS_LISTS = {101: UCF101, 400: KINETICS400}
 TOWERS = ("ViT-B-32", "ViT-B-16", "ViT-L-14")

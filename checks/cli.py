@@ -17,12 +17,13 @@ import open_clip
 import torch
 
 from videocoop import train
-from videocoop.classnames import UCF101
-from videocoop.cli import ExitCode, UsageError, _Parser, add_train_arguments, config_from_args
+from videocoop.data import UCF101
+from videocoop.cli import ExitCode, UsageError, add_train_arguments, config_from_args
+from videocoop.cli.app import _Parser
 from videocoop.clip import UntrainedModelWarning, weights_id
 from videocoop.data import collate_samples
-from videocoop.errors import VideoCoopError
-from videocoop.synth import synthesize
+from videocoop import VideoCoopError
+from videocoop.data.synthetic import synthesize
 
 from .core import AuditTarget, exit_code, get_audit, list_audits, resolve_device, run_audits
 from .probe import locate, relpath

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from videocoop.errors import VideoCoopError
+from videocoop import VideoCoopError
 
 #: Evidence lines kept per result; the rest are counted, not shown.
 MAX_EVIDENCE = 14
@@ -92,7 +92,7 @@ def unwrap(model: Any) -> Any:
     (``prompt_learner``, ``text_encoder``), which a wrapper hides behind ``.module``."""
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-    from videocoop.distributed import TrainStep
+    from videocoop.train.ddp import TrainStep
 
     while True:
         if isinstance(model, (DistributedDataParallel, DataParallel)):

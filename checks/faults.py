@@ -30,10 +30,10 @@ from torch.utils.data import Dataset
 
 from videocoop.clip import TINY_MODEL, embed_dim, load_clip
 from videocoop.data import FeatureDataset
-from videocoop.extract import ExtractConfig, Extractor, extract
+from videocoop.video import ExtractConfig, Extractor, extract
 from videocoop.model import VideoFeatureCLIP, masked_mean
-from videocoop.prompts import eot_positions
-from videocoop.text_encoder import TextEncoder
+from videocoop.model import eot_positions
+from videocoop.model import TextEncoder
 from videocoop.video import Preprocess, Sampling
 
 from .core import AuditTarget, Status
@@ -705,7 +705,7 @@ def _scratch(prefix: str) -> Path:
 @functools.lru_cache(maxsize=4)
 def fault_videos(width: int = 64, height: int = 48, frames: int = 7, per_class: int = 1) -> Path:
     """Two classes of tiny synthetic videos (seeded), written once per session."""
-    from videocoop.synth_videos import synthesize_videos
+    from videocoop.video import synthesize_videos
 
     root = _scratch("videocoop-videos-")
     synthesize_videos(root, n_classes=2, train_per_class=per_class, val_per_class=0, frames=frames, width=width,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videocoop.data import VideoSample, collate_samples
-from videocoop.prompts import class_words
+from videocoop.model import class_words
 
 from . import reference
 from .core import AuditTarget, Skip, relpath, requested_device, resolve_device

@@ -68,7 +68,7 @@ class _Session:
         return self.results[audit_id]
 
     def _run(self, ids: list[str]) -> None:
-        from videocoop.errors import VideoCoopError
+        from videocoop import VideoCoopError
 
         from .core import run_audits
 
@@ -96,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
             return  # not asked: nothing to import, nothing to run
     elif not all(spec.partition(":")[::2]):
         raise pytest.UsageError(f"--audit-target must look like pkg.module:factory, got {spec!r}")
-    from videocoop.errors import VideoCoopError
+    from videocoop import VideoCoopError
 
     from .core import get_audit, list_audits, resolve_device
 

@@ -4,9 +4,9 @@ planted fault for the tests of a rank that fails)."""
 import os
 import sys
 
-import videocoop.train as train_mod
+import videocoop.train.trainer as train_mod
 from videocoop.cli import main
-from videocoop.errors import VideoCoopError
+from videocoop.utils.errors import VideoCoopError
 
 real = train_mod.train_one_epoch
 epochs = {"n": 0}

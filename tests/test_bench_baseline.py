@@ -3,9 +3,8 @@ import pytest
 import torch
 
 from bench.baseline import SeedFaithfulCLIP
-from videocoop.classnames import UCF101
+from videocoop.data import UCF101
 from videocoop.model import VideoFeatureCLIP
-
 
 
 def _pair(tiny_clip, classnames, pool, n_ctx=4):

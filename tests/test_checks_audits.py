@@ -4,8 +4,7 @@ import warnings
 import pytest
 import torch
 
-from checks import faults
-from checks import Status, list_audits, run_audits
+from checks import Status, faults, list_audits, run_audits
 from checks.audits.eot_collapse import SPREAD_RATIO_WARN
 
 # audit id -> (planted fault, expected status, words the finding must contain): checks.faults.PLANTED
@@ -204,9 +203,9 @@ def test_a_model_that_raises_on_its_own_data_fails_naming_it(audit_id, tiny_clip
     (r,) = run_audits(faults.fp16_text_float_features(*tiny_clip, classnames), [audit_id])
     assert r.status == Status.FAIL, (r.message, r.evidence)
     assert r.message.startswith("the model raised RuntimeError: expected m1 and m2 to have the same dtype")
-    assert "at videocoop/model.py:" in r.message and "(logits)" in r.message
+    assert "at videocoop/model/video_clip.py:" in r.message and "(logits)" in r.message
     assert "likely fix: cast the inputs to the model's dtype" in r.message
-    assert r.location.startswith("videocoop/model.py:")
+    assert r.location.startswith("videocoop/model/video_clip.py:")
     assert any(e.startswith(f"called by the audit at checks/audits/{audit_id.replace('-', '_')}.py:") for e in r.evidence)
 
 
@@ -233,7 +232,7 @@ def test_audits_leave_the_audited_model_as_they_found_it(tiny_clip, classnames):
 def test_device_audits_trace_the_path_the_model_takes_on_cuda(mode, auto_on_cuda, status, tiny_clip, classnames,
                                                               monkeypatch):
     """The meta device stands in for CUDA: a text encoder choosing its path by device runs CUDA's path there."""
-    from videocoop import text_encoder
+    from videocoop.model import text_encoder
 
     monkeypatch.setitem(text_encoder.SHARED_PREFIX_AUTO, "cuda", auto_on_cuda)
     target = faults.shared_path_cpu_copy(*tiny_clip, classnames)
@@ -257,7 +256,7 @@ def variable_length_features(tmp_path_factory):
 
     from videocoop.clip import TINY_MODEL
     from videocoop.data import FeatureDataset
-    from videocoop.synth import synthesize
+    from videocoop.data.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     with warnings.catch_warnings():

@@ -2,9 +2,8 @@
 
 Its per-class ``.item()`` loop is a speed problem, which host-sync reports as a WARN.
 """
-from checks import faults
 from bench.baseline import SeedFaithfulCLIP
-from checks import AuditTarget, Status, run_audits
+from checks import AuditTarget, Status, faults, run_audits
 from checks.core import get_audit
 
 

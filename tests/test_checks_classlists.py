@@ -2,11 +2,9 @@
 import pytest
 import torch
 
-from checks import faults
-from checks import AuditTarget, Status, run_audits
-from videocoop.classnames import KINETICS400, UCF101
-from videocoop.model import VideoFeatureCLIP
-from videocoop.prompts import PromptLearner
+from checks import AuditTarget, Status, faults, run_audits
+from videocoop.data import KINETICS400, UCF101
+from videocoop.model import PromptLearner, VideoFeatureCLIP
 
 # The 9 Kinetics-400 names ending in ')': in "X X X X hurling (sport)." BPE merges ')' and
 # '.' into one token '). ', so the name's own last id is not in the prompt.

@@ -167,9 +167,9 @@ def test_make_verify_writes_where_git_does_not_look():
 
 def test_resume_compares_the_checkpoint_class_list(tmp_path):
     """--resume audits the checkpoint the run will load: trained on other classes, class-order FAILs."""
-    from videocoop.checkpoint import save_checkpoint
-    from videocoop.classnames import UCF101
     from videocoop.clip import TINY_MODEL
+    from videocoop.data import UCF101
+    from videocoop.train import save_checkpoint
 
     out = tmp_path / "run"
     out.mkdir()

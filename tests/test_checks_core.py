@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from checks import faults
-from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, list_audits, run_audits
+from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, faults, list_audits, run_audits
 from checks.core import _REGISTRY, get_audit
-from videocoop.errors import VideoCoopError
+from videocoop.utils.errors import VideoCoopError
 
 PUBLIC_IDS = ["buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
               "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",

@@ -1,8 +1,7 @@
 """The device audits on CUDA (run by `make test-gpu`; skipped without CUDA)."""
 import pytest
 
-from checks import faults
-from checks import Status, run_audits
+from checks import Status, faults, run_audits
 
 pytestmark = pytest.mark.gpu
 DEVICE_AUDITS = ["buffer-device-sync", "index-device-consistency", "host-sync"]

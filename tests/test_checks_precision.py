@@ -5,8 +5,7 @@ import warnings
 import pytest
 import torch
 
-from checks import faults
-from checks import Status, run_audits
+from checks import Status, faults, run_audits
 from checks.probe import FP32_TOL, NOISE_FACTOR
 from videocoop.clip import PRECISIONS, TINY_MODEL, load_clip
 

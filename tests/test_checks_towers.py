@@ -7,14 +7,12 @@ import open_clip
 import pytest
 import torch
 
-from checks import faults
-from checks import Status, run_audits
+from checks import Status, faults, run_audits
 from videocoop.clip import load_clip
-from videocoop.errors import VideoCoopError
-from videocoop.model import VideoFeatureCLIP
-from videocoop.shared_prefix import SharedLayout
+from videocoop.model import SharedLayout, VideoFeatureCLIP
+from videocoop.utils.errors import VideoCoopError
 
-TINY_CONFIG = "videocoop/model_configs/videocoop-tiny.json"
+TINY_CONFIG = "videocoop/clip/model_configs/videocoop-tiny.json"
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["CLIP", "CustomTextCLIP"])

@@ -100,7 +100,7 @@ def test_help_and_module_entry_point():
 
 
 def test_interrupt_exits_2_and_points_to_resume(monkeypatch, capsys):
-    import videocoop.cli as cli
+    import videocoop.cli.app as cli
 
     def interrupted(cfg):
         raise KeyboardInterrupt

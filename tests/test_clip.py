@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videocoop.clip import TINY_MODEL, UntrainedModelWarning, embed_dim, load_clip, weights_id
-from videocoop.errors import VideoCoopError
+from videocoop.utils.errors import VideoCoopError
 
 
 def test_tiny_model_is_frozen_eval_and_small(tiny_clip):

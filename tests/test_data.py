@@ -17,7 +17,7 @@ from videocoop.data import (
     read_feature_info,
     write_feature_info,
 )
-from videocoop.errors import VideoCoopError
+from videocoop.utils.errors import VideoCoopError
 
 D = 8
 

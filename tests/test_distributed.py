@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from videocoop.clip import TINY_MODEL
-from videocoop.distributed import GlobalBatchSampler, ShardSampler, World
-from videocoop.synth import synthesize
+from videocoop.data.synthetic import synthesize
 from videocoop.train import TrainConfig, fit, load_checkpoint
+from videocoop.train.ddp import GlobalBatchSampler, ShardSampler
+from videocoop.utils.distributed import World
 
 RTOL = 1e-5
 EPOCHS = 3
@@ -159,10 +160,9 @@ def test_the_audits_see_through_a_ddp_wrapped_model(tiny_clip, classnames, tmp_p
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from checks import faults
-    from checks import Status, run_audits
+    from checks import Status, faults, run_audits
     from checks.core import AuditTarget
-    from videocoop.distributed import TrainStep
+    from videocoop.train.ddp import TrainStep
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)

@@ -11,12 +11,19 @@ import torch
 
 from videocoop.cli import main
 from videocoop.clip import TINY_MODEL
-from videocoop.data import FeatureDataset, frame_indices, load_feature_file, read_feature_info
-from videocoop.errors import VideoCoopError
-from videocoop.extract import (FAILURES_FILE, RUN_FILE, ExtractConfig, Extractor, chunked, extract, find_videos)
-from videocoop.packed import PackedFeatureDataset
-from videocoop.synth_videos import synthesize_videos
-from videocoop.video import Preprocess, Sampling, read_frames
+from videocoop.data import FeatureDataset, PackedFeatureDataset, frame_indices, load_feature_file, read_feature_info
+from videocoop.utils.errors import VideoCoopError
+from videocoop.video import (
+    ExtractConfig,
+    Extractor,
+    Preprocess,
+    Sampling,
+    extract,
+    find_videos,
+    read_frames,
+    synthesize_videos,
+)
+from videocoop.video.extract import FAILURES_FILE, RUN_FILE, chunked
 
 FRAMES = 3
 

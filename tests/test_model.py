@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videocoop.errors import VideoCoopError
 from videocoop.model import VideoFeatureCLIP
+from videocoop.utils.errors import VideoCoopError
 
 
 def _model(tiny_clip, classnames, **kw):

@@ -4,9 +4,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from videocoop.data import FeatureDataset, MissingValidationClassWarning, collate_samples, frame_offsets, write_feature_info
-from videocoop.errors import VideoCoopError
-from videocoop.packed import PackedFeatureDataset, is_packed, pack
+from videocoop.data import (
+    FeatureDataset,
+    MissingValidationClassWarning,
+    PackedFeatureDataset,
+    collate_samples,
+    frame_offsets,
+    is_packed,
+    pack,
+    write_feature_info,
+)
+from videocoop.utils.errors import VideoCoopError
 
 DIM = 16
 
@@ -149,7 +157,7 @@ def test_pack_command(split, tmp_path, capsys):
 
 
 def test_open_feature_dataset_picks_the_reader(split, tmp_path):
-    from videocoop.packed import open_feature_dataset
+    from videocoop.data import open_feature_dataset
 
     pack(split, tmp_path / "packed")
     assert isinstance(open_feature_dataset(tmp_path / "packed", num_frames=2), PackedFeatureDataset)

@@ -4,9 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from videocoop.model import VideoFeatureCLIP
-from videocoop.prompts import PromptLearner
-from videocoop.text_encoder import TextEncoder
+from videocoop.model import PromptLearner, TextEncoder, VideoFeatureCLIP
 
 TEMPLATE = "a video of a"
 

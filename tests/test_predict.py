@@ -7,11 +7,11 @@ import pytest
 
 from videocoop.cli import main
 from videocoop.clip import TINY_MODEL
-from videocoop.errors import VideoCoopError
-from videocoop.extract import ExtractConfig, extract
-from videocoop.predict import predict, to_csv, write_predictions
-from videocoop.synth_videos import synthesize_videos
+from videocoop.eval import predict
+from videocoop.eval.predict import to_csv, write_predictions
 from videocoop.train import TrainConfig, fit
+from videocoop.utils.errors import VideoCoopError
+from videocoop.video import ExtractConfig, extract, synthesize_videos
 
 FRAMES = 3
 

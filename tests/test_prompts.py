@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from videocoop.errors import VideoCoopError
-from videocoop.prompts import PromptLearner, class_words
+from videocoop.model import PromptLearner, class_words
+from videocoop.utils.errors import VideoCoopError
 
 
 def _learner(tiny_clip, classnames, **kw):

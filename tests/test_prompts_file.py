@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from videocoop.classnames import UCF101
-from videocoop.errors import VideoCoopError
-from videocoop.prompts import PromptLearner, PromptsFile
+from videocoop.data import UCF101
+from videocoop.model import PromptLearner, PromptsFile
+from videocoop.utils.errors import VideoCoopError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_prompts_example.json"
 

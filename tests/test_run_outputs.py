@@ -13,10 +13,10 @@ from checks.core import Trainer
 from videocoop import train as train_mod
 from videocoop.cli import ExitCode, main
 from videocoop.clip import TINY_MODEL, load_clip
+from videocoop.data.synthetic import synthesize
 from videocoop.model import VideoFeatureCLIP
-from videocoop.optim import param_groups
-from videocoop.synth import synthesize
 from videocoop.train import TrainConfig, fit
+from videocoop.train.optim import param_groups
 
 
 @pytest.fixture(scope="module")

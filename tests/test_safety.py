@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import videocoop.files as files_mod
-import videocoop.train as train_mod
+import videocoop.train.trainer as train_mod
+import videocoop.utils.files as files_mod
 from videocoop.cli import ExitCode, main
 from videocoop.clip import TINY_MODEL
-from videocoop.data import FeatureDataset, load_feature_file
-from videocoop.errors import VideoCoopError
-from videocoop.files import atomic_write
-from videocoop.packed import is_packed, pack
-from videocoop.synth import synthesize
+from videocoop.data import FeatureDataset, is_packed, load_feature_file, pack
+from videocoop.data.synthetic import synthesize
 from videocoop.train import TrainConfig, TrainingDiverged, build, fit, load_checkpoint, train_one_epoch, validate
+from videocoop.utils.errors import VideoCoopError
+from videocoop.utils.files import atomic_write
 
 
 @pytest.fixture(scope="module")

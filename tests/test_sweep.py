@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-import videocoop.train as train_mod
+import videocoop.train.trainer as train_mod
 from videocoop.cli import ExitCode, main
 from videocoop.clip import TINY_MODEL
-from videocoop.errors import VideoCoopError
-from videocoop.protocols import harmonic_mean
-from videocoop.sweep import SweepConfig, run_sweep
-from videocoop.synth import synthesize
+from videocoop.data.protocols import harmonic_mean
+from videocoop.data.synthetic import synthesize
+from videocoop.eval import SweepConfig, run_sweep
 from videocoop.train import TrainConfig
+from videocoop.utils.errors import VideoCoopError
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from videocoop.classnames import UCF101
-from videocoop.errors import VideoCoopError
-from videocoop.model import VideoFeatureCLIP
-from videocoop.prompts import eot_positions
-from videocoop.shared_prefix import SharedLayout, shareable
-from videocoop.text_encoder import TextEncoder
-
+from videocoop.data import UCF101
+from videocoop.model import SharedLayout, TextEncoder, VideoFeatureCLIP, eot_positions
+from videocoop.model.shared_prefix import shareable
+from videocoop.utils.errors import VideoCoopError
 
 NAMES = UCF101[:30] + ["brush_hair", "ride bike", "jump"]
 

@@ -8,11 +8,10 @@ import shutil
 import pytest
 import torch
 
-import videocoop.train as train_mod
+import videocoop.train.trainer as train_mod
 from videocoop.clip import TINY_MODEL
 from videocoop.data import write_feature_info
-from videocoop.errors import VideoCoopError
-from videocoop.synth import synthesize
+from videocoop.data.synthetic import synthesize
 from videocoop.train import (
     TrainConfig,
     build,
@@ -23,6 +22,7 @@ from videocoop.train import (
     train_one_epoch,
     validate,
 )
+from videocoop.utils.errors import VideoCoopError
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_trains_on_cuda(synth, tmp_path, precision):
 
 
 def test_trains_on_a_packed_split(synth, tmp_path):
-    from videocoop.packed import PackedFeatureDataset, pack
+    from videocoop.data import PackedFeatureDataset, pack
 
     pack(synth["train"], tmp_path / "packed", dtype="float32")
     built = build(_cfg(synth, tmp_path, feature_dir=str(tmp_path / "packed")))

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from videocoop.data import frame_indices
-from videocoop.errors import VideoCoopError
-from videocoop.synth_videos import encode_video, pattern_frames
-from videocoop.video import Preprocess, Sampling, VideoDecodeError, fps_indices, read_frames
+from videocoop.utils.errors import VideoCoopError
+from videocoop.video import Preprocess, Sampling, VideoDecodeError, read_frames
+from videocoop.video.decode import fps_indices
+from videocoop.video.synthetic import encode_video, pattern_frames
 
 SAMPLINGS = [Sampling(4), Sampling(13), Sampling(20), Sampling(1), Sampling(num_frames=None, fps=3.0),
              Sampling(num_frames=None, fps=16.0)]
@@ -65,7 +66,7 @@ def test_seeking_decodes_only_around_the_kept_frames(tmp_path, monkeypatch):
     path = encode_video(tmp_path / "long.mp4", _pixels(frames=96, height=16, width=16), fps=24, gop=8)
     counts = {"decoded": 0}
     real_open = av.open
-    monkeypatch.setattr("videocoop.video.av.open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
+    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
     fast = read_frames(path, Sampling(4))
     seeking = counts["decoded"]
     counts["decoded"] = 0
@@ -201,7 +202,7 @@ def test_preprocess_reads_the_models_config(tiny_clip):
 
 
 def test_synthetic_videos_are_the_same_bytes_on_every_run(tmp_path):
-    from videocoop.synth_videos import synthesize_videos
+    from videocoop.video import synthesize_videos
 
     for run in ("a", "b"):
         for suffix in (".mp4", ".webm"):

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from videocoop.cli import ExitCode, main
 from videocoop.clip import TINY_MODEL
 from videocoop.data import collate_samples
-from videocoop.errors import VideoCoopError
+from videocoop.data.synthetic import synthesize
+from videocoop.eval import ZeroShotConfig, zero_shot
+from videocoop.eval.zeroshot import TemplateClassifier, template_features
 from videocoop.model import VideoFeatureCLIP
-from videocoop.synth import synthesize
 from videocoop.train import TrainConfig, build, validate
-from videocoop.zeroshot import TemplateClassifier, ZeroShotConfig, template_features, zero_shot
+from videocoop.utils.errors import VideoCoopError
 
 
 @pytest.fixture(scope="module")

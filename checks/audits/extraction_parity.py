@@ -187,7 +187,7 @@ def extraction_parity(target: AuditTarget) -> Outcome:
                "unreachable": len(unreachable), "unrecorded": unrecorded}
     made_by = {info.get("source") for _, _, info in sourced}
     if made_by == {"videocoop extract"}:
-        from videocoop.extract import Extractor
+        from videocoop.video import Extractor
 
         location = locate(Extractor._encode_chunk, r"resize_crop|encode\(")
     else:

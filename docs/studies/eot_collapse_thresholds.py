@@ -14,10 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]  # docs/studies/ -> the repository ro
 sys.path[:0] = [str(ROOT)]  # this checkout's packages (the planted faults are checks.faults)
 warnings.simplefilter("ignore")
 
-from checks import faults  # noqa: E402
-from checks import AuditTarget, run_audits  # noqa: E402
-from videocoop.classnames import UCF101  # noqa: E402
+from checks import (  # noqa: E402
+    AuditTarget,
+    faults,  # noqa: E402
+    run_audits,
+)
 from videocoop.clip import load_clip  # noqa: E402
+from videocoop.data import UCF101  # noqa: E402
 from videocoop.model import VideoFeatureCLIP  # noqa: E402
 
 

@@ -30,11 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import faults  # noqa: E402  (tests/faults.py: the planted faults)
+
 from checks import run_audits  # noqa: E402
 from checks.audits import extraction_parity  # noqa: E402
 from videocoop.clip import load_clip  # noqa: E402
-from videocoop.synth_videos import synthesize_videos  # noqa: E402
-from videocoop.video import Preprocess, Sampling, read_frames  # noqa: E402
+from videocoop.video import (  # noqa: E402
+    Preprocess,
+    Sampling,
+    read_frames,
+    synthesize_videos,  # noqa: E402
+)
 
 
 def pixel_parity(videos: Path, pre: Preprocess) -> dict:

@@ -1,0 +1,301 @@
+"""A trained run applied to new videos or feature files: top-k classes per video.
+
+``predict(run_dir, videos=SRC)`` extracts the videos on the fly with the run's CLIP and
+the sampling its training features were made with (their ``features.json``);
+``predict(run_dir, features=DIR)`` reads a feature folder (class folders, a flat folder,
+or a packed split). Labels are not needed; where a video sits in a folder named after one
+of the run's classes, the rows say so and the accuracy on those is reported.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.features import check_feature_info, load_feature_file, read_feature_info
+from ..data.layout import FEATURE_SUFFIXES, INFO_FILE
+from ..data.samples import VideoSample, collate_samples
+from ..data.sampling import frame_indices
+from ..utils.errors import VideoCoopError
+from ..utils.files import read_json_object
+from ..video.decode import Sampling
+from ..video.extract import (
+    Extracted,
+    Extractor,
+    Failed,
+    Progress,
+    atomic_write_text,
+    chunked,
+    default_workers,
+    find_videos,
+)
+from ..video.preprocess import Preprocess
+
+OUTPUT_FORMATS = (".csv", ".json")
+#: Videos scored per forward of the trained model.
+BATCH_VIDEOS = 64
+
+
+@dataclass
+class Prediction:
+    """One video's top classes."""
+
+    video: str  # its path relative to the input folder
+    label: str | None  # its class folder, when that is one of the run's classes
+    top: list[tuple[str, float]]  # (class, probability), best first
+
+
+@dataclass
+class Predictions:
+    rows: list[Prediction] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # videos that could not be decoded
+    classnames: list[str] = field(default_factory=list)
+    checkpoint: str = ""
+
+    def accuracy(self) -> tuple[float, int] | None:
+        """Top-1 percent on the rows with a known label, and how many; None without labels."""
+        known = [r for r in self.rows if r.label is not None]
+        if not known:
+            return None
+        return 100.0 * sum(r.top[0][0] == r.label for r in known) / len(known), len(known)
+
+    def line(self) -> str:
+        acc = self.accuracy()
+        tail = f"; top-1 {acc[0]:.1f}% on the {acc[1]} in a folder named after their class" if acc else ""
+        failed = f"; {len(self.failures)} could not be decoded" if self.failures else ""
+        return f"predict: {len(self.rows)} videos with {self.checkpoint}{tail}{failed}"
+
+
+def load_run(run_dir: str | os.PathLike):
+    """A run's config and its best (else last) checkpoint.
+
+    Returns:
+        ``(TrainConfig, checkpoint state, checkpoint path)``.
+
+    Raises:
+        VideoCoopError: no config.json or no checkpoint in ``run_dir``.
+    """
+    from ..train.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
+    from ..train.config import TrainConfig
+
+    run = Path(run_dir)
+    if not (run / "config.json").is_file():
+        raise VideoCoopError(f"{run} holds no training run (no config.json); pass the --output-dir of a `videocoop train`")
+    cfg = TrainConfig.from_dict(read_json_object(run / "config.json", "it is written by videocoop train"))
+    path = next((run / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (run / n).is_file()), None)
+    if path is None:
+        raise VideoCoopError(f"{run} has no {CHECKPOINT_BEST} or {CHECKPOINT_LAST}: the run has not finished an epoch")
+    return cfg, load_checkpoint(path), path
+
+
+def build_run_model(cfg, state: dict, device: torch.device):
+    """The run's model with its learned tensors, and its CLIP, on ``device``.
+
+    Built as ``videocoop.train.build`` builds it (same CLIP, prompts file, layout); the
+    strict load of the checkpoint refuses any difference.
+    """
+    from ..clip.loader import load_clip
+    from ..model.prompts_file import PromptsFile
+    from ..model.video_clip import VideoFeatureCLIP
+
+    prompts = None
+    if cfg.initial_prompts_file:
+        if not Path(cfg.initial_prompts_file).is_file():
+            raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
+                                 f"(run predict from the folder training ran in)")
+        prompts = PromptsFile.load(cfg.initial_prompts_file)
+    precision = cfg.precision or "fp32"
+    clip_model, tokenizer = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
+                                      device="cpu", precision="fp32" if precision == "amp" else precision,
+                                      seed=cfg.clip_seed)
+    classnames = list(state["classnames"])
+    kwargs = prompts.prompt_kwargs(classnames) if prompts else {}
+    model = VideoFeatureCLIP(
+        classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=cfg.csc or (prompts is not None and prompts.csc),
+        class_token_position=cfg.class_token_position, temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **kwargs,
+    )
+    model.load_trainable_state_dict(state["trainable"])
+    clip_model.to(device)
+    return model.to(device).eval(), clip_model
+
+
+def _run_sampling(cfg, num_frames: int | None, fps: float | None) -> Sampling:
+    """Given flags, else the sampling the training features were made with, else the run's num_frames."""
+    if num_frames is not None or fps is not None:
+        return Sampling(num_frames=num_frames if fps is None else None, fps=fps)
+    info = read_feature_info(cfg.feature_dir) if cfg.feature_dir and Path(cfg.feature_dir).is_dir() else None
+    if info is not None and isinstance(info.get("sampling"), dict):
+        return Sampling.from_dict(info["sampling"])
+    if cfg.num_frames is not None:
+        return Sampling(num_frames=cfg.num_frames)
+    raise VideoCoopError(f"cannot tell how the run's training features were sampled ({cfg.feature_dir}/{INFO_FILE} "
+                         f"is missing or not from videocoop extract); pass --num-frames N or --fps F")
+
+
+def _feature_files(root: Path) -> list[tuple[Path, str | None]]:
+    """Every feature file under ``root``, with its parent folder's name (None at the top)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if Path(name).suffix in FEATURE_SUFFIXES and not name.startswith("."):
+                here = Path(folder)
+                found.append((here / name, None if here == root else here.name))
+    return found
+
+
+def _read_features(root: Path, cfg, dim: int) -> list[tuple[str, str | None, torch.Tensor]]:
+    """``[(video, folder label, features [T, D])]`` of a feature folder or packed split."""
+    from ..clip.loader import weights_id
+    from ..data.packed import PackedFeatureDataset, is_packed
+
+    info = read_feature_info(root)
+    if info is not None:
+        check_feature_info(info, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed), dim,
+                           where=str(root / INFO_FILE))
+    if is_packed(root):
+        ds = PackedFeatureDataset(root, dim=dim)
+        return [(x.meta["video_id"], ds.classnames[x.label], x.features) for x in (ds[i] for i in range(len(ds)))]
+    files = _feature_files(root)
+    if not files:
+        raise VideoCoopError(f"no feature files ({'|'.join(FEATURE_SUFFIXES)}) under {root}")
+    return [(p.relative_to(root).as_posix(), label, load_feature_file(p, dim)) for p, label in files]
+
+
+def _score(model, items: Sequence[tuple[str, str | None, torch.Tensor]], num_frames: int | None, top_k: int,
+           device: torch.device) -> list[Prediction]:
+    """Top-k of the run's model for each ``(video, label, features [T, D])``; the run's
+    evaluation frame sampling (segment middles) when it trained on ``num_frames``."""
+    names = model.classnames
+    k = min(top_k, len(names))
+    rows = []
+    with torch.no_grad():
+        text = model.encode_text()  # [n_cls, E], once
+        for start in range(0, len(items), BATCH_VIDEOS):
+            part = items[start:start + BATCH_VIDEOS]
+            samples = []
+            for video, _, x in part:
+                if num_frames is not None:
+                    x = x[frame_indices(x.shape[0], num_frames, train=False)]  # [num_frames, D]
+                samples.append(VideoSample(x, 0, {"video_id": video}))
+            batch = collate_samples(samples)
+            mask = batch.meta.get("mask")
+            logits = model.logits(model.encode_video(batch.features.to(device), None if mask is None else mask.to(device)),
+                                  text).float()  # [B, n_cls]
+            probs = logits.softmax(-1).cpu()
+            top = probs.topk(k, dim=-1)
+            for (video, label, _), p, i in zip(part, top.values.tolist(), top.indices.tolist()):
+                rows.append(Prediction(video, label if label in names else None,
+                                       [(names[c], float(q)) for c, q in zip(i, p)]))
+    return rows
+
+
+def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = None,
+            features: str | os.PathLike | None = None, top_k: int = 5, device: str = "auto",
+            num_frames: int | None = None, fps: float | None = None, batch_size: int = 128,
+            num_workers: int | None = None, progress: str = "auto") -> Predictions:
+    """Apply a trained run to ``videos`` (a folder of video files, any layout) or to
+    ``features`` (a feature folder or packed split); exactly one.
+
+    Args:
+        run_dir: a ``videocoop train`` output folder.
+        videos, features: the input.
+        top_k: classes per video (at most the run's number of classes).
+        device: where the CLIP and the model run.
+        num_frames, fps: sampling for ``videos``; default the one the run's training
+            features were made with (their features.json).
+        batch_size, num_workers, progress: as for ``videocoop extract``.
+
+    Raises:
+        VideoCoopError: no run or checkpoint, both or neither input, features from
+            another CLIP than the run's, no videos or feature files.
+    """
+    from ..utils.distributed import resolve_device
+
+    if (videos is None) == (features is None):
+        raise VideoCoopError("predict needs exactly one input: --videos SRC or --features DIR")
+    if top_k < 1:
+        raise VideoCoopError(f"top_k must be >= 1, got {top_k}")
+    cfg, state, ckpt = load_run(run_dir)
+    dev = resolve_device(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random CLIP weights: the run already said so when it trained
+        model, clip_model = build_run_model(cfg, state, dev)
+    out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt))
+    if features is not None:
+        root = Path(features)
+        if not root.is_dir():
+            raise VideoCoopError(f"--features {root} is not a folder")
+        items = _read_features(root, cfg, model.embed_dim)
+    else:
+        root = Path(videos)
+        if not root.is_dir():
+            raise VideoCoopError(f"--videos {root} is not a folder")
+        _, entries = find_videos(root, labelled=False)
+        info = read_feature_info(cfg.feature_dir) if cfg.feature_dir and Path(cfg.feature_dir).is_dir() else None
+        precision = (info or {}).get("precision") or ("fp16" if dev.type == "cuda" else "fp32")
+        if dev.type != "cuda" and precision == "fp16":
+            precision = "fp32"  # fp16 is a GPU format; on the CPU fp32 is the closer of the two
+        if precision != ("fp32" if cfg.precision in (None, "amp") else cfg.precision):
+            from ..clip.loader import load_clip  # the features were made in another precision than the run's text tower
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clip_model, _ = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
+                                          device=dev, precision=precision, seed=cfg.clip_seed)
+        from ..clip.loader import weights_id
+
+        extractor = Extractor(clip_model, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed),
+                              _run_sampling(cfg, num_frames, fps), Preprocess.from_model(clip_model), dev,
+                              precision, batch_size,
+                              default_workers() if num_workers is None else num_workers)
+        chunks = chunked(entries, extractor.videos_per_chunk())
+        bar = Progress(progress, len(entries), "predict", chunks=chunks)
+        items = []
+        try:
+            for result in extractor.run(chunks):
+                if isinstance(result, Failed):
+                    out.failures.append({"source": result.entry.rel, "error": result.error})
+                    bar.advance(0)
+                    continue
+                assert isinstance(result, Extracted)
+                items.append((result.entry.rel, result.entry.label, result.features))
+                bar.advance(result.features.shape[0])
+        finally:
+            bar.close()
+    out.rows = _score(model, items, cfg.num_frames, top_k, dev)
+    return out
+
+
+def to_csv(preds: Predictions) -> str:
+    k = max((len(r.top) for r in preds.rows), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["video", "label"] + [c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")])
+    for r in preds.rows:
+        writer.writerow([r.video, r.label or ""] + [v for c, p in r.top for v in (c, f"{p:.6f}")])
+    return buffer.getvalue()
+
+
+def to_json(preds: Predictions) -> str:
+    rows = [{"video": r.video, "label": r.label, "top": [{"class": c, "prob": round(p, 6)} for c, p in r.top]}
+            for r in preds.rows]
+    acc = preds.accuracy()
+    return json.dumps({"checkpoint": preds.checkpoint, "classnames": preds.classnames, "predictions": rows,
+                       "failures": preds.failures, "top1_on_labelled": None if acc is None else acc[0]}, indent=2) + "\n"
+
+
+def write_predictions(preds: Predictions, path: str | os.PathLike) -> Path:
+    """Write ``.csv`` (one row per video) or ``.json`` atomically, by the suffix."""
+    path = Path(path)
+    if path.suffix not in OUTPUT_FORMATS:
+        raise VideoCoopError(f"cannot write predictions to {path}: the suffix must be one of {', '.join(OUTPUT_FORMATS)}")
+    atomic_write_text(path, to_csv(preds) if path.suffix == ".csv" else to_json(preds))
+    return path

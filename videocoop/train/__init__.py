@@ -1,0 +1,25 @@
+"""Training: the config, the loops, the optimiser, checkpoints, the run folder, DDP,
+base-to-novel evaluation at the end of a run, the run's pictures, and ``build``/``fit``.
+
+- :mod:`.config`: ``TrainConfig`` (one field per ``videocoop train`` flag).
+- :mod:`.engine`: ``train_one_epoch`` and ``validate`` (the seed's names), mixed precision.
+- :mod:`.optim`: the optimiser and the schedule.
+- :mod:`.checkpoint`: checkpoints and RNG states.
+- :mod:`.rundir`: what an output folder may hold and how a run continues in it.
+- :mod:`.ddp`: several processes under torchrun.
+- :mod:`.base_to_novel`: the novel classes' model and their evaluation.
+- :mod:`.plots`: ``curves.png`` and ``confusion.png``.
+- :mod:`.trainer`: ``build`` (data, CLIP and model from a config) and ``fit`` (the run).
+"""
+from ..utils.distributed import DEVICES, resolve_device
+from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
+from .config import OPTIMIZERS, PROGRESS, TrainConfig, resolve_clip
+from .engine import EvalResult, TrainingDiverged, TrainResult, train_one_epoch, validate
+from .optim import make_optimizer, make_scheduler
+from .trainer import TrainSetup, build, fit
+
+__all__ = [
+    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "EvalResult", "TrainConfig",
+    "TrainResult", "TrainSetup", "TrainingDiverged", "build", "fit", "load_checkpoint", "make_optimizer",
+    "make_scheduler", "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
+]

@@ -1,0 +1,136 @@
+"""The output folder of a run: what it holds, and the policy that nothing in it is lost.
+
+A folder holding a run (a checkpoint or metrics) is continued only with ``resume`` and
+replaced only with ``overwrite``, and an overwritten run is deleted only once the new one
+is built and checked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..utils.errors import VideoCoopError
+from ..utils.files import read_json_object, write_text
+from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
+from .config import EXECUTION_KEYS, PATH_KEYS, TrainConfig
+
+# The files a training run writes into its output_dir (--overwrite deletes exactly these).
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
+             "confusion.npy", CHECKPOINT_LAST, CHECKPOINT_BEST, "shots.json", "classes.json")
+# and this folder, with --tensorboard
+TENSORBOARD_DIR = "tensorboard"
+METRICS = "metrics.jsonl"
+
+
+def read_config(path: Path) -> dict:
+    """A run's ``config.json``."""
+    return read_json_object(path, "pass --overwrite to replace the run, or choose another --output-dir")
+
+
+def same_setting(key: str, old, new) -> bool:
+    if old == new:
+        return True
+    if key in PATH_KEYS and old and new:
+        return os.path.realpath(old) == os.path.realpath(new)
+    return old == new
+
+
+def run_state(out: Path) -> str | None:
+    """What ``out`` holds: None (no run), ``started`` (no checkpoint yet), ``stopped`` or ``finished``."""
+    if (out / "summary.json").is_file():
+        return "finished"
+    if (out / CHECKPOINT_LAST).is_file():
+        return "stopped"
+    if (out / CHECKPOINT_BEST).is_file() or (out / "metrics.jsonl").is_file():
+        return "started"
+    return None
+
+
+def check_output(cfg: TrainConfig, out: Path) -> None:
+    """Refuse a folder holding a run that this call would lose, before anything is built or written.
+
+    A run is continued only with ``resume`` and replaced only with ``overwrite``; without
+    either, a folder holding one is an error that says both.
+    """
+    state = run_state(out)
+    elsewhere = "or choose another --output-dir"
+    if cfg.resume:
+        if state != "stopped" and state != "finished":
+            started = "; the run there stopped before its first epoch ended: pass --overwrite to start it again" \
+                if state == "started" else ""
+            raise VideoCoopError(f"--resume: no {CHECKPOINT_LAST} in {out} to resume from{started}")
+        return
+    if state is None or cfg.overwrite:
+        return
+    replace = "--overwrite to replace it (its checkpoints, metrics and log are deleted)"
+    if state == "started":
+        raise VideoCoopError(f"{out} holds the start of a run that stopped before its first epoch ended (no "
+                             f"{CHECKPOINT_LAST}): pass {replace}, {elsewhere}")
+    try:
+        epoch = load_checkpoint(out / CHECKPOINT_LAST)["epoch"] if state == "stopped" else None
+    except VideoCoopError:
+        epoch = None
+    try:
+        epochs = read_config(out / "config.json")["epochs"]
+    except (VideoCoopError, KeyError):
+        epochs = "?"
+    if state == "finished":
+        raise VideoCoopError(f"{out} holds a finished run ({epochs} epochs; summary.json): nothing to continue. "
+                             f"Pass {replace}, {elsewhere}; --eval-only evaluates it")
+    after = f"after epoch {epoch} of {epochs}" if epoch is not None else "part-way"
+    raise VideoCoopError(f"{out} holds a run stopped {after}: pass --resume to continue it, {replace}, {elsewhere}")
+
+
+def start_output(cfg: TrainConfig, out: Path) -> None:
+    """Once the run is built and checked: a resumed run must be the same run; an overwritten
+    one is deleted now, not before (a bad new config loses nothing)."""
+    config_path = out / "config.json"
+    if cfg.resume and config_path.is_file():
+        old, new = read_config(config_path), cfg.to_dict()
+        keys = sorted(k for k in set(old) | set(new) if k not in EXECUTION_KEYS)
+        diff = [k for k in keys if not same_setting(k, old.get(k), new.get(k))]
+        if diff:
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            raise VideoCoopError(
+                f"{out} holds a run with a different config ({detail}); --resume continues the same run only: "
+                f"drop --resume and pass --overwrite to replace it, or choose another --output-dir"
+            )
+    elif cfg.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``, skipping unparsable lines (a kill mid-write tears the last one)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
+
+
+def append_metrics(out: Path, row: dict) -> None:
+    """One epoch's line of ``metrics.jsonl`` (a kill mid-write tears at most this line,
+    which :func:`read_metrics` skips)."""
+    with open(out / METRICS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(out: Path, first_epoch: int) -> None:
+    """Keep the lines of epochs before ``first_epoch`` (resume: a kill between the metrics
+    line and the checkpoint leaves one line too many), rewriting the file atomically."""
+    path = out / METRICS
+    rows = read_metrics(path) if path.is_file() else []
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
+
+
+__all__ = ["METRICS", "RUN_FILES", "TENSORBOARD_DIR", "append_metrics", "check_output", "read_config", "read_metrics", "run_state",
+           "start_output", "truncate_metrics"]

@@ -1,0 +1,460 @@
+"""Training: CoOp's recipe on feature folders, with checkpoints that resume exactly.
+
+:func:`build` turns a :class:`~videocoop.train.config.TrainConfig` into a checked model and
+datasets; :func:`fit` runs it: the untrained prompts are evaluated ("epoch 0"), then each
+epoch trains (:func:`~videocoop.train.engine.train_one_epoch`), evaluates
+(:func:`~videocoop.train.engine.validate`), logs a line and writes its checkpoints. The pieces
+live by concern: config, engine (the loops), optim, checkpoint, rundir (the output folder's
+policy), progress (bars and logging), plots. Their public names are importable from here.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..clip.loader import embed_dim, load_clip, weights_id
+from ..data.features import FeatureDataset, check_feature_info, read_feature_info
+from ..data.layout import INFO_FILE
+from ..data.packed import open_feature_dataset
+from ..data.protocols import ProtocolSplit, apply_protocols, split_seed_of, write_protocol_files
+from ..data.samples import collate_samples
+from ..model.prompts_file import PromptsFile
+from ..model.video_clip import VideoFeatureCLIP
+from ..utils.distributed import (
+    DEVICES,
+    World,
+    destroy_process_group,
+    device_for,
+    init_process_group,
+    resolve_device,
+    world_from_env,
+)
+from ..utils.errors import VideoCoopError
+from ..utils.files import atomic_write, write_json
+from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
+from .base_to_novel import build_novel_model, check_transferable, evaluate_novel
+from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
+from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
+from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
+from .optim import make_optimizer, make_scheduler
+from .plots import plot_run
+from .rundir import (
+    METRICS,
+    TENSORBOARD_DIR,
+    append_metrics,
+    check_output,
+    read_config,
+    read_metrics,
+    start_output,
+    truncate_metrics,
+)
+
+log = logging.getLogger(__name__)
+#: Whether a distributed run shards the classes' text encoding over its processes when
+#: --shard-text is not given (measured: docs/benchmarks.md, "Several processes").
+SHARD_TEXT_DEFAULT = True
+
+
+@dataclass
+class TrainSetup:
+    """What :func:`build` made from a config: everything a run needs, checked."""
+
+    cfg: TrainConfig  # resolved: the CLIP named, its weights fixed
+    device: torch.device
+    clip_model: nn.Module
+    tokenizer: object
+    model: VideoFeatureCLIP
+    train_set: FeatureDataset
+    val_set: FeatureDataset | None
+    classnames: list[str] = field(default_factory=list)  # the classes trained on (the base classes under base-to-novel)
+    world: World = World()  # this process among those of a torchrun run
+    protocol: ProtocolSplit | None = None  # few-shot draw and base/novel split (videocoop.data.protocols)
+    novel_model: VideoFeatureCLIP | None = None  # base-to-novel: the novel classes' model, never trained
+
+
+def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
+    """Load CLIP, check and load every feature file, build the model on its device.
+
+    Everything that can be wrong with the inputs is found here, before a single step.
+
+    Raises:
+        VideoCoopError: bad config, missing CLIP identity, a features.json that names
+            another CLIP, any bad feature file, a prompts file naming unknown classes.
+    """
+    cfg = default_precision(cfg)
+    cfg.check()
+    world = world_from_env() if world is None else world
+    device = device_for(world, resolve_device(cfg.device))
+    train_info = read_feature_info(cfg.feature_dir)
+    cfg = resolve_clip(cfg, train_info)
+    prompts = PromptsFile.load(cfg.initial_prompts_file) if cfg.initial_prompts_file else None
+    load_precision = "fp32" if cfg.precision == "amp" else cfg.precision
+    clip_model, tokenizer = load_clip(
+        cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device="cpu",
+        precision=load_precision, seed=cfg.clip_seed,
+    )
+    dim = embed_dim(clip_model)
+    weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+    val_info = None
+    if cfg.val_feature_dir:
+        val_info = read_feature_info(cfg.val_feature_dir)
+    for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
+        if info is not None:
+            check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
+    # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
+    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim, seed=cfg.seed)
+    classnames = train_set.classnames
+    val_set = None
+    if cfg.val_feature_dir:
+        val_set = open_feature_dataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
+    split = apply_protocols(cfg, train_set, val_set)  # few-shot draw, base classes: what training may see
+    train_set, val_set, classnames = split.train_set, split.val_set, split.classnames
+    prompt_kwargs = prompts.prompt_kwargs(split.all_classnames) if prompts else {}
+    display_names = prompt_kwargs.get("display_names") or {}
+    if display_names:  # the prompts file may name novel classes too
+        prompt_kwargs["display_names"] = {c: w for c, w in display_names.items() if c in classnames} or None
+    csc = cfg.csc or (prompts is not None and prompts.csc)
+    if split.novel:
+        check_transferable(csc)
+    torch.manual_seed(cfg.seed)  # random context init
+    model = VideoFeatureCLIP(
+        classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=csc, class_token_position=cfg.class_token_position,
+        temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **prompt_kwargs,
+    ).to(device)
+    novel_model = build_novel_model(model, split.novel, clip_model, tokenizer, display_names) if split.novel else None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
+    cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
+    return TrainSetup(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world=world,
+                 protocol=split, novel_model=novel_model)
+
+
+def _loaders(built: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
+    """This process's loaders: its share of each global training batch, its share of the
+    validation videos. The batches and each video's frames are functions of (seed, epoch):
+    call ``set_epoch`` on the batch sampler and the dataset before each epoch."""
+    cfg, world = built.cfg, built.world
+    # fresh workers every epoch (persistent workers would keep an old epoch's dataset)
+    common = {"num_workers": cfg.num_workers, "pin_memory": built.device.type == "cuda", "persistent_workers": False}
+    batches = GlobalBatchSampler(len(built.train_set), cfg.batch_size, cfg.seed, world)
+    train = DataLoader(built.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
+    val = None
+    if built.val_set is not None:
+        val = DataLoader(built.val_set, sampler=ShardSampler(len(built.val_set), world), batch_size=cfg.batch_size,
+                         collate_fn=collate_samples, **common)
+    return train, val
+
+
+def _collate_share(items):
+    """A process's share of a global batch; None when a small last batch leaves it none."""
+    return collate_samples(items) if items else None
+
+
+def fit(cfg: TrainConfig) -> dict:
+    """Train as configured; write config, metrics, summary, log, pictures and checkpoints to ``output_dir``.
+
+    Evaluates the initial prompts first ("epoch 0"), then trains, evaluating after every
+    epoch. With ``resume`` it continues from ``checkpoint_last.pt`` to the numbers an
+    uninterrupted run reaches. With ``eval_only`` it evaluates and writes ``eval.json``.
+    Lines go to the ``videocoop.train`` logger (and ``log.txt``); bars to a terminal.
+    Under torchrun every process runs this; rank 0 alone writes files.
+
+    Returns:
+        The summary (as written to ``summary.json``, or ``eval.json`` for ``eval_only``).
+
+    Raises:
+        VideoCoopError: anything wrong with the config, data, prompts file or output dir.
+        TrainingDiverged: the loss became NaN or inf.
+    """
+    cfg.check()
+    world = world_from_env()
+    out = Path(cfg.output_dir)
+    if cfg.eval_only:
+        cfg = _eval_config(cfg, out)
+    else:
+        cfg = default_precision(cfg)
+        check_output(cfg, out)  # refuse before building: nothing is deleted or written yet
+    t_start = time.perf_counter()
+    started = init_process_group(world, device_for(world, resolve_device(cfg.device)))
+    try:
+        built = build(cfg, world)
+        cfg = built.cfg  # resolved: what the run really uses
+        if cfg.eval_only:
+            return _evaluate_only(built, out)
+        if world.is_main:
+            start_output(cfg, out)
+        world.barrier()  # the folder is ready (an overwritten run gone) before anyone reads it
+        with log_handlers(file_handler(out / "log.txt") if world.is_main else None):
+            _log_start(built)
+            if world.is_main:
+                write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in ACTION_KEYS})
+                write_protocol_files(cfg, built.protocol, out, resume=cfg.resume)  # shots.json, classes.json
+            return _train(built, out, t_start)
+    finally:
+        if started:
+            destroy_process_group()
+
+
+def _log_start(built: TrainSetup) -> None:
+    cfg, pl = built.cfg, built.model.prompt_learner
+    val = f", {len(built.val_set)} validation videos" if built.val_set is not None else ""
+    world = f"; {built.world.size} processes (torchrun), global batch {cfg.batch_size}, text {'sharded' if _shard_text(built) else 'on every process'}" \
+        if built.world.distributed else ""
+    if built.world.is_main:
+        log.info(f"{len(built.classnames)} classes, {len(built.train_set)} training videos{val}; "
+                 f"CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
+                 f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {built.device}, "
+                 f"precision {cfg.precision}{world}")
+
+
+def _shard_text(built: TrainSetup) -> bool:
+    """Whether each process encodes only its share of the classes (distributed runs only)."""
+    if not built.world.distributed:
+        return False
+    if built.cfg.shard_text is None:
+        return SHARD_TEXT_DEFAULT and len(built.classnames) >= built.world.size
+    return built.cfg.shard_text
+
+
+def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """The config to evaluate a run with: the checkpoint's model shape (n_ctx, csc, prompts
+    file, CLIP), frame sampling and precision from its ``config.json``; data and device
+    from this call, frames and precision too where given."""
+    if not (out / "config.json").is_file():
+        return cfg
+    stored = TrainConfig.from_dict({k: v for k, v in read_config(out / "config.json").items() if k not in ACTION_KEYS})
+    given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
+    this_call = {k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *EXECUTION_KEYS)}
+    return dataclasses.replace(stored, **this_call, **given)
+
+
+def _evaluate_only(built: TrainSetup, out: Path) -> dict:
+    model, cfg = built.model, built.cfg
+    ckpt_path = next((out / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (out / n).is_file()), None)
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path)
+        if state["classnames"] != built.classnames:
+            raise VideoCoopError(f"{ckpt_path} was trained on classes {state['classnames']}, the data has {built.classnames}")
+        model.load_trainable_state_dict(state["trainable"])
+        what = f"{ckpt_path} (epoch {state['epoch']})"
+    else:
+        log.warning(f"no checkpoint in {out}: evaluating the initial prompts")
+        what = "the initial prompts (no checkpoint)"
+    dataset = built.val_set
+    if dataset is None:
+        # the training split, with evaluation's frame sampling (segment middles), not
+        # training's random offsets: the same numbers on every run
+        dataset = copy.copy(built.train_set)
+        dataset.train = False
+    _, val_loader = _loaders(dataclasses.replace(built, val_set=dataset))
+    result = validate(model, val_loader, built.device, built.classnames, precision=cfg.precision, world=built.world)
+    log.info(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
+    for c, acc in result.per_class.items():
+        log.info(f"  {c}: {acc:.1f}%")
+    summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root),
+               "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
+    summary.update(_protocol_results(built, result.top1))
+    if built.world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "eval.json", summary)
+    return summary
+
+
+def _protocol_results(built: TrainSetup, base_top1: float | None) -> dict:
+    """What the run's protocol adds to a summary: the shot draw; after base-to-novel training,
+    base, novel and HM (the model as it is now: the final epoch, or the checkpoint evaluated)."""
+    cfg, split = built.cfg, built.protocol
+    results = {"shots": cfg.shots, "split_seed": split_seed_of(cfg)} if cfg.shots else {}
+    if split is not None and split.base_to_novel:
+        _, loader = _loaders(dataclasses.replace(built, val_set=split.novel_val_set))
+        results.update(evaluate_novel(built.model, built.novel_model, loader, built.device, base_top1, cfg.precision,
+                                      world=built.world))
+        log.info(f"base-to-novel: base {results['base_top1']:.2f}% ({len(split.classnames)} classes), novel "
+                 f"{results['novel_top1']:.2f}% ({len(split.novel)} classes), HM {results['hm']:.2f}%")
+    return results
+
+
+def _diverged(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
+    """Say where the loss diverged and what is kept; logged, then raised by the caller."""
+    kept = (f"{CHECKPOINT_LAST} keeps epoch {epoch - 1}, the last good state" if epoch > 1
+            else "no checkpoint was written (the first epoch diverged)")
+    hint = f"lower --lr (it is {cfg.lr:g})" + (" or use --precision fp32" if cfg.precision != "fp32" else "")
+    message = (f"{e} of epoch {epoch} (step {(epoch - 1) * steps + e.step} of the run); training stopped and "
+               f"{kept}: {hint}")
+    log.error(message)
+    return TrainingDiverged(message, e.step, e.loss)
+
+
+def _tensorboard(cfg: TrainConfig, out: Path, first_epoch: int):
+    """A SummaryWriter for ``--tensorboard``; events of epochs from ``first_epoch`` on, left by
+    a killed run, are purged so a resumed run writes each epoch once."""
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise VideoCoopError("--tensorboard needs the tensorboard package: pip install 'videocoop[tensorboard]'") from e
+    return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
+
+
+def _train(built: TrainSetup, out: Path, t_start: float) -> dict:
+    cfg, model, device, classnames, world = built.cfg, built.model, built.device, built.classnames, built.world
+    main = world.is_main  # rank 0 alone writes files and shows progress
+    train_loader, val_loader = _loaders(built)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    fp16_amp = cfg.precision == "amp" and amp_dtype(device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda") if fp16_amp else None
+    step_model = model
+    if world.distributed:  # gradients of the trainable parameters averaged over the processes
+        # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
+        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(built)), forward_sync_buffers=False,
+                                             device_ids=[device.index] if device.type == "cuda" else None)
+    best = {"epoch": 0, "top1": -1.0, "per_class": {}}
+    first_epoch, rows = 1, []
+    if cfg.resume:  # every process resumes from the same checkpoint
+        state = load_checkpoint(out / CHECKPOINT_LAST)
+        if state["classnames"] != classnames:
+            raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has {classnames}")
+        model.load_trainable_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        best = dict(state["best"])
+        first_epoch = state["epoch"] + 1
+        set_rng_state(state["rng"])
+        # a kill between the metrics line and the checkpoint leaves a line too many
+        rows = [r for r in read_metrics(out / METRICS) if r["epoch"] < first_epoch] if (out / METRICS).is_file() else []
+        if main:
+            truncate_metrics(out, first_epoch)
+            _log_resume(out, state, first_epoch, cfg.epochs, world)
+    else:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+    bars = Bars(cfg.progress if main else "none")
+    board = _tensorboard(cfg, out, first_epoch) if main else None
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        if not main:
+            return
+        append_metrics(out, row)
+        line = format_epoch(row["epoch"], cfg.epochs, row)
+        log.info(line)
+        bars.end_epoch(line.split("|")[0].strip())
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+            if board is not None and row.get(key) is not None:
+                board.add_scalar(key, row[key], row["epoch"])
+
+    try:
+        if first_epoch == 1 and val_loader is not None:
+            t0 = time.perf_counter()
+            ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
+            record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss, "val_top1": ev.top1,
+                    "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0, "untrained": True})
+
+        bars.start(cfg.epochs, first_epoch)
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
+            built.train_set.set_epoch(epoch)  # and their frames
+            bars.begin_epoch(epoch, len(train_loader))
+            try:
+                tr = train_one_epoch(step_model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
+                                     scaler=scaler, on_batch=bars.batch if bars.shows_batches else None,
+                                     check_every=cfg.check_every, world=world)
+            except TrainingDiverged as e:
+                raise _diverged(e, epoch, len(train_loader), cfg) from e
+            row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
+                   "val_top5": None, "lr": lr}
+            score, per_class, confusion = tr.top1, {}, None
+            if val_loader is not None:
+                ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
+                row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+                score, per_class, confusion = ev.top1, ev.per_class, ev.confusion
+            row["seconds"] = time.perf_counter() - t0
+            is_best = score > best["top1"]  # the same on every process: the numbers are reduced
+            if is_best:
+                best = {"epoch": epoch, "top1": score, "per_class": per_class}
+            record(row)
+            if main:
+                state = {
+                    "trainable": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
+                    "epoch": epoch, "best": best, "rng": rng_state(), "config": cfg.to_dict(),
+                    "classnames": classnames, "world_size": world.size,
+                }
+                # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
+                if is_best:
+                    if confusion is not None:
+                        atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
+                    save_checkpoint(out / CHECKPOINT_BEST, **state)
+                save_checkpoint(out / CHECKPOINT_LAST, **state)
+    finally:
+        bars.close()
+        if board is not None:
+            board.close()
+
+    untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
+    final = rows[-1]
+    summary = {
+        "best_epoch": best["epoch"],
+        "best_top1": best["top1"],
+        "best_metric": "val_top1" if val_loader is not None else "train_top1",
+        "untrained_val_top1": untrained,
+        "final_val_top1": final.get("val_top1"),
+        "final_val_top5": final.get("val_top5"),
+        "final_train_loss": final.get("train_loss"),
+        "epochs": cfg.epochs,
+        "seconds": time.perf_counter() - t_start,
+        "device": str(device),
+        "processes": world.size,
+        "classnames": classnames,
+        "per_class": best["per_class"],
+    }
+    summary.update(_protocol_results(built, final.get("val_top1")))
+    if not main:
+        return summary
+    write_json(out / "summary.json", summary)
+    plot_run(out)
+    if untrained is not None:
+        log.info(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {cfg.epochs}): "
+                 f"val top1 {final['val_top1']:.2f}%")
+    log.info(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; "
+             f"{summary['seconds']:.0f}s; output in {out} (curves.png, confusion.png)")
+    return summary
+
+
+def _log_resume(out: Path, state: dict, first_epoch: int, epochs: int, world: World) -> None:
+    if first_epoch > epochs:
+        log.info(f"the run in {out} already finished its {epochs} epochs: nothing to resume")
+        return
+    log.info(f"resuming from {out / CHECKPOINT_LAST} after epoch {state['epoch']}")
+    before = state.get("world_size", 1)
+    if before != world.size:
+        # the global batches and every video's frames are functions of (seed, epoch), not of
+        # the number of processes: the run goes on exactly where it stopped
+        log.info(f"the run had {before} process(es), now {world.size}: the same global batches follow")
+
+
+__all__ = [
+    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "TrainSetup", "EvalResult", "TrainConfig",
+    "TrainResult", "TrainingDiverged", "build", "fit", "load_checkpoint", "make_optimizer", "make_scheduler",
+    "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
+]
