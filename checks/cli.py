@@ -25,7 +25,7 @@ from videocoop.errors import VideoCoopError
 from videocoop.synth import synthesize
 
 from .core import AuditTarget, exit_code, get_audit, list_audits, resolve_device, run_audits
-from .probe import locate, relpath
+from .locations import locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
 from .report.heatmap import write_heatmap_png
 

@@ -22,6 +22,8 @@ from torch import nn
 
 from videocoop.errors import VideoCoopError
 
+from .locations import relpath
+
 #: Evidence lines kept per result; the rest are counted, not shown.
 MAX_EVIDENCE = 14
 #: Characters kept of a result's one-line message.
@@ -376,15 +378,6 @@ def _source(obj) -> str | None:
         return None
 
 
-def relpath(path: str) -> str:
-    """``path`` relative to the working directory when under it, else as given."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
 def resolve_device(device: str | None = None) -> torch.device:
     """The foreign device the device audits move a copy of the model to.
 
@@ -420,6 +413,21 @@ def audit_device(device: str | None):
         yield
     finally:
         _DEVICE.reset(token)
+
+
+def foreign_device() -> torch.device:
+    """Where device audits move the model: the device ``run_audits`` was given (cuda, or meta
+    for cpu); by default CUDA when present, else the meta device."""
+    return resolve_device(requested_device())
+
+
+def device_note(device: torch.device) -> str:
+    """The device, and for meta why it stands in for a GPU."""
+    if device.type == "meta":
+        why = "a CPU-only run was asked for" if torch.cuda.is_available() else "no CUDA here"
+        return (f"meta ({why}: the meta device stands in as the foreign device; it holds no data, "
+                "so any host read or CPU tensor in the path shows)")
+    return str(device)
 
 
 def run_audits(target: Any, ids: Sequence[str] | None = None,

@@ -13,7 +13,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .core import AuditTarget
-from .probe import copy_model, relpath, sample_batch
+from .inputs import sample_batch
+from .locations import relpath
+from .models import copy_model
 
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})

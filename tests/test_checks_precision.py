@@ -7,7 +7,7 @@ import torch
 
 from checks import faults
 from checks import Status, run_audits
-from checks.probe import FP32_TOL, NOISE_FACTOR
+from checks.tolerances import FP32_TOL, NOISE_FACTOR
 from videocoop.clip import PRECISIONS, TINY_MODEL, load_clip
 
 HALF = ["bf16", "fp16"]

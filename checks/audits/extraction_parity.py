@@ -13,7 +13,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from videocoop.data import frame_indices
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import locate, relpath
+from ..locations import locate, relpath
 
 #: FAIL: some frame's stored features differ from CLIP's by more than this, relative to
 #: their norm (||stored - clip|| / ||clip||), by the image tower's precision recorded in
