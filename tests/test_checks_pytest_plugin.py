@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checks import Status, core, faults, list_audits, run_audits
+from checks import Status, core, faults, list_audits, run_audits, runner
 from checks.pytest_plugin import DEVICES, assert_audits_pass
 
 pytest_plugins = ["pytester"]
@@ -23,13 +23,13 @@ def run(pytester, monkeypatch):
     """``run(*args)``: pytest in pytester's folder; ``run.audited`` lists every audit run, in order."""
     pytester.syspathinsert(ROOT)
     audited = []
-    original = core.run_audit
+    original = runner.run_audit
 
     def counting(spec, target):
         audited.append(spec.id)
         return original(spec, target)
 
-    monkeypatch.setattr(core, "run_audit", counting)
+    monkeypatch.setattr(runner, "run_audit", counting)
 
     def go(*args):
         return pytester.runpytest("-p", "no:cacheprovider", *args)
