@@ -77,7 +77,7 @@ def exit_code(results: Sequence[CheckResult]) -> int:
 #: Where libraries live: their frames are neither the audited code nor the audits.
 _LIBRARIES = (os.path.dirname(os.path.abspath(torch.__file__)),)
 _CHECKS = os.path.dirname(os.path.abspath(__file__))
-_FAULTS = os.path.join(_CHECKS, "faults.py")  # the planted faults are audited code, not the audits'
+_FAULTS = os.path.join(_CHECKS, "faults", "")  # the planted faults (a package) are audited code, not the audits'
 
 
 def _library(filename: str) -> bool:
@@ -101,8 +101,8 @@ def _code_of(target: AuditTarget) -> tuple[set[str], set[str]]:
             continue
         path = os.path.abspath(path)
         if path.startswith(_CHECKS):
-            if path == _FAULTS:
-                files.add(path)
+            if path.startswith(_FAULTS):
+                dirs.add(_FAULTS)
             continue
         top = sys.modules.get(name.split(".")[0])
         if getattr(top, "__path__", None) and getattr(top, "__file__", None):
@@ -142,7 +142,7 @@ def raised(e: BaseException, target: AuditTarget) -> Outcome:
     dirs, files = _code_of(target)
     for i in range(len(frames) - 1, -1, -1):  # the innermost frame of the audited code or of the audits decides
         path = os.path.abspath(frames[i].filename)
-        if path.startswith(_CHECKS) and path != _FAULTS:
+        if path.startswith(_CHECKS) and not path.startswith(_FAULTS):
             break  # the audits' own code (or a hook of theirs) raised: the audit crashed
         if path in files or (dirs and path.startswith(tuple(dirs))):
             f = frames[i]

@@ -21,12 +21,12 @@ from .models import copy_model
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
 _SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
 _ATTRIBUTES = frozenset({"__get__", "dim", "size", "numel", "is_floating_point", "__len__"})
-_FAULTS = os.path.join(os.path.dirname(__file__), "faults.py")  # the planted faults are model code
+_FAULTS = os.path.join(os.path.dirname(__file__), "faults", "")  # the planted faults (a package) are model code
 
 
 def audited_code(filename: str) -> bool:
     """Whether a frame's file is the audited code's: not torch's, not the audits' (the planted faults are)."""
-    return (filename == _FAULTS or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
+    return (filename.startswith(_FAULTS) or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
 
 
 def call_site() -> str:

@@ -27,7 +27,7 @@ def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypat
     summary.write_text("## an earlier step\n\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     report = tmp_path / "r.md"
-    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+    code = main(["--target", "checks.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
                  "--report", str(report)])
     assert code == 1
     text = summary.read_text()
@@ -35,7 +35,7 @@ def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypat
     assert "| 1 | Buffers follow model.to(device) (`buffer-device-sync`) |" in text and "❌ FAIL |" in text
     assert f"`{report}`" in text and "$GITHUB_STEP_SUMMARY" in capsys.readouterr().out
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
-    assert main(["--target", "tests.faults:clean_target", "--only", "host-sync", "--report", str(report)]) == 0
+    assert main(["--target", "checks.faults:clean_target", "--only", "host-sync", "--report", str(report)]) == 0
     assert summary.read_text() == text  # without the variable nothing is written
 
 

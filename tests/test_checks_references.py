@@ -39,7 +39,7 @@ def test_checks_never_builds_a_reference_from_videocoops_text_path():
 
     root = Path(__file__).resolve().parent.parent / "checks"
     for path in root.rglob("*.py"):
-        if path.name == "faults.py":  # the planted faults are models, built on ours
+        if root / "faults" in path.parents:  # the planted faults are models, built on ours
             continue
         text = path.read_text()
         assert "videocoop.text_encoder" not in text and "videocoop.shared_prefix" not in text, path
