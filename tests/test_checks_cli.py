@@ -148,7 +148,8 @@ def test_target_factory_is_called_again_for_a_fresh_model():
 
 
 def test_make_verify_writes_where_git_does_not_look():
-    """`make verify` must not dirty a checkout: its report (and the heatmap beside it) is git-ignored."""
+    """`make verify` must not dirty a checkout: its report (and the heatmap beside it) is git-ignored;
+    reports/README.md and the committed examples beside them are not."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -163,6 +164,9 @@ def test_make_verify_writes_where_git_does_not_look():
     heatmap = str(Path(DEFAULT_REPORT).with_name(Path(DEFAULT_REPORT).stem + "_eot_collapse.png"))
     for path in (DEFAULT_REPORT, heatmap):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
+    for path in ("reports/README.md", "reports/examples/verification.md", "reports/examples/verification_eot_collapse.png"):
+        # --no-index: the rules alone, as a fresh `git add` would apply them
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode == 1, path
 
 
 def test_resume_compares_the_checkpoint_class_list(tmp_path):
