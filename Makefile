@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Audit the model and data about to be trained; writes reports/verification.md (git-ignored;
-## committed examples live in docs/examples/).
+## committed examples live in reports/examples/, reports/README.md says how to regenerate them).
 verify: $(STAMP)
 	$(BIN)/python -m checks $(ARGS)
 

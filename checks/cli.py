@@ -25,10 +25,11 @@ from videocoop.data import collate_samples
 from videocoop import VideoCoopError
 from videocoop.data.synthetic import synthesize
 
-from .core import AuditTarget, exit_code, get_audit, list_audits, resolve_device, run_audits
-from .probe import locate, relpath
+from .core import AuditTarget, get_audit, list_audits, resolve_device
+from .locations import locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
 from .report.heatmap import write_heatmap_png
+from .runner import exit_code, run_audits
 
 DEFAULT_REPORT = "reports/verification.md"
 #: The embedded default: random-weight ViT-B-32, UCF101 names, a few synthetic videos per class.

@@ -1,17 +1,14 @@
-"""The audit suite's data model: statuses, results, the audited target, the registry, the runner.
+"""The audit suite's data model: statuses, results, the audited target, the registry, and the
+device the device audits move a copy of the model to.
 
-Results are data; rendering (markdown, JSON, JUnit, console) lives in :mod:`checks.report`.
+Running the audits (and judging what an audit raised) is :mod:`checks.runner`; rendering the
+results (markdown, JSON, JUnit, console) is :mod:`checks.report`.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import enum
-import inspect
-import os
-import sys
-import time
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,10 +19,6 @@ from torch import nn
 
 from videocoop import VideoCoopError
 
-#: Evidence lines kept per result; the rest are counted, not shown.
-MAX_EVIDENCE = 14
-#: Characters kept of a result's one-line message.
-MAX_MESSAGE = 300
 #: What ``run_audits(device=...)`` accepts: where the device audits move a copy of the model.
 AUDIT_DEVICES = ("cpu", "cuda")
 _DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("checks_audit_device", default=None)
@@ -253,138 +246,6 @@ def get_audit(id: str) -> AuditSpec:
     return _REGISTRY[id]
 
 
-def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
-    """Run one audit; a crash becomes ERROR, :class:`Skip` becomes SKIP."""
-    start = time.perf_counter()
-    try:
-        out = spec.func(target)
-        if out.status == Status.PASS and not (out.metrics or out.evidence):
-            out = Outcome(Status.ERROR, "the audit examined nothing, so it cannot pass")
-        if not spec.correctness and out.status == Status.FAIL:
-            out.status = Status.WARN
-    except Skip as e:
-        out = Outcome(Status.SKIP, str(e))
-    except Exception as e:  # noqa: BLE001: the audited code raised (a finding), or the audit crashed
-        out = raised(e, target)
-    message = out.message if len(out.message) <= MAX_MESSAGE else out.message[:MAX_MESSAGE - 3] + "..."
-    evidence = list(out.evidence)
-    if len(evidence) > MAX_EVIDENCE:
-        evidence = evidence[:MAX_EVIDENCE] + [f"... {len(evidence) - MAX_EVIDENCE} more"]
-    return CheckResult(
-        id=spec.id, title=spec.title, status=out.status, message=message, problem=spec.problem,
-        fix=spec.fix, remediation=spec.remediation, metrics=out.metrics, evidence=evidence,
-        location=out.location, duration=round(time.perf_counter() - start, 3), extra=out.extra,
-    )
-
-
-#: Where libraries live: their frames are neither the audited code nor the audits.
-_LIBRARIES = (os.path.dirname(os.path.abspath(torch.__file__)),)
-_CHECKS = os.path.dirname(os.path.abspath(__file__))
-_FAULTS = os.path.join(_CHECKS, "faults.py")  # the planted faults are audited code, not the audits'
-
-
-def _library(filename: str) -> bool:
-    if filename.startswith("<") or filename.startswith(os.path.dirname(os.__file__)):  # stdlib, <frozen ...>
-        return True
-    return filename.startswith(_LIBRARIES) or f"{os.sep}open_clip{os.sep}" in filename
-
-
-def _code_of(target: AuditTarget) -> tuple[set[str], set[str]]:
-    """``(directories, files)`` holding the audited code: the package (or file) of each of the
-    model's module classes, of its datasets, its collate function, trainer and factories;
-    libraries (torch, open_clip, the standard library) and the audits themselves left out."""
-    objs: list[Any] = [type(m) for m in target.model.modules()] + [type(d) for _, d in target.datasets()]
-    objs += [o for o in (target.collate_fn, target.trainer, target.make_optimizer, target.rebuild) if o is not None]
-    dirs, files = set(), set()
-    for obj in objs:
-        name = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
-        module = sys.modules.get(name or "")
-        path = getattr(module, "__file__", None)
-        if not path or _library(os.path.abspath(path)):
-            continue
-        path = os.path.abspath(path)
-        if path.startswith(_CHECKS):
-            if path == _FAULTS:
-                files.add(path)
-            continue
-        top = sys.modules.get(name.split(".")[0])
-        if getattr(top, "__path__", None) and getattr(top, "__file__", None):
-            dirs.add(os.path.dirname(os.path.abspath(top.__file__)))
-        else:
-            files.add(path)
-    return dirs, files
-
-
-#: What usually fixes an exception the model raises on its own inputs, by what its message says.
-_FIXES = (
-    (("dtype", "Half", "BFloat16", "scalar type"),
-     "cast the inputs to the model's dtype in its forward (features.to(self.dtype), as CoOp casts its images), or "
-     "keep the parts that meet the data in fp32: the features on disk are float32"),
-    (("same device", "device type", "on cpu", "on cuda", "meta"),
-     "register every tensor the forward reads as a buffer and build new tensors with device=x.device"),
-    (("shape", "size", "dimension", "mat1 and mat2"),
-     "make the forward accept what the trainer gives it: features [B, T, D] (D the CLIP's embedding dim) and, for "
-     "padded batches, a mask [B, T]"),
-)
-
-
-def likely_fix(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    for words, fix in _FIXES:
-        if any(w in text for w in words):
-            return fix
-    return "make the audited code run on the inputs training will give it (the frame above is where it broke)"
-
-
-def raised(e: BaseException, target: AuditTarget) -> Outcome:
-    """An exception out of an audit. Raised in the audited code (the model, its dataset, its
-    collate, trainer or factories): a FAIL naming the exception, the frame and the likely fix.
-    Raised anywhere else (the audit's own code, or CLIP called by it): ERROR, the audit crashed."""
-    frames = traceback.extract_tb(e.__traceback__)
-    message = (str(e).splitlines() or [""])[0]
-    dirs, files = _code_of(target)
-    for i in range(len(frames) - 1, -1, -1):  # the innermost frame of the audited code or of the audits decides
-        path = os.path.abspath(frames[i].filename)
-        if path.startswith(_CHECKS) and path != _FAULTS:
-            break  # the audits' own code (or a hook of theirs) raised: the audit crashed
-        if path in files or (dirs and path.startswith(tuple(dirs))):
-            f = frames[i]
-            where = f"{relpath(f.filename)}:{f.lineno}"
-            audits = os.path.join(_CHECKS, "audits")
-            caller = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(audits)), None)
-            evidence = [f"raised at {where} in {f.name}" + (f": {f.line}" if f.line else ""),
-                        f"{type(e).__name__}: {message}"]
-            if caller is not None:
-                evidence.append(f"called by the audit at {relpath(caller.filename)}:{caller.lineno} ({caller.name}), "
-                                f"with inputs such as training gives")
-            evidence.append("a finding about the audited code, not a crash of the audit")
-            fix = likely_fix(e)
-            # the dataset when the frame is one of its methods (a fault file may hold a dataset and a model)
-            who = "the dataset" if any(_source(type(d)) == path and hasattr(type(d), f.name)
-                                       for _, d in target.datasets()) else "the model"
-            return Outcome(Status.FAIL, f"{who} raised {type(e).__name__}: {message} at {where} ({f.name}); "
-                           f"likely fix: {fix}", {"raised": type(e).__name__}, evidence, where)
-    tb = frames[-1]
-    return Outcome(Status.ERROR, f"the audit crashed: {type(e).__name__}: {e}",
-                   evidence=[f"raised at {tb.filename}:{tb.lineno} in {tb.name}"])
-
-
-def _source(obj) -> str | None:
-    try:
-        return os.path.abspath(inspect.getsourcefile(obj) or "")
-    except TypeError:
-        return None
-
-
-def relpath(path: str) -> str:
-    """``path`` relative to the working directory when under it, else as given."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
 def resolve_device(device: str | None = None) -> torch.device:
     """The foreign device the device audits move a copy of the model to.
 
@@ -407,7 +268,7 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 def requested_device() -> str | None:
-    """The device of the :func:`run_audits` call in progress (None: the default)."""
+    """The device of the :func:`~checks.runner.run_audits` call in progress (None: the default)."""
     return _DEVICE.get()
 
 
@@ -422,30 +283,16 @@ def audit_device(device: str | None):
         _DEVICE.reset(token)
 
 
-def run_audits(target: Any, ids: Sequence[str] | None = None,
-               progress: Callable[[CheckResult], None] | None = None, device: str | None = None) -> list[CheckResult]:
-    """Run the audits ``ids`` (all when None) on ``target`` (an AuditTarget or a bare model).
-
-    Every audit runs on the CPU; ``device`` says where the device audits move a copy of
-    the model: ``"cuda"``, ``"cpu"`` (the meta device stands in) or None (CUDA when present).
-
-    Raises:
-        VideoCoopError: an unknown audit id (the message lists the valid ones), an unknown
-            device, or ``"cuda"`` without CUDA.
-    """
-    target = AuditTarget.coerce(target)
-    specs = [get_audit(i) for i in (ids or list_audits())]
-    results = []
-    with audit_device(device):
-        for spec in specs:
-            result = run_audit(spec, target)
-            results.append(result)
-            if progress is not None:
-                progress(result)
-    return results
+def foreign_device() -> torch.device:
+    """Where device audits move the model: the device ``run_audits`` was given (cuda, or meta
+    for cpu); by default CUDA when present, else the meta device."""
+    return resolve_device(requested_device())
 
 
-def exit_code(results: Sequence[CheckResult]) -> int:
-    """0 when nothing failed (WARN and SKIP allowed), 1 on any FAIL or ERROR."""
-    return 1 if any(r.status.failed for r in results) else 0
-
+def device_note(device: torch.device) -> str:
+    """The device, and for meta why it stands in for a GPU."""
+    if device.type == "meta":
+        why = "a CPU-only run was asked for" if torch.cuda.is_available() else "no CUDA here"
+        return (f"meta ({why}: the meta device stands in as the foreign device; it holds no data, "
+                "so any host read or CPU tensor in the path shows)")
+    return str(device)

@@ -70,7 +70,7 @@ class _Session:
     def _run(self, ids: list[str]) -> None:
         from videocoop import VideoCoopError
 
-        from .core import run_audits
+        from .runner import run_audits
 
         start = time.perf_counter()
         try:
@@ -229,7 +229,7 @@ def audit(request: pytest.FixtureRequest):
     default_device = request.config.getoption("audit_device")
 
     def run(target, ids=None, device=None):
-        from .core import run_audits
+        from .runner import run_audits
 
         if isinstance(target, str):
             target = build_target(target)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from . import faults
-from .core import CheckResult, Status, get_audit, list_audits, run_audit, run_audits
-from .probe import foreign_device
+from .core import CheckResult, Status, foreign_device, get_audit, list_audits
+from .runner import run_audit, run_audits
 
 
 @dataclass

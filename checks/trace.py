@@ -13,18 +13,20 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .core import AuditTarget
-from .probe import copy_model, relpath, sample_batch
+from .inputs import sample_batch
+from .locations import relpath
+from .models import copy_model
 
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
 _SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
 _ATTRIBUTES = frozenset({"__get__", "dim", "size", "numel", "is_floating_point", "__len__"})
-_FAULTS = os.path.join(os.path.dirname(__file__), "faults.py")  # the planted faults are model code
+_FAULTS = os.path.join(os.path.dirname(__file__), "faults", "")  # the planted faults (a package) are model code
 
 
 def audited_code(filename: str) -> bool:
     """Whether a frame's file is the audited code's: not torch's, not the audits' (the planted faults are)."""
-    return (filename == _FAULTS or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
+    return (filename.startswith(_FAULTS) or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
 
 
 def call_site() -> str:

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from checks import Status, faults, list_audits, run_audits
+from checks import AuditTarget, Status, faults, list_audits, run_audits
 from checks.audits.eot_collapse import SPREAD_RATIO_WARN
 
 # audit id -> (planted fault, expected status, words the finding must contain): checks.faults.PLANTED
@@ -29,13 +29,13 @@ MORE = [
     # path is traced there, so it passes; only meta stops at the data-dependent op)
     ("index-device-consistency", faults.bool_mask_pooling, Status.PASS if torch.cuda.is_available() else Status.WARN,
      "" if torch.cuda.is_available() else "data-dependent shape"),
-    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at checks/faults.py"),
+    ("host-sync", faults.bool_mask_pooling, Status.WARN, "data-dependent shape op at checks/faults/device.py"),
     # CPU index tensors into device states: PyTorch copies them over (CoOp's own arange does
     # this and runs on CUDA), so a speed warning, not a failure
     ("index-device-consistency", faults.eot_list_index, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.arange_without_device, Status.WARN, "CPU index tensor indexes"),
     ("index-device-consistency", faults.cpu_bias, Status.FAIL, "CPU tensor meets"),
-    ("host-sync", faults.meta_refused, Status.WARN, "not checked past checks/faults.py"),
+    ("host-sync", faults.meta_refused, Status.WARN, "not checked past checks/faults/device.py"),
     # the encoder raises on the model's own prompts: a finding about the model, not a crash of the audit
     ("causal-mask", faults.full_context_positions, Status.FAIL, "the model raised RuntimeError"),
     ("causal-mask", faults.fixed_prompt_length, Status.SKIP, "rejects the probe prompts"),
@@ -214,7 +214,7 @@ def test_audits_leave_the_audited_model_as_they_found_it(tiny_clip, classnames):
     eval), parameters, buffers (a BatchNorm's running statistics move in a train-mode forward)."""
     clip, tok = tiny_clip
     model = faults.seeded(faults.BatchNormVideo, classnames, clip, tok, n_ctx=4).train()
-    target = faults.AuditTarget(model, classnames, clip, tok)
+    target = AuditTarget(model, classnames, clip, tok)
     target.dataset = faults.Features(len(classnames), model.embed_dim)
     modes = {n: m.training for n, m in model.named_modules()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -244,7 +244,7 @@ def test_device_audits_trace_the_path_the_model_takes_on_cuda(mode, auto_on_cuda
     device = "cuda" if torch.cuda.is_available() else "meta"
     assert any(e.startswith(f"{device}: text_encoder.shared_prefix={mode!r}: on CUDA it runs {path}") for e in r.evidence)
     if status == Status.FAIL:
-        assert "copies a tensor to the CPU" in r.message and "checks/faults.py" in r.message
+        assert "copies a tensor to the CPU" in r.message and "checks/faults/device.py" in r.message
     ops = " ".join(r.extra["runs"][device]["path"])
     assert ("matmul" in ops) == shared  # the shared path's functional attention, seen op by op
 

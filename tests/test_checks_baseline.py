@@ -5,12 +5,13 @@ Its per-class ``.item()`` loop is a speed problem, which host-sync reports as a 
 from bench.baseline import SeedFaithfulCLIP
 from checks import AuditTarget, Status, faults, run_audits
 from checks.core import get_audit
+from videocoop.clip import TINY_MODEL
 
 
 def test_seed_faithful_baseline_passes_every_correctness_audit(tiny_clip, classnames):
     clip, tok = tiny_clip
     model = SeedFaithfulCLIP(classnames, clip, tok, n_ctx=4)
-    target = AuditTarget(model, classnames, clip, tok, clip_name=faults.TINY_MODEL, weights="random:0")
+    target = AuditTarget(model, classnames, clip, tok, clip_name=TINY_MODEL, weights="random:0")
     target.dataset = faults.Features(len(classnames), model.embed_dim, info=faults.info_for(clip))
     results = {r.id: r for r in run_audits(target)}
     failed = {i: r.message for i, r in results.items() if r.status.failed}

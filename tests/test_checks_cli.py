@@ -27,7 +27,7 @@ def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypat
     summary.write_text("## an earlier step\n\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     report = tmp_path / "r.md"
-    code = main(["--target", "tests.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
+    code = main(["--target", "checks.faults:plain_attribute_target", "--only", "buffer-device-sync,host-sync",
                  "--report", str(report)])
     assert code == 1
     text = summary.read_text()
@@ -35,7 +35,7 @@ def test_github_step_summary_gets_the_summary_table_appended(tmp_path, monkeypat
     assert "| 1 | Buffers follow model.to(device) (`buffer-device-sync`) |" in text and "❌ FAIL |" in text
     assert f"`{report}`" in text and "$GITHUB_STEP_SUMMARY" in capsys.readouterr().out
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
-    assert main(["--target", "tests.faults:clean_target", "--only", "host-sync", "--report", str(report)]) == 0
+    assert main(["--target", "checks.faults:clean_target", "--only", "host-sync", "--report", str(report)]) == 0
     assert summary.read_text() == text  # without the variable nothing is written
 
 
@@ -148,7 +148,8 @@ def test_target_factory_is_called_again_for_a_fresh_model():
 
 
 def test_make_verify_writes_where_git_does_not_look():
-    """`make verify` must not dirty a checkout: its report (and the heatmap beside it) is git-ignored."""
+    """`make verify` must not dirty a checkout: its report (and the heatmap beside it) is git-ignored;
+    reports/README.md and the committed examples beside them are not."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -163,6 +164,9 @@ def test_make_verify_writes_where_git_does_not_look():
     heatmap = str(Path(DEFAULT_REPORT).with_name(Path(DEFAULT_REPORT).stem + "_eot_collapse.png"))
     for path in (DEFAULT_REPORT, heatmap):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
+    for path in ("reports/README.md", "reports/examples/verification.md", "reports/examples/verification_eot_collapse.png"):
+        # --no-index: the rules alone, as a fresh `git add` would apply them
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode == 1, path
 
 
 def test_resume_compares_the_checkpoint_class_list(tmp_path):

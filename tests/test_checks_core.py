@@ -96,3 +96,26 @@ def test_wrapped_models_are_audited_through_their_wrapper(tiny_clip, classnames)
     target.model = torch.compile(model)
     results = run_audits(target, ["buffer-device-sync", "video-batch-independence", "optimizer-step", "class-order"])
     assert [r.status for r in results] == [Status.PASS] * 4, [(r.id, r.message) for r in results]
+
+
+def test_the_package_docstring_names_every_use_of_videocoop():
+    """checks uses videocoop through the surface its docstring lists: the list and the imports agree both ways."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import checks
+
+    listed = set()
+    for line in checks.__doc__.splitlines():
+        m = re.fullmatch(r"\s+(videocoop[\w.]*)\s{2,}([^:]+):.*", line)
+        if m:
+            listed |= {(m.group(1), name.strip()) for name in m.group(2).split(",")}
+    imported = set()
+    for path in Path(checks.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] == "videocoop":
+                imported |= {(node.module, alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):  # `from videocoop.x import name`, so the list can name it
+                assert all(alias.name.split(".")[0] != "videocoop" for alias in node.names), path
+    assert listed == imported, (sorted(imported - listed), sorted(listed - imported))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from checks import Status, faults, run_audits
-from checks.probe import FP32_TOL, NOISE_FACTOR
+from checks.tolerances import FP32_TOL, NOISE_FACTOR
 from videocoop.clip import PRECISIONS, TINY_MODEL, load_clip
 
 HALF = ["bf16", "fp16"]

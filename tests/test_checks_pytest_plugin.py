@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checks import Status, core, faults, list_audits, run_audits
+from checks import Status, core, faults, list_audits, run_audits, runner
 from checks.pytest_plugin import DEVICES, assert_audits_pass
 
 pytest_plugins = ["pytester"]
@@ -23,13 +23,13 @@ def run(pytester, monkeypatch):
     """``run(*args)``: pytest in pytester's folder; ``run.audited`` lists every audit run, in order."""
     pytester.syspathinsert(ROOT)
     audited = []
-    original = core.run_audit
+    original = runner.run_audit
 
     def counting(spec, target):
         audited.append(spec.id)
         return original(spec, target)
 
-    monkeypatch.setattr(core, "run_audit", counting)
+    monkeypatch.setattr(runner, "run_audit", counting)
 
     def go(*args):
         return pytester.runpytest("-p", "no:cacheprovider", *args)
@@ -78,7 +78,7 @@ def test_warn_passes_with_a_warning_and_skip_skips_with_the_reason(run):
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*AuditWarning: host-sync: * host-device sync*Tensor.item()*"])
     # a bare model: no dataset, so dataset-unpacking cannot apply
-    result = run("--audit-target", "tests.faults:bare_model", "--audit-only", "dataset-unpacking", "-rs")
+    result = run("--audit-target", "checks.faults:bare_model", "--audit-only", "dataset-unpacking", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED * dataset-unpacking: *dataset*"])
 
@@ -163,7 +163,7 @@ def test_usage_errors(args, words, run):
 
 
 def test_a_target_that_cannot_be_built_fails_every_item_in_one_line(run):
-    result = run("--audit-target", "tests.faults:broken_factory", "--audit-only", "causal-mask,host-sync")
+    result = run("--audit-target", "checks.faults:broken_factory", "--audit-only", "causal-mask,host-sync")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*broken_factory() raised RuntimeError: checkpoint file not found: ckpt.pt*"])
     assert not run.audited

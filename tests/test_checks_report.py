@@ -73,7 +73,7 @@ def test_committed_example_reports_come_from_the_default_run():
 
     from checks import list_audits
 
-    root = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    root = Path(__file__).resolve().parent.parent / "reports" / "examples"
     for name, words in (("verification.md", "Safe to train"), ("verification.ko.md", "학습해도 안전합니다")):
         text = (root / name).read_text(encoding="utf-8")
         assert words in text and "ViT-B-32, random:0" in text

@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import encode, locate, probe_classes, prompts_and_tokens, rel_diff, text_encoder, text_features, tolerance
+from ..locations import locate
+from ..models import text_features
+from ..text import encode, probe_classes, prompts_and_tokens, text_encoder
+from ..tolerances import rel_diff, tolerance
 
 
 @audit(

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import copy_model, device_note, foreign_device, locate, prompt_learner
+from ..core import AuditTarget, Outcome, Status, audit, device_note, foreign_device
+from ..locations import locate
+from ..models import copy_model
+from ..text import prompt_learner
 
 LAYOUT_BUFFERS = ("tokenized_prompts", "token_prefix", "token_suffix")
 _MODULE_DICTS = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}

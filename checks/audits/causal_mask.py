@@ -5,8 +5,10 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import (encode, encode_text_references, eot_index, eot_token_id, locate, probe_classes,
-                     prompts_and_tokens, rel_diff, text_encoder, tolerance)
+from ..locations import locate
+from ..text import (encode, encode_text_references, eot_index, eot_token_id, probe_classes, prompts_and_tokens,
+                    text_encoder)
+from ..tolerances import rel_diff, tolerance
 
 
 def _extend(prompts: torch.Tensor, tokens: torch.Tensor, extra: int) -> tuple[torch.Tensor, torch.Tensor]:

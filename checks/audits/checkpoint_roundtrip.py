@@ -7,7 +7,9 @@ import tempfile
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import copy_model, locate, run_model, sample_batch
+from ..inputs import sample_batch
+from ..locations import locate
+from ..models import copy_model, run_model
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import class_word_list, locate, probe_classes
+from ..locations import locate
+from ..text import class_word_list, probe_classes
 
 #: Items per split whose label is checked against the class folder they were read from.
 MAX_ITEMS = 256

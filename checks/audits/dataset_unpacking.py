@@ -9,7 +9,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import collate_for, copy_model, feature_dim, locate, probe_classes, run_model, text_features
+from ..inputs import collate_for, feature_dim
+from ..locations import locate
+from ..models import copy_model, run_model, text_features
+from ..text import probe_classes
 
 #: Items read per dataset (spread over it); labels are checked on all of them.
 MAX_ITEMS = 256

@@ -5,8 +5,10 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import (class_word_list, cosine_matrix, locate, probe_classes, prompts_and_tokens, stats,
-                     text_encoder, text_features, tolerance)
+from ..locations import locate
+from ..models import text_features
+from ..text import class_word_list, cosine_matrix, probe_classes, prompts_and_tokens, stats, text_encoder
+from ..tolerances import tolerance
 
 #: FAIL: some class has a twin within numerical noise (margin = 1 - cosine to its nearest class).
 COLLAPSE_MARGIN = 1e-4
@@ -30,7 +32,7 @@ def reference_poolings(target: AuditTarget) -> tuple[dict[str, torch.Tensor], li
     (:mod:`checks.reference`), with evidence lines saying how each was computed.
 
     The states come from the model's own plain pass when it ran CLIP's transformer batch-first
-    (captured by :func:`checks.probe.text_features`), else from CLIP's transformer run on the
+    (captured by :func:`checks.text.plain_text_features`), else from CLIP's transformer run on the
     model's prompt embeddings. The encode_text rows run CLIP's own modules on the first
     max(EOT)+1 positions (:func:`~checks.reference.fast_encode_text`), shown equal to
     ``clip.encode_text`` at the full context length on a sample of the prompts here.

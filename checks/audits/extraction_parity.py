@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -13,7 +14,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from videocoop.data import frame_indices
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import locate, relpath
+from ..locations import locate, relpath
 
 #: FAIL: some frame's stored features differ from CLIP's by more than this, relative to
 #: their norm (||stored - clip|| / ||clip||), by the image tower's precision recorded in
@@ -75,11 +76,126 @@ def _on_screen(times: list[float], fps: float) -> list[int]:
     return out
 
 
-def _reference_tower(clip):
-    """The image tower in fp32 (a copy when the model's weights are half precision)."""
-    if all(p.dtype == torch.float32 for p in clip.visual.parameters()):
-        return clip
-    return copy.deepcopy(clip).float()
+class _Reference:
+    """open_clip's own pipeline: its PIL preprocess and the image tower in fp32."""
+
+    def __init__(self, clip):
+        # a copy when the model's weights are half precision
+        fp32 = all(p.dtype == torch.float32 for p in clip.visual.parameters())
+        self.tower = clip if fp32 else copy.deepcopy(clip).float()
+        self.device = next(self.tower.visual.parameters()).device
+        cfg = get_model_preprocess_cfg(clip)
+        self.preprocess = image_transform_v2(
+            PreprocessCfg(**{k: v for k, v in cfg.items() if k in PreprocessCfg.__dataclass_fields__}), is_train=False)
+        self.description = (f"reference: open_clip PIL preprocess ({cfg.get('resize_mode', 'shortest')} resize to "
+                            f"{cfg.get('size')}, {cfg.get('interpolation', 'bicubic')}, mean "
+                            f"{tuple(round(m, 4) for m in cfg['mean'])}) + encode_image in fp32")
+
+    def encode(self, images: list) -> torch.Tensor:
+        pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # [T, 3, h, w]
+        with torch.no_grad():
+            return self.tower.encode_image(pixels).float().cpu()  # [T, D]
+
+
+@dataclass
+class _Tally:
+    """What the sampled feature files showed, over every split."""
+
+    evidence: list[str]
+    problems: list[str] = field(default_factory=list)
+    errors: list[float] = field(default_factory=list)  # relative error per compared frame
+    cosines: list[float] = field(default_factory=list)
+    compared: int = 0  # videos
+    frames: int = 0
+    unreachable: list[str] = field(default_factory=list)  # source videos not found
+    unrecorded: int = 0  # feature files that cannot be read or name no source
+
+
+def _sourced_splits(target: AuditTarget) -> list[tuple[str, object, dict]]:
+    """``[(split, dataset, features.json)]`` for the splits whose features.json names their source videos."""
+    named = [(split, ds, getattr(ds, "info", None) or {}) for split, ds in target.datasets()]
+    if not named:
+        raise Skip("no dataset to compare")
+    sourced = [(split, ds, info) for split, ds, info in named if info.get("source_root") and info.get("sampling")]
+    if not sourced:
+        raise Skip("features.json names no source videos (source_root, sampling): the features were not made by "
+                   "`videocoop extract`, so there is nothing to decode and compare")
+    return sourced
+
+
+def _limit(split: str, info: dict) -> tuple[float, str]:
+    """The FAIL line for features from this split's tower precision, and the evidence line saying so."""
+    bf16 = info.get("precision") == "bf16"
+    limit = REL_ERR_FAIL_BF16 if bf16 else REL_ERR_FAIL
+    return limit, (f"{split}: extracted with a {info.get('precision', 'unrecorded')} tower; FAIL above relative error "
+                   f"{limit:g}" + (" (bf16's own error is 1e-2: a bilinear resize or ImageNet mean/std cannot be told "
+                                   "from it)" if bf16 else ""))
+
+
+def _stored(path: Path, split: str, tally: _Tally) -> dict | None:
+    """The feature file's payload when it records its source video, else None (the tally says why)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001: a missing per-file source of a packed split, a foreign file
+        tally.unrecorded += 1
+        tally.evidence.append(f"{split}: cannot read {relpath(str(path))} ({type(e).__name__}); not compared")
+        return None
+    if not isinstance(payload, dict) or "source" not in payload:
+        tally.unrecorded += 1
+        tally.evidence.append(f"{split}: {relpath(str(path))} records no source video; not compared")
+        return None
+    return payload
+
+
+def _compare(path: Path, split: str, info: dict, limit: float, reference: _Reference, tally: _Tally) -> None:
+    """One feature file against CLIP's own features of the frames its sampling names, into ``tally``."""
+    payload = _stored(path, split, tally)
+    if payload is None:
+        return
+    name = payload["source"]
+    source = Path(info["source_root"]) / name
+    if not source.is_file():
+        tally.unreachable.append(str(source))
+        return
+    try:
+        wanted, images, length = _decode(source, info["sampling"])
+    except (av.FFmpegError, OSError, ValueError, IndexError) as e:
+        tally.problems.append(f"{name}: has features but does not decode ({type(e).__name__}: {e})")
+        return
+    recorded = list(payload.get("frame_indices", []))
+    stored = payload["features"].float()  # [T, D]
+    if recorded != wanted:
+        tally.problems.append(f"{name}: frames {recorded} recorded, the sampling in features.json "
+                              f"({info['sampling']}) gives {wanted} of {length}")
+    if stored.shape[0] != len(wanted):
+        tally.problems.append(f"{name}: {stored.shape[0]} stored frames, the sampling gives {len(wanted)}")
+        return
+    ref = reference.encode(images)  # [T, D]
+    if ref.shape != stored.shape:
+        tally.problems.append(f"{name}: stored features {list(stored.shape)}, CLIP gives {list(ref.shape)}")
+        return
+    rel = ((stored - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12))  # [T]
+    cos = torch.nn.functional.cosine_similarity(stored, ref, dim=-1)  # [T]
+    tally.errors.extend(rel.tolist())
+    tally.cosines.extend(cos.tolist())
+    tally.compared += 1
+    tally.frames += len(wanted)
+    worst = int(rel.argmax())
+    tally.evidence.append(f"{split}: {name} ({length} frames, kept {wanted}): relative error max "
+                          f"{float(rel.max()):.2e} (frame {wanted[worst]}), median {float(rel.median()):.2e}; "
+                          f"cosine min {float(cos.min()):.6f}")
+    if float(rel.max()) > limit:
+        tally.problems.append(f"{name} frame {wanted[worst]}: stored features differ from CLIP's by "
+                              f"{float(rel.max()):.2e} (relative)")
+
+
+def _extractor_location(sourced: list[tuple[str, object, dict]]) -> str | None:
+    """Where the features were made: our extractor's encode step, else the dataset's class."""
+    if {info.get("source") for _, _, info in sourced} == {"videocoop extract"}:
+        from videocoop.video import Extractor
+
+        return locate(Extractor._encode_chunk, r"resize_crop|encode\(")
+    return locate(type(sourced[0][1]))
 
 
 @audit(
@@ -100,99 +216,32 @@ def extraction_parity(target: AuditTarget) -> Outcome:
     clip = target.clip_model
     if clip is None or not hasattr(clip, "encode_image"):
         raise Skip("the target gives no CLIP model with an image tower: return AuditTarget(..., clip_model=...) to run it")
-    named = [(split, ds, getattr(ds, "info", None) or {}) for split, ds in target.datasets()]
-    if not named:
-        raise Skip("no dataset to compare")
-    sourced = [(split, ds, info) for split, ds, info in named if info.get("source_root") and info.get("sampling")]
-    if not sourced:
-        raise Skip("features.json names no source videos (source_root, sampling): the features were not made by "
-                   "`videocoop extract`, so there is nothing to decode and compare")
-    tower = _reference_tower(clip)
-    device = next(tower.visual.parameters()).device
-    cfg = get_model_preprocess_cfg(clip)
-    pil = image_transform_v2(PreprocessCfg(**{k: v for k, v in cfg.items() if k in PreprocessCfg.__dataclass_fields__}),
-                             is_train=False)
-    evidence = [f"reference: open_clip PIL preprocess ({cfg.get('resize_mode', 'shortest')} resize to "
-                f"{cfg.get('size')}, {cfg.get('interpolation', 'bicubic')}, mean {tuple(round(m, 4) for m in cfg['mean'])}) "
-                f"+ encode_image in fp32"]
-    limits = {}
+    sourced = _sourced_splits(target)
+    reference = _Reference(clip)
+    limits, lines = {}, [reference.description]
     for split, _, info in sourced:
-        limits[split] = REL_ERR_FAIL_BF16 if info.get("precision") == "bf16" else REL_ERR_FAIL
-        evidence.append(f"{split}: extracted with a {info.get('precision', 'unrecorded')} tower; FAIL above relative "
-                        f"error {limits[split]:g}" + (" (bf16's own error is 1e-2: a bilinear resize or ImageNet "
-                                                      "mean/std cannot be told from it)" if info.get("precision") == "bf16"
-                                                      else ""))
-    problems, errors, cosines, compared, frames, unreachable, unrecorded = [], [], [], 0, 0, [], 0
+        limits[split], line = _limit(split, info)
+        lines.append(line)
+    tally = _Tally(lines)
     for split, ds, info in sourced:
         files = list(getattr(ds, "files", []))
-        root = Path(info["source_root"])
         for i in _spread(len(files), VIDEOS_PER_SPLIT):
-            path = Path(files[i][0])
-            try:
-                payload = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001: a missing per-file source of a packed split, a foreign file
-                unrecorded += 1
-                evidence.append(f"{split}: cannot read {relpath(str(path))} ({type(e).__name__}); not compared")
-                continue
-            if not isinstance(payload, dict) or "source" not in payload:
-                unrecorded += 1
-                evidence.append(f"{split}: {relpath(str(path))} records no source video; not compared")
-                continue
-            source = root / payload["source"]
-            if not source.is_file():
-                unreachable.append(str(source))
-                continue
-            try:
-                wanted, images, length = _decode(source, info["sampling"])
-            except (av.FFmpegError, OSError, ValueError, IndexError) as e:
-                problems.append(f"{payload['source']}: has features but does not decode ({type(e).__name__}: {e})")
-                continue
-            recorded = list(payload.get("frame_indices", []))
-            stored = payload["features"].float()  # [T, D]
-            if recorded != wanted:
-                problems.append(f"{payload['source']}: frames {recorded} recorded, the sampling in features.json "
-                                f"({info['sampling']}) gives {wanted} of {length}")
-            if stored.shape[0] != len(wanted):
-                problems.append(f"{payload['source']}: {stored.shape[0]} stored frames, the sampling gives {len(wanted)}")
-                continue
-            pixels = torch.stack([pil(im) for im in images]).to(device)  # [T, 3, h, w]
-            with torch.no_grad():
-                ref = tower.encode_image(pixels).float().cpu()  # [T, D]
-            if ref.shape != stored.shape:
-                problems.append(f"{payload['source']}: stored features {list(stored.shape)}, CLIP gives {list(ref.shape)}")
-                continue
-            rel = ((stored - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12))  # [T]
-            cos = torch.nn.functional.cosine_similarity(stored, ref, dim=-1)  # [T]
-            errors.extend(rel.tolist())
-            cosines.extend(cos.tolist())
-            compared += 1
-            frames += len(wanted)
-            worst = int(rel.argmax())
-            evidence.append(f"{split}: {payload['source']} ({length} frames, kept {wanted}): relative error max "
-                            f"{float(rel.max()):.2e} (frame {wanted[worst]}), median {float(rel.median()):.2e}; "
-                            f"cosine min {float(cos.min()):.6f}")
-            if float(rel.max()) > limits[split]:
-                problems.append(f"{payload['source']} frame {wanted[worst]}: stored features differ from CLIP's by "
-                                f"{float(rel.max()):.2e} (relative)")
-    if unreachable:
-        evidence.append(f"{len(unreachable)} sampled source video(s) not reachable, e.g. {unreachable[0]}")
-    if compared == 0 and not problems:
-        if unreachable:
-            raise Skip(f"the source videos are not reachable (e.g. {unreachable[0]}): moved, or on another machine; "
-                       f"features.json's source_root is {sourced[0][2]['source_root']}")
+            _compare(Path(files[i][0]), split, info, limits[split], reference, tally)
+    if tally.unreachable:
+        tally.evidence.append(f"{len(tally.unreachable)} sampled source video(s) not reachable, e.g. "
+                              f"{tally.unreachable[0]}")
+    if tally.compared == 0 and not tally.problems:
+        if tally.unreachable:
+            raise Skip(f"the source videos are not reachable (e.g. {tally.unreachable[0]}): moved, or on another "
+                       f"machine; features.json's source_root is {sourced[0][2]['source_root']}")
         raise Skip("no sampled feature file records its source video")
-    worst = max(errors) if errors else math.nan
-    metrics = {"videos": compared, "frames": frames, "max_rel_err": worst, "threshold": max(limits.values()),
-               "min_cosine": min(cosines) if cosines else math.nan,
-               "unreachable": len(unreachable), "unrecorded": unrecorded}
-    made_by = {info.get("source") for _, _, info in sourced}
-    if made_by == {"videocoop extract"}:
-        from videocoop.video import Extractor
-
-        location = locate(Extractor._encode_chunk, r"resize_crop|encode\(")
-    else:
-        location = locate(type(sourced[0][1]))
-    if problems:
-        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence + problems, location)
-    return Outcome(Status.PASS, f"{frames} frames of {compared} video(s) equal CLIP's own features (max relative error "
-                   f"{worst:.1e}, FAIL above {max(limits.values()):g})", metrics, evidence, location)
+    worst = max(tally.errors) if tally.errors else math.nan
+    threshold = max(limits.values())
+    metrics = {"videos": tally.compared, "frames": tally.frames, "max_rel_err": worst, "threshold": threshold,
+               "min_cosine": min(tally.cosines) if tally.cosines else math.nan,
+               "unreachable": len(tally.unreachable), "unrecorded": tally.unrecorded}
+    location = _extractor_location(sourced)
+    if tally.problems:
+        return Outcome(Status.FAIL, "; ".join(tally.problems), metrics, tally.evidence + tally.problems, location)
+    return Outcome(Status.PASS, f"{tally.frames} frames of {tally.compared} video(s) equal CLIP's own features (max "
+                   f"relative error {worst:.1e}, FAIL above {threshold:g})", metrics, tally.evidence, location)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import feature_dim, locate
+from ..inputs import feature_dim
+from ..locations import locate
 
 
 @audit(

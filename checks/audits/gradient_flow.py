@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import clip_param_names, copy_model, locate, sample_batch
+from ..inputs import sample_batch
+from ..locations import locate
+from ..models import clip_param_names, copy_model
 
 #: Learning rate of the probe step: large enough that every non-zero gradient moves its
 #: tensor by more than float rounding.

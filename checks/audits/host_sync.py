@@ -6,7 +6,10 @@ import warnings
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import copy_model, locate, sample_batch, text_encoder
+from ..inputs import sample_batch
+from ..locations import locate
+from ..models import copy_model
+from ..text import text_encoder
 from ..trace import foreign_run
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import device_note, foreign_device, locate, run_model, sample_batch, text_encoder
+from ..core import AuditTarget, Outcome, Status, audit, device_note, foreign_device
+from ..inputs import sample_batch
+from ..locations import locate
+from ..models import run_model
+from ..text import text_encoder
 from ..trace import foreign_run
 
 

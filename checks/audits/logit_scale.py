@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import FP32_TOL, locate, logits_tolerance, rel_diff, sample_batch, text_features, video_copy
+from ..inputs import sample_batch
+from ..locations import locate
+from ..models import text_features, video_copy
+from ..tolerances import FP32_TOL, logits_tolerance, rel_diff
 
 BATCH = 4
 

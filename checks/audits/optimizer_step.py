@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..probe import copy_model, locate, training_batch
+from ..inputs import training_batch
+from ..locations import locate
+from ..models import copy_model
 
 STEPS = 3
 HALF = (torch.float16, torch.bfloat16)

@@ -7,8 +7,8 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import (class_word_list, eot_token_id, locate, need_clip, prompt_learner, prompts_and_tokens,
-                     text_encoder)
+from ..locations import locate
+from ..text import class_word_list, eot_token_id, need_clip, prompt_learner, prompts_and_tokens, text_encoder
 
 
 def find(row: list[int], sub: list[int]) -> int:

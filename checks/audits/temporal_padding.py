@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import logits_tolerance, rel_diff, sample_batch, takes_mask, video_copy, video_location
+from ..inputs import sample_batch, takes_mask
+from ..locations import video_location
+from ..models import video_copy
+from ..tolerances import logits_tolerance, rel_diff
 
 #: Real frames per probe video, zero frames appended, videos.
 FRAMES, PAD, BATCH = 4, 3, 2

@@ -5,8 +5,11 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import (encode, encode_text_references, forward_text_features, locate, need_clip, plain_text_features,
-                     probe_classes, prompts_and_tokens, rel_diff, text_encoder, tolerance)
+from ..locations import locate
+from ..models import forward_text_features
+from ..text import (encode, encode_text_references, need_clip, plain_text_features, probe_classes, prompts_and_tokens,
+                    text_encoder)
+from ..tolerances import rel_diff, tolerance
 
 #: The words put in the context slots: any real text works; this one reads naturally.
 TEMPLATE = "a video of a person doing an action in a short clip recorded by a camera with sound"

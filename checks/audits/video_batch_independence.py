@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit
-from ..probe import logits_tolerance, rel_diff, sample_batch, video_copy, video_location
+from ..inputs import sample_batch
+from ..locations import video_location
+from ..models import video_copy
+from ..tolerances import logits_tolerance, rel_diff
 
 BATCH = 4
 

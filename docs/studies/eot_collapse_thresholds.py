@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python docs/studies/eot_collapse_thresholds.py`` (about two minutes
 on two CPU cores). Random ViT-B-32 weights (seed 0), the 101 UCF101 names, context drawn
-with seed 0; the faulty text encoders are the planted faults of ``checks/faults.py``.
+with seed 0; the faulty text encoders are the planted faults of ``checks/faults/text.py``.
 """
 import sys
 import warnings

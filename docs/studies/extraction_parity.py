@@ -5,7 +5,7 @@
 
 Generated videos (one per synthetic class, 96x176, 16 frames at 8 fps, H.264) are
 extracted by `videocoop extract`'s Extractor, honestly and with one part swapped for a
-known mistake (the planted faults of tests/faults.py); the `extraction-parity` audit
+known mistake (the planted faults of checks/faults/extraction.py); the `extraction-parity` audit
 then decodes the recorded frames itself, runs open_clip's PIL preprocess and
 encode_image in fp32, and reports the largest per-frame relative error
 ||stored - clip|| / ||clip|| (and the smallest cosine). Writes the table to stdout and
@@ -27,11 +27,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]  # this checkout's packages (the planted faults are checks.faults)
 
-import faults  # noqa: E402  (tests/faults.py: the planted faults)
-
-from checks import run_audits  # noqa: E402
+from checks import faults, run_audits  # noqa: E402
 from checks.audits import extraction_parity  # noqa: E402
 from videocoop.clip import load_clip  # noqa: E402
 from videocoop.video import (  # noqa: E402

@@ -1,0 +1,89 @@
+"""Planted faults: each breaks a clean VideoFeatureCLIP the way a real CoOp port does.
+
+Part of the product, not only of the tests: ``python -m checks --selftest`` runs every
+audit on the clean model and on its planted fault (:data:`PLANTED`) on the machine at hand,
+and the test suite and the pytest plugin import them from here.
+
+Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
+:class:`~checks.AuditTarget`; ``clean`` is the unbroken model, ``with_data`` the unbroken
+model with a dataset. Factories never modify the CLIP model they are given (a fault that
+needs another CLIP makes its own copy).
+
+One module per audit group, every name importable from here:
+
+- ``clean``: the unbroken model, the tiny CLIP and the class names every fault starts from
+- ``device``: tensors left on the CPU, host reads (the device audits)
+- ``text``: the prompt learner and text encoder computing the wrong class features
+- ``model``: what trains, what a checkpoint keeps, precision, the video path, the logit scale
+- ``data``: datasets whose items, labels, class lists or features.json go wrong
+- ``extraction``: extractors that go wrong the way hand-written ones do
+- ``targets``: zero-argument factories for ``python -m checks --target checks.faults:NAME``
+"""
+# ruff: noqa: F401  (the names below are re-exported: `checks.faults.NAME` is the contract)
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ..core import AuditTarget, Status
+from .clean import FRAMES, NAMES, SEED, clean, seeded, tiny_clip, with_encoder
+from .data import (Features, Sample, checkpoint_other_classes, features_from_other_clip, info_for, labels_from_one,
+                   two_field_items, val_split_lacks_a_class, variable_length_tuples, with_data)
+from .device import (ArangeRowsEncoder, BoolMaskEncoder, CpuBiasEncoder, CpuCudaOnlyEncoder, CpuEotEncoder,
+                     ItemLoopEncoder, ListEotEncoder, SharedPathCpuCopy, arange_without_device, bool_mask_pooling,
+                     cpu_bias, eot_index_on_cpu, eot_list_index, item_loop, meta_refused, plain_tokenized_prompts,
+                     shared_path_cpu_copy)
+from .extraction import (EXTRACT_FRAMES, BGRPreprocess, DevicePathPreprocess, NextFrameSampling, bgr, bgr_frames,
+                         extracted, extraction_clean, fault_videos, imagenet_normalised, imagenet_stats, next_frames,
+                         other_tower, stretched, stretched_resize)
+from .model import (BatchCentred, BatchNormVideo, ContextOnlyCheckpoint, HalfTextPort, MaskIgnored, NoMaskArgument,
+                    ScaleWithoutExp, UnnormalisedVideo, batch_mean_centring, batchnorm_video, checkpoint_misses_buffers,
+                    checkpoint_misses_temporal, clip_trainable, fp16_context_adam, fp16_context_sgd,
+                    fp16_text_float_features, logit_scale_trainable, max_over_padding, no_mask_argument,
+                    nothing_trainable, own_clip_copy_trainable, padding_mask_ignored, scale_exponentiated_twice,
+                    scale_without_exp, transformer_mask_ignored, unnormalised_video)
+from .targets import (bare_model, bare_model_without_classnames, broken_factory, clean_target, item_loop_target,
+                      plain_attribute_target)
+from .text import (FixedLengthEncoder, FullContextEncoder, LastPositionEncoder, NoMaskEncoder, PermuteNoMaskEncoder,
+                   PrefixOnlySharedEncoder, WrongEotIdEncoder, coop_front_ids, cut_without_causal_mask,
+                   fixed_prompt_length, full_context_positions, last_position, no_causal_mask, permute_no_mask,
+                   position_ignored, shared_path_prefix_only, sos_pooling, truncated_prompts)
+
+
+class Planted(NamedTuple):
+    """A planted fault and what its audit must conclude: ``status``, with ``words`` in the finding."""
+
+    make: Callable[..., AuditTarget]
+    status: Status
+    words: str
+
+
+#: Every audit's planted fault (``python -m checks --selftest`` and the tests run each one).
+PLANTED: dict[str, Planted] = {
+    "buffer-device-sync": Planted(plain_tokenized_prompts, Status.FAIL, "plain tensor attribute"),
+    "index-device-consistency": Planted(eot_index_on_cpu, Status.FAIL, "copies a tensor to the CPU"),
+    "eot-collapse": Planted(sos_pooling, Status.FAIL, "classes indistinguishable"),
+    "dataset-unpacking": Planted(two_field_items, Status.FAIL, "`features, label, meta = item` raises"),
+    "text-encoder-parity": Planted(permute_no_mask, Status.FAIL, "differs from encode_text"),
+    "causal-mask": Planted(no_causal_mask, Status.FAIL, "changed the pooled feature"),
+    "batch-independence": Planted(permute_no_mask, Status.FAIL, "classes mix inside attention"),
+    "gradient-flow": Planted(clip_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
+    "prompt-tokenization": Planted(truncated_prompts, Status.FAIL, "not all in the prompt"),
+    "host-sync": Planted(item_loop, Status.WARN, "Tensor.item()"),
+    "checkpoint-roundtrip": Planted(checkpoint_misses_temporal, Status.FAIL, "strict load refused"),
+    "feature-model-match": Planted(features_from_other_clip, Status.FAIL, "clip_model='ViT-B-16'"),
+    "temporal-padding": Planted(max_over_padding, Status.FAIL, "the temporal aggregation counts the padding"),
+    "video-batch-independence": Planted(batch_mean_centring, Status.FAIL, "the video path mixes videos"),
+    "class-order": Planted(val_split_lacks_a_class, Status.FAIL, "labels shift by 1"),
+    "logit-scale": Planted(unnormalised_video, Status.FAIL, "not L2-normalised"),
+    "optimizer-step": Planted(fp16_context_adam, Status.FAIL, "turned prompt_learner.ctx inf"),
+    "extraction-parity": Planted(bgr_frames, Status.FAIL, "stored features differ from CLIP's"),
+}
+
+#: Audits whose clean case needs a target of its own (the default clean model's data names no
+#: source videos, so extraction-parity has nothing to compare there: SKIP).
+CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean}
+
+#: The runner's own planted fault: a model that raises on its own data is a FAIL naming its
+#: exception (``(audit it runs under, fault)``), never an ERROR.
+RUNNER_FAULT = ("logit-scale", Planted(fp16_text_float_features, Status.FAIL, "the model raised RuntimeError"))
