@@ -129,3 +129,13 @@ def test_bad_grids_are_refused_before_any_run(synth, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["sweep", "--feature-dir", synth["train"], "--output-dir", str(tmp_path / "r")]) == ExitCode.USAGE
     assert "pass --val-feature-dir" in capsys.readouterr().err
+
+
+def test_a_sweep_config_from_a_dict_takes_the_train_settings_as_a_dict():
+    cfg = SweepConfig.from_dict({"train": {"feature_dir": "f", "lr": 0.1}, "shots": [1, 2]})
+    assert cfg == SweepConfig(train=TrainConfig(feature_dir="f", lr=0.1), shots=[1, 2])
+    with pytest.raises(VideoCoopError, match=r"unknown sweep config key\(s\) \['seed'\]; valid keys: train, shots.*"
+                                             r"; seed: did you mean seeds\?"):
+        SweepConfig.from_dict({"train": TrainConfig(), "seed": [1]})
+    with pytest.raises(VideoCoopError, match=r"unknown config key\(s\) \['lrr'\].*; lrr: did you mean lr\?"):
+        SweepConfig.from_dict({"train": {"lrr": 0.1}})
