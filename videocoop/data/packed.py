@@ -10,6 +10,7 @@ writes a split once as::
       offsets.npy      where each video starts: [N + 1] int64
       labels.npy       class index per video: [N] int64
       features.json    copied from the source (which CLIP made the features)
+      classnames.txt   the class order, one per line (as in a feature folder)
 
 and :class:`PackedFeatureDataset` reads it through ``np.load(mmap_mode="r")`` with the
 interface of :class:`~videocoop.data.features.FeatureDataset`: the same ``VideoSample`` items and
