@@ -40,7 +40,7 @@ def _decord(path: Path, n: int):
     import decord
 
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    idx = frame_indices(len(vr), n, train=False).tolist()
+    idx = frame_indices(len(vr), n).tolist()
     return vr.get_batch(idx).asnumpy()  # RGB
 
 
@@ -50,7 +50,7 @@ def _opencv(path: Path, n: int):
     cap = cv2.VideoCapture(str(path))
     length = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     out = []
-    for i in frame_indices(length, n, train=False).tolist():
+    for i in frame_indices(length, n).tolist():
         cap.set(cv2.CAP_PROP_POS_FRAMES, i)  # OpenCV's seek
         ok, frame = cap.read()
         if not ok:
@@ -64,7 +64,7 @@ def _torchcodec(path: Path, n: int):
     from torchcodec.decoders import VideoDecoder
 
     dec = VideoDecoder(str(path))
-    idx = frame_indices(dec.metadata.num_frames, n, train=False).tolist()
+    idx = frame_indices(dec.metadata.num_frames, n).tolist()
     return dec.get_frames_at(indices=idx).data.permute(0, 2, 3, 1).numpy()
 
 
@@ -74,7 +74,7 @@ def _torchvision(path: Path, n: int):
     if not hasattr(io, "read_video"):
         raise RuntimeError(f"torchvision {importlib.metadata.version('torchvision')} has no video decoding (torchvision.io.read_video was removed)")
     frames, _, _ = io.read_video(str(path), output_format="THWC", pts_unit="sec")
-    return frames[frame_indices(frames.shape[0], n, train=False)].numpy()
+    return frames[frame_indices(frames.shape[0], n)].numpy()
 
 
 DECODERS = {

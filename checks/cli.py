@@ -19,7 +19,7 @@ import torch
 from videocoop import train
 from videocoop.data import UCF101
 from videocoop.cli import ExitCode, UsageError, add_train_arguments, config_from_args
-from videocoop.cli.app import _Parser
+from videocoop.cli import CliParser as _Parser
 from videocoop.clip import UntrainedModelWarning, weights_id
 from videocoop.data import collate_samples
 from videocoop import VideoCoopError

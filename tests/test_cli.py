@@ -100,11 +100,11 @@ def test_help_and_module_entry_point():
 
 
 def test_interrupt_exits_2_and_points_to_resume(monkeypatch, capsys):
-    import videocoop.cli.app as cli
+    import videocoop.cli.train as train_command
 
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "fit", interrupted)
+    monkeypatch.setattr(train_command, "fit", interrupted)
     assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 2
     assert "--resume" in capsys.readouterr().err

@@ -14,7 +14,9 @@ from videocoop.data import (
     check_feature_info,
     collate_samples,
     frame_indices,
+    frame_offsets,
     read_feature_info,
+    segment_frames,
     write_feature_info,
 )
 from videocoop.utils.errors import VideoCoopError
@@ -87,10 +89,9 @@ def test_equal_lengths_need_no_mask(folder):
 
 
 def test_uniform_sampling_deterministic_in_eval_random_in_train(folder):
-    assert frame_indices(16, 4, train=False).tolist() == [2, 6, 10, 14]
-    assert frame_indices(3, 6, train=False).tolist() == [0, 0, 1, 1, 2, 2]  # short videos repeat frames
-    g = torch.Generator().manual_seed(0)
-    draws = torch.stack([frame_indices(16, 4, train=True, generator=g) for _ in range(200)])  # [200, 4]
+    assert frame_indices(16, 4).tolist() == [2, 6, 10, 14]
+    assert frame_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]  # short videos repeat frames
+    draws = segment_frames([16] * 200, 4, frame_offsets(seed=0, epoch=0, indices=range(200), num_frames=4))  # [200, 4]
     for k in range(4):  # one frame from each quarter, every frame of it reachable
         assert set(draws[:, k].tolist()) == set(range(4 * k, 4 * k + 4))
     ev = FeatureDataset(folder, num_frames=2)

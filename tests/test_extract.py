@@ -117,7 +117,7 @@ def test_extract_writes_the_feature_folders_train_reads(src, tmp_path, tiny_clip
             payload = torch.load(path, weights_only=True)
             assert payload["features"].dtype == torch.float16 and payload["features"].shape == (FRAMES, 32)
             assert (src / payload["source"]).is_file() and payload["num_source_frames"] == 7
-            assert payload["frame_indices"] == frame_indices(7, FRAMES, train=False).tolist()
+            assert payload["frame_indices"] == frame_indices(7, FRAMES).tolist()
             assert payload["frame_times"] == [i / 8 for i in payload["frame_indices"]]
     assert not (tmp_path / FAILURES_FILE).exists() and (tmp_path / RUN_FILE).is_file()
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary file left

@@ -129,3 +129,25 @@ def test_bad_grids_are_refused_before_any_run(synth, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["sweep", "--feature-dir", synth["train"], "--output-dir", str(tmp_path / "r")]) == ExitCode.USAGE
     assert "pass --val-feature-dir" in capsys.readouterr().err
+
+
+def test_a_sweep_config_from_a_dict_takes_the_train_settings_as_a_dict():
+    cfg = SweepConfig.from_dict({"train": {"feature_dir": "f", "lr": 0.1}, "shots": [1, 2]})
+    assert cfg == SweepConfig(train=TrainConfig(feature_dir="f", lr=0.1), shots=[1, 2])
+    with pytest.raises(VideoCoopError, match=r"unknown sweep config key\(s\) \['seed'\]; valid keys: train, shots.*"
+                                             r"; seed: did you mean seeds\?"):
+        SweepConfig.from_dict({"train": TrainConfig(), "seed": [1]})
+    with pytest.raises(VideoCoopError, match=r"unknown config key\(s\) \['lrr'\].*; lrr: did you mean lr\?"):
+        SweepConfig.from_dict({"train": {"lrr": 0.1}})
+
+
+def test_an_interrupted_sweep_says_rerunning_it_continues(synth, tmp_path, monkeypatch, capsys):
+    import videocoop.cli.sweep as sweep_command
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_command, "run_sweep", interrupted)
+    argv = ["sweep", "--feature-dir", synth["train"], "--val-feature-dir", synth["val"], "--output-dir", str(tmp_path)]
+    assert main(argv) == ExitCode.INTERRUPTED
+    assert "run the same sweep command again: finished runs are skipped" in capsys.readouterr().err

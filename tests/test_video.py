@@ -71,7 +71,7 @@ def test_seeking_decodes_only_around_the_kept_frames(tmp_path, monkeypatch):
     seeking = counts["decoded"]
     counts["decoded"] = 0
     plain = read_frames(path, Sampling(4), seek=False)
-    assert torch.equal(fast.frames, plain.frames) and fast.indices == frame_indices(96, 4, train=False).tolist()
+    assert torch.equal(fast.frames, plain.frames) and fast.indices == frame_indices(96, 4).tolist()
     assert seeking <= 4 * 8 + 2  # at most a keyframe interval per kept frame (plus B-frame reordering)
     assert counts["decoded"] >= 96  # the plain path decodes the whole video
 
@@ -89,7 +89,7 @@ def test_frames_are_rgb(tmp_path):
 def test_segment_sampling_is_the_loaders_eval_sampling():
     for length in (1, 2, 7, 8, 13, 100):
         for n in (1, 3, 8, 16):
-            assert Sampling(n).indices([i / 8 for i in range(length)]) == frame_indices(length, n, train=False).tolist()
+            assert Sampling(n).indices([i / 8 for i in range(length)]) == frame_indices(length, n).tolist()
 
 
 def test_fps_sampling_keeps_the_frame_on_screen():

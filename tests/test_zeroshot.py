@@ -83,3 +83,11 @@ def test_usage_errors(argv, message, capsys):
     assert main(argv) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_config_from_a_dict_names_the_closest_key():
+    assert ZeroShotConfig.from_dict({"feature_dir": "f", "templates": ["a {}"]}) == \
+        ZeroShotConfig(feature_dir="f", templates=["a {}"])
+    with pytest.raises(VideoCoopError, match=r"unknown zero-shot config key\(s\) \['template', 'zzz'\]; valid keys: "
+                                             r"feature_dir, templates, .*; template: did you mean templates\?$"):
+        ZeroShotConfig.from_dict({"template": ["a {}"], "zzz": 1})

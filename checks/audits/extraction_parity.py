@@ -50,7 +50,7 @@ def _decode(path: Path, sampling: dict) -> tuple[list[int], list, int]:
             raise ValueError(f"{path}: no frames, or frames without timestamps")
         times = [t - times[0] for t in times]
         if sampling.get("method") == "segment-middle":
-            wanted = frame_indices(len(times), int(sampling["num_frames"]), train=False).tolist()
+            wanted = frame_indices(len(times), int(sampling["num_frames"])).tolist()
         elif sampling.get("method") == "fps":
             wanted = _on_screen(times, float(sampling["fps"]))
         else:

@@ -5,8 +5,8 @@ class lists, the few-shot and base-to-novel splits, synthetic features.
 - :mod:`.features`: ``FeatureDataset`` over a folder of per-video files, ``features.json``.
 - :mod:`.packed`: one array per split (``videocoop pack``).
 - :mod:`.samples`: ``VideoSample`` and ``collate_samples``.
-- :mod:`.sampling`: which frames a sample takes.
-- :mod:`.manifest`: the ``path,label`` CSV.
+- :mod:`.sampling`: which frames a sample takes (segment middles to evaluate, seeded positions to train).
+- :mod:`.manifest`: the ``path,label`` CSV (videos or feature files without class folders).
 - :mod:`.classlists`: UCF101 and Kinetics-400 class names.
 - :mod:`.protocols`: few-shot draws and base-to-novel class splits.
 - :mod:`.synthetic`: synthetic features with a planted prompt (``videocoop synth``).

@@ -32,7 +32,7 @@ from ..utils.files import load_error, read_json_object, write_json
 from .layout import CLASSNAMES_FILE, FEATURE_SUFFIXES, INFO_FILE, VIDEO_SUFFIXES
 from .manifest import read_manifest
 from .samples import VideoSample
-from .sampling import frame_offsets, segment_frames
+from .sampling import MIDDLE, frame_offsets, segment_frames
 
 INFO_KEYS = ("clip_model", "weights", "num_frames", "dim")
 #: What a valid feature file holds, by suffix (said when one cannot be read).
@@ -304,7 +304,7 @@ class FeatureDataset(Dataset):
         x = self._cache[i] if self._cache is not None else load_feature_file(path, self.dim)  # [T, D]
         length = x.shape[0]
         if self.num_frames is not None:
-            offsets = frame_offsets(self.seed, self.epoch, [i], self.num_frames) if self.train else 0.5
+            offsets = frame_offsets(self.seed, self.epoch, [i], self.num_frames) if self.train else MIDDLE
             x = x[torch.from_numpy(segment_frames([length], self.num_frames, offsets)[0])]  # [num_frames, D]
         return VideoSample(x, label, {"video_id": path.stem, "path": str(path), "num_frames": length})
 

@@ -1,4 +1,13 @@
-"""What a feature folder and a video tree hold: file names and suffixes, one definition each."""
+"""The names on disk, defined once: what a feature folder and a tree of videos hold.
+
+A feature folder is ``<class>/<video>.pt|.npy`` (:data:`FEATURE_SUFFIXES`) beside
+:data:`INFO_FILE` (which CLIP made the features) and, optionally, :data:`CLASSNAMES_FILE`
+(the class order); a packed split (:mod:`.packed`) keeps the last two beside its arrays.
+A tree of videos holds files with one of :data:`VIDEO_SUFFIXES`. The datasets, ``pack``,
+``synth``, the extractor, training and predict all take these names from here, so what
+one writes the others find; and a feature folder that holds videos instead is recognised
+(the error says to run ``videocoop extract`` first).
+"""
 from __future__ import annotations
 
 import os

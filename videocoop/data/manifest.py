@@ -1,4 +1,8 @@
-"""The path,label CSV that lists videos or feature files instead of class folders."""
+"""The ``path,label`` CSV: a list of videos or feature files with their classes, instead of
+class folders. This module reads and checks it; each caller resolves the paths its own way
+(``FeatureDataset(manifest=...)`` and ``pack``: relative to the feature root, else the CSV's
+folder; ``videocoop extract --manifest``: relative to SRC, else the CSV's folder).
+"""
 from __future__ import annotations
 
 import csv

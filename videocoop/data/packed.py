@@ -10,6 +10,7 @@ writes a split once as::
       offsets.npy      where each video starts: [N + 1] int64
       labels.npy       class index per video: [N] int64
       features.json    copied from the source (which CLIP made the features)
+      classnames.txt   the class order, one per line (as in a feature folder)
 
 and :class:`PackedFeatureDataset` reads it through ``np.load(mmap_mode="r")`` with the
 interface of :class:`~videocoop.data.features.FeatureDataset`: the same ``VideoSample`` items and
@@ -35,7 +36,7 @@ from ..utils.files import load_error, read_json_object
 from .features import FeatureDataset, MissingValidationClassWarning, read_feature_info, relabel, write_feature_info
 from .layout import CLASSNAMES_FILE
 from .samples import VideoSample
-from .sampling import frame_offsets, segment_frames
+from .sampling import MIDDLE, frame_offsets, segment_frames
 
 INDEX_FILE = "packed.json"
 FORMAT = "videocoop-packed"
@@ -288,7 +289,7 @@ class PackedFeatureDataset(Dataset):
 
     def _frames(self, indices: Sequence[int]) -> np.ndarray:
         """Rows of the map to read: ``[B, num_frames]``, the same positions as ``FeatureDataset``."""
-        offsets = frame_offsets(self.seed, self.epoch, indices, self.num_frames) if self.train else 0.5
+        offsets = frame_offsets(self.seed, self.epoch, indices, self.num_frames) if self.train else MIDDLE
         starts = np.array([self._starts[i] for i in indices])  # [B]
         return starts[:, None] + segment_frames([self.lengths[i] for i in indices], self.num_frames, offsets)
 

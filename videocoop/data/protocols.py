@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 SHOTS_FILE = "shots.json"  # the drawn videos, per class, in the run folder
 CLASSES_FILE = "classes.json"  # the base and novel classes, in the run folder
-HALF = "half"
+HALF_SPLIT = "half"  # --base-classes half: CoCoOp's split, the first ceil(n / 2) classes are base
 #: Written into shots.json so a reader can redo the draw by hand.
 DRAW_RULE = "per class, the `shots` videos with the smallest sha256('<split_seed>/<class>/<video id>') (hex), ties by path"
 
@@ -128,13 +128,13 @@ def split_classes(classnames: Sequence[str], spec: str) -> tuple[list[str], list
             twice, or no class left on one side.
     """
     classnames = list(classnames)
-    if spec == HALF:
+    if spec == HALF_SPLIT:
         m = math.ceil(len(classnames) / 2)
         base = classnames[:m]
     else:
         if not os.path.isfile(spec):
-            raise VideoCoopError(f"--base-classes {spec!r}: choose {HALF} (CoCoOp's split) or a file of base class "
-                                 f"names, one per line; no such file")
+            raise VideoCoopError(f"--base-classes {spec!r}: choose {HALF_SPLIT} (CoCoOp's split) or a file of base "
+                                 f"class names, one per line; no such file")
         words = {}
         for c in classnames:
             words.setdefault(c.replace("_", " "), []).append(c)
@@ -229,8 +229,8 @@ def protocol_record(cfg, split: ProtocolSplit) -> dict[str, dict]:
         files[SHOTS_FILE] = {"shots": cfg.shots, "split_seed": split_seed_of(cfg), "rule": DRAW_RULE,
                              "videos": split.shots}
     if split.base_to_novel:
-        rule = (f"{HALF}: the first ceil({len(split.all_classnames)} / 2) = {len(split.classnames)} classes in label order "
-                f"(CoCoOp)" if cfg.base_classes == HALF else f"the classes listed in {cfg.base_classes}")
+        rule = (f"{HALF_SPLIT}: the first ceil({len(split.all_classnames)} / 2) = {len(split.classnames)} classes in "
+                f"label order (CoCoOp)" if cfg.base_classes == HALF_SPLIT else f"the classes listed in {cfg.base_classes}")
         files[CLASSES_FILE] = {"rule": rule, "base": split.classnames, "novel": split.novel}
     return files
 
@@ -262,6 +262,6 @@ def write_protocol_files(cfg, split: ProtocolSplit, out: Path, resume: bool = Fa
                  f"held out ({CLASSES_FILE})")
 
 
-__all__ = ["CLASSES_FILE", "DRAW_RULE", "HALF", "SHOTS_FILE", "ProtocolSplit", "apply_protocols", "draw_shots",
+__all__ = ["CLASSES_FILE", "DRAW_RULE", "HALF_SPLIT", "SHOTS_FILE", "ProtocolSplit", "apply_protocols", "draw_shots",
            "harmonic_mean", "protocol_record", "read_class_list", "shot_key", "split_classes", "split_seed_of",
            "write_protocol_files"]

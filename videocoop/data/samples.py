@@ -1,4 +1,10 @@
-"""A video sample and a batch of them: what a dataset item and a DataLoader batch unpack into."""
+"""A video sample and a batch of them: the seed's ``features, label, meta = dataset[i]``.
+
+Both datasets (:class:`~videocoop.data.features.FeatureDataset`,
+:class:`~videocoop.data.packed.PackedFeatureDataset`) return :class:`VideoSample` items,
+and :func:`collate_samples` batches them into one (features zero-padded to the longest
+video, a ``mask`` when lengths differ), so a loop unpacks an item and a batch alike.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +26,6 @@ class VideoSample(NamedTuple):
     features: torch.Tensor
     label: int | torch.Tensor
     meta: dict
-
 
 
 def collate_samples(items: Sequence[VideoSample]) -> VideoSample:

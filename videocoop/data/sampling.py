@@ -1,4 +1,13 @@
-"""Which frames of a video a sample takes: segment middles in evaluation, a counter-based random position per segment in training."""
+"""Which frames of a video a sample takes (TSN-style): the video is cut into ``num_frames``
+equal segments and one frame is taken at an offset in [0, 1) within each.
+
+- Evaluation takes each segment's middle (:data:`MIDDLE`): :func:`frame_indices` for one
+  video, the same frames the datasets' evaluation, the extractor and ``predict`` take.
+- Training takes a random position per segment, a pure function of (seed, epoch, video,
+  segment) (:func:`frame_offsets`), so every process and worker agrees without RNG state.
+- :func:`segment_frames` turns offsets into frame indices for a batch of videos; the
+  feature datasets call it with either.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,17 +15,14 @@ import torch
 
 from ..utils.seeding import GOLDEN, seed_hash, splitmix
 
+#: Evaluation's offset within each segment: its middle frame, deterministic.
+MIDDLE = 0.5
 
-def frame_indices(length: int, num_frames: int, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """TSN-style uniform sampling of ``num_frames`` of ``length`` frames (one video).
 
-    The video is cut into ``num_frames`` equal segments; evaluation takes the middle of
-    each (deterministic), ``train`` a random position drawn from ``generator``. The
-    datasets draw training's positions with :func:`frame_offsets` instead.
-    """
-    offsets = torch.rand(num_frames, generator=generator, dtype=torch.float64).numpy() if train else 0.5
-    return torch.from_numpy(segment_frames([length], num_frames, offsets)[0])
-
+def frame_indices(length: int, num_frames: int) -> torch.Tensor:
+    """Evaluation's ``num_frames`` frames of one video of ``length`` frames: each segment's
+    middle, ``[num_frames]`` (short videos repeat frames)."""
+    return torch.from_numpy(segment_frames([length], num_frames, MIDDLE)[0])
 
 
 def frame_offsets(seed: int, epoch: int, indices, num_frames: int) -> np.ndarray:
@@ -35,11 +41,13 @@ def frame_offsets(seed: int, epoch: int, indices, num_frames: int) -> np.ndarray
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-
 def segment_frames(lengths, num_frames: int, offsets: np.ndarray | float) -> np.ndarray:
     """Frame ``k`` of each video taken at ``offsets[b, k]`` within segment ``k`` of ``num_frames``
-    equal segments: ``[B, num_frames]`` indices (0.5: the middles, evaluation's choice).
+    equal segments: ``[B, num_frames]`` indices (:data:`MIDDLE`: evaluation's choice).
     Short videos repeat frames."""
     lengths = np.asarray(lengths, dtype=np.int64)  # [B]
     idx = ((np.arange(num_frames) + offsets) * (lengths[:, None] / num_frames)).astype(np.int64)  # [B, F]
     return np.minimum(idx, lengths[:, None] - 1)
+
+
+__all__ = ["MIDDLE", "frame_indices", "frame_offsets", "segment_frames"]

@@ -9,12 +9,11 @@ initial phrase of the shipped prompts file does much worse. That gap is what
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from ..clip.loader import load_clip, weights_id
 from ..model.prompts_file import PromptsFile
 from ..model.video_clip import VideoFeatureCLIP
 from ..utils.errors import VideoCoopError
+from ..utils.files import write_json, write_text
 from .classlists import UCF101
 from .features import read_feature_info, write_feature_info
 from .layout import CLASSNAMES_FILE
@@ -104,7 +104,48 @@ def synthesize(
         # Random weights are the point here; training reports them when it loads the same CLIP.
         warnings.simplefilter("ignore")
         clip, tokenizer = load_clip(clip_model, pretrained=pretrained, checkpoint=checkpoint, seed=clip_seed)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # one stream: the secret, then every video in turn
+    text, n_ctx = _planted_text_features(names, clip, tokenizer, initial_prompt, secret_std, g)  # [n_cls, E]
+    info = {
+        "clip_model": clip_model,
+        "weights": weights_id(pretrained, checkpoint, clip_seed),
+        "num_frames": num_frames if max_frames is None else None,
+        "dim": text.shape[1],
+        "source": SOURCE,
+        "synth": {"seed": seed, "noise": noise, "drift": drift, "secret_std": secret_std, "n_ctx": n_ctx,
+                  "frames": [num_frames, max_frames or num_frames]},
+    }
+
+    def video(c: int) -> torch.Tensor:  # [T, E] of class c, drawn from g in file order
+        T = num_frames if max_frames is None else int(torch.randint(num_frames, max_frames + 1, (1,), generator=g))
+        return _video(text[c], T, noise, drift, g)
+
+    _write_split(out / "train", names, info, train_per_class, video, text)
+    oracle_val_top1 = _write_split(out / "val", names, info, val_per_class, video, text)
+    prompts = PromptsFile(
+        default_prompt=initial_prompt,
+        description=f"videocoop synth: {len(names)} classes; the planted context is random, not this phrase",
+    )
+    prompts_file = write_json(out / "custom_prompts.json", prompts.to_dict())
+    return {
+        "train": str(out / "train"),
+        "val": str(out / "val"),
+        "prompts_file": str(prompts_file),
+        "classnames": names,
+        "info": info,
+        "n_ctx": n_ctx,
+        "oracle_val_top1": oracle_val_top1,
+    }
+
+
+def _planted_text_features(names: Sequence[str], clip, tokenizer, initial_prompt: str, secret_std: float,
+                          g: torch.Generator) -> tuple[torch.Tensor, int]:
+    """The class features a secret context gives, ``[n_cls, E]`` unit rows, and the context
+    length (the initial phrase's token count, so training can reach the secret).
+
+    The secret is ``n_ctx`` random vectors of std ``secret_std`` drawn from ``g``, put through
+    CLIP's text tower in the CoOp layout; the component every class shares is removed.
+    """
     n_ctx = VideoFeatureCLIP(names[:1], clip, tokenizer, ctx_init=initial_prompt).prompt_learner.n_ctx
     secret = VideoFeatureCLIP(names, clip, tokenizer, n_ctx=n_ctx)
     with torch.no_grad():
@@ -114,49 +155,25 @@ def synthesize(
     # component (inter-class cosine ~0.9 with random weights) that carries no label, and
     # leaving it in would drown the class signal at any noise level that hides the labels
     # from the initial prompts.
-    text = F.normalize(text - text.mean(0), dim=-1)  # [n_cls, E]
-    dim = text.shape[1]
+    return F.normalize(text - text.mean(0), dim=-1), n_ctx  # [n_cls, E]
 
-    info = {
-        "clip_model": clip_model,
-        "weights": weights_id(pretrained, checkpoint, clip_seed),
-        "num_frames": num_frames if max_frames is None else None,
-        "dim": dim,
-        "source": SOURCE,
-        "synth": {"seed": seed, "noise": noise, "drift": drift, "secret_std": secret_std, "n_ctx": n_ctx,
-                  "frames": [num_frames, max_frames or num_frames]},
-    }
-    correct = total = 0
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        root = out / split
-        root.mkdir(parents=True, exist_ok=True)
-        (root / CLASSNAMES_FILE).write_text("\n".join(names) + "\n")
-        write_feature_info(root, info)
-        for c, name in enumerate(names):
-            (root / name).mkdir(exist_ok=True)
-            for v in range(per_class):
-                T = num_frames if max_frames is None else int(torch.randint(num_frames, max_frames + 1, (1,), generator=g))
-                frames = _video(text[c], T, noise, drift, g)  # [T, E]
-                torch.save(frames, root / name / f"v_{name}_{split}{v:03d}.pt")
-                if split == "val":
-                    video = F.normalize(F.normalize(frames, dim=-1).mean(0), dim=0)  # [E]
-                    correct += int((text @ video).argmax()) == c
-                    total += 1
-    prompts_file = out / "custom_prompts.json"
-    prompts = PromptsFile(
-        default_prompt=initial_prompt,
-        description=f"videocoop synth: {len(names)} classes; the planted context is random, not this phrase",
-    )
-    prompts_file.write_text(json.dumps(prompts.to_dict(), indent=2) + "\n")
-    return {
-        "train": str(out / "train"),
-        "val": str(out / "val"),
-        "prompts_file": str(prompts_file),
-        "classnames": names,
-        "info": info,
-        "n_ctx": n_ctx,
-        "oracle_val_top1": correct / max(total, 1),
-    }
+
+def _write_split(root: Path, names: Sequence[str], info: dict, per_class: int, video: Callable[[int], torch.Tensor],
+                 text: torch.Tensor) -> float:
+    """Write one split (class folders of ``video(c)``'s, ``classnames.txt``, ``features.json``);
+    returns the top-1 of the secret class features ``text`` ``[n_cls, E]`` on its videos."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_text(root / CLASSNAMES_FILE, "\n".join(names) + "\n")
+    write_feature_info(root, info)
+    correct = 0
+    for c, name in enumerate(names):
+        (root / name).mkdir(exist_ok=True)
+        for v in range(per_class):
+            frames = video(c)  # [T, E]
+            torch.save(frames, root / name / f"v_{name}_{root.name}{v:03d}.pt")
+            mean = F.normalize(F.normalize(frames, dim=-1).mean(0), dim=0)  # [E]
+            correct += int((text @ mean).argmax()) == c
+    return correct / max(len(names) * per_class, 1)
 
 
 def _clear_previous(root: Path) -> None:

@@ -183,7 +183,7 @@ def _score(model, items: Sequence[tuple[str, str | None, torch.Tensor]], num_fra
             samples = []
             for video, _, x in part:
                 if num_frames is not None:
-                    x = x[frame_indices(x.shape[0], num_frames, train=False)]  # [num_frames, D]
+                    x = x[frame_indices(x.shape[0], num_frames)]  # [num_frames, D]
                 samples.append(VideoSample(x, 0, {"video_id": video}))
             batch = collate_samples(samples)
             mask = batch.meta.get("mask")

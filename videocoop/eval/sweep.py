@@ -20,13 +20,14 @@ import dataclasses
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.protocols import apply_protocols, harmonic_mean, split_seed_of
 from ..train.config import EXECUTION_KEYS, TrainConfig
 from ..train.rundir import run_state, same_setting
+from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object, write_json, write_text
 from .zeroshot import DEFAULT_TEMPLATES, RESULT_FILE, config_from_train, zero_shot
@@ -50,6 +51,15 @@ class SweepConfig:
     zero_shot: bool = True  # the zero-shot row first (hand-written templates, no training)
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))  # of the zero-shot row
     templates_file: str | None = None  # of the zero-shot row, one per line (wins over templates)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SweepConfig:
+        """Build from a dict (``train`` a :class:`TrainConfig` or a dict of its keys), rejecting
+        unknown keys (naming the closest and the valid ones)."""
+        d = dict(d)
+        if isinstance(d.get("train"), Mapping):
+            d["train"] = TrainConfig.from_dict(d["train"])
+        return config_from_dict(cls, d, what="sweep config")
 
     def check(self) -> None:
         """Raises:

@@ -10,10 +10,9 @@ per-class accuracy mean what they mean for a trained run.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ..model.prompts_file import PromptsFile
 from ..model.video_clip import masked_mean
 from ..train.config import resolve_clip
 from ..train.engine import autocast, validate
+from ..utils.config import config_from_dict, known_fields
 from ..utils.distributed import resolve_device
 from ..utils.errors import VideoCoopError
 from ..utils.files import write_json
@@ -63,6 +63,11 @@ class ZeroShotConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16 | amp, as for training
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     overwrite: bool = False  # replace an earlier zeroshot.json in output_dir
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ZeroShotConfig:
+        """Build from a dict, rejecting unknown keys (naming the closest and the valid ones)."""
+        return config_from_dict(cls, d, what="zero-shot config")
 
     def check(self) -> None:
         """Raises:
@@ -219,12 +224,12 @@ def zero_shot(cfg: ZeroShotConfig, classnames: Sequence[str] | None = None) -> d
 def config_from_train(train_cfg, **overrides) -> ZeroShotConfig:
     """The zero-shot settings that match a training config: its validation folder, CLIP,
     display names, base classes, frames and device."""
-    keys = {f.name for f in dataclasses.fields(ZeroShotConfig)} & set(train_cfg.to_dict())
-    d = {k: getattr(train_cfg, k) for k in keys if k not in ("feature_dir", "output_dir", "overwrite")}
+    shared = known_fields(ZeroShotConfig, train_cfg.to_dict())
+    d = {k: v for k, v in shared.items() if k not in ("feature_dir", "output_dir", "overwrite")}
     d["feature_dir"] = train_cfg.val_feature_dir
     if d.get("precision") is None:
         d["precision"] = "fp32"
-    return ZeroShotConfig(**{**d, **overrides})
+    return ZeroShotConfig.from_dict({**d, **overrides})
 
 
 __all__ = ["DEFAULT_TEMPLATES", "RESULT_FILE", "TemplateClassifier", "ZeroShotConfig", "config_from_train",

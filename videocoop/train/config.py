@@ -13,6 +13,7 @@ from ..data.layout import INFO_FILE
 from ..model.prompt_learner import POSITIONS
 from ..model.text_encoder import POOLS
 from ..model.video_clip import TEMPORAL_AGGS
+from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object
 
@@ -82,13 +83,9 @@ class TrainConfig:
         """Build from a dict, rejecting unknown keys.
 
         Raises:
-            VideoCoopError: unknown keys, listing the valid ones.
+            VideoCoopError: unknown keys, naming the closest and the valid ones.
         """
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise VideoCoopError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**d)
+        return config_from_dict(cls, d, what="config")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TrainConfig:

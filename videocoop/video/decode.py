@@ -53,7 +53,7 @@ class Sampling:
     Exactly one of:
 
     * ``num_frames``: the middle frame of ``num_frames`` equal segments, i.e.
-      ``videocoop.data.frame_indices(length, num_frames, train=False)``, the loader's
+      ``videocoop.data.frame_indices(length, num_frames)``, the loader's
       evaluation sampling (short videos repeat frames);
     * ``fps``: every frame at ``fps`` frames per second: the frame on screen at times
       ``0, 1/fps, 2/fps, ...`` before the video ends (variable T; training masks it).
@@ -82,7 +82,7 @@ class Sampling:
         if self.num_frames is not None:
             from ..data.sampling import frame_indices  # the loader's own definition, not a copy of it
 
-            return frame_indices(length, self.num_frames, train=False).tolist()
+            return frame_indices(length, self.num_frames).tolist()
         return fps_indices(times, self.fps)
 
     def to_dict(self) -> dict:

@@ -45,6 +45,7 @@ from ..clip.loader import load_clip, weights_id
 from ..data.features import write_feature_info
 from ..data.layout import CLASSNAMES_FILE, VIDEO_SUFFIXES, is_video_file
 from ..data.manifest import read_manifest
+from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, read_json_object
 from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
@@ -88,12 +89,8 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ExtractConfig:
-        """Build from a dict, rejecting unknown keys (naming the valid ones)."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise VideoCoopError(f"unknown extract setting(s) {unknown}; valid: {', '.join(valid)}")
-        return cls(**d)
+        """Build from a dict, rejecting unknown keys (naming the closest and the valid ones)."""
+        return config_from_dict(cls, d, what="extract config")
 
     def sampling(self) -> Sampling:
         if self.fps is not None:
