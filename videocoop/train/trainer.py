@@ -1,11 +1,11 @@
 """Training: CoOp's recipe on feature folders, with checkpoints that resume exactly.
 
-:func:`build` turns a :class:`~videocoop.train.config.TrainConfig` into a checked model and
-datasets; :func:`fit` runs it: the untrained prompts are evaluated ("epoch 0"), then each
-epoch trains (:func:`~videocoop.train.engine.train_one_epoch`), evaluates
-(:func:`~videocoop.train.engine.validate`), logs a line and writes its checkpoints. The pieces
-live by concern: config, engine (the loops), optim, checkpoint, rundir (the output folder's
-policy), progress (bars and logging), plots. Their public names are importable from here.
+:func:`~videocoop.train.builder.build` turns a :class:`~videocoop.train.config.TrainConfig`
+into a checked model and datasets; :func:`fit` runs it: the untrained prompts are evaluated
+("epoch 0"), then each epoch trains (:func:`~videocoop.train.engine.train_one_epoch`),
+evaluates (:func:`~videocoop.train.engine.validate`), logs a line and writes its checkpoints.
+The pieces live by concern: builder, config, engine (the loops), optim, checkpoint, rundir
+(the output folder's policy), plots. Their public names are importable from here.
 """
 from __future__ import annotations
 
@@ -14,23 +14,15 @@ import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..clip.loader import embed_dim, load_clip, weights_id
-from ..data.features import FeatureDataset, check_feature_info, read_feature_info
-from ..data.layout import INFO_FILE
-from ..data.packed import open_feature_dataset
-from ..data.protocols import ProtocolSplit, apply_protocols, split_seed_of, write_protocol_files
+from ..data.protocols import split_seed_of, write_protocol_files
 from ..data.samples import collate_samples
-from ..model.prompts_file import PromptsFile
-from ..model.video_clip import VideoFeatureCLIP
 from ..utils.distributed import (
     DEVICES,
     World,
@@ -43,7 +35,8 @@ from ..utils.distributed import (
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
-from .base_to_novel import build_novel_model, check_transferable, evaluate_novel
+from .base_to_novel import evaluate_novel
+from .builder import TrainSetup, build, clip_weights_id
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
@@ -65,81 +58,6 @@ log = logging.getLogger(__name__)
 #: Whether a distributed run shards the classes' text encoding over its processes when
 #: --shard-text is not given (measured: docs/benchmarks.md, "Several processes").
 SHARD_TEXT_DEFAULT = True
-
-
-@dataclass
-class TrainSetup:
-    """What :func:`build` made from a config: everything a run needs, checked."""
-
-    cfg: TrainConfig  # resolved: the CLIP named, its weights fixed
-    device: torch.device
-    clip_model: nn.Module
-    tokenizer: object
-    model: VideoFeatureCLIP
-    train_set: FeatureDataset
-    val_set: FeatureDataset | None
-    classnames: list[str] = field(default_factory=list)  # the classes trained on (the base classes under base-to-novel)
-    world: World = World()  # this process among those of a torchrun run
-    protocol: ProtocolSplit | None = None  # few-shot draw and base/novel split (videocoop.data.protocols)
-    novel_model: VideoFeatureCLIP | None = None  # base-to-novel: the novel classes' model, never trained
-
-
-def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
-    """Load CLIP, check and load every feature file, build the model on its device.
-
-    Everything that can be wrong with the inputs is found here, before a single step.
-
-    Raises:
-        VideoCoopError: bad config, missing CLIP identity, a features.json that names
-            another CLIP, any bad feature file, a prompts file naming unknown classes.
-    """
-    cfg = default_precision(cfg)
-    cfg.check()
-    world = world_from_env() if world is None else world
-    device = device_for(world, resolve_device(cfg.device))
-    train_info = read_feature_info(cfg.feature_dir)
-    cfg = resolve_clip(cfg, train_info)
-    prompts = PromptsFile.load(cfg.initial_prompts_file) if cfg.initial_prompts_file else None
-    load_precision = "fp32" if cfg.precision == "amp" else cfg.precision
-    clip_model, tokenizer = load_clip(
-        cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device="cpu",
-        precision=load_precision, seed=cfg.clip_seed,
-    )
-    dim = embed_dim(clip_model)
-    weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
-    val_info = None
-    if cfg.val_feature_dir:
-        val_info = read_feature_info(cfg.val_feature_dir)
-    for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
-        if info is not None:
-            check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
-    # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
-    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim, seed=cfg.seed)
-    classnames = train_set.classnames
-    val_set = None
-    if cfg.val_feature_dir:
-        val_set = open_feature_dataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
-    split = apply_protocols(cfg, train_set, val_set)  # few-shot draw, base classes: what training may see
-    train_set, val_set, classnames = split.train_set, split.val_set, split.classnames
-    prompt_kwargs = prompts.prompt_kwargs(split.all_classnames) if prompts else {}
-    display_names = prompt_kwargs.get("display_names") or {}
-    if display_names:  # the prompts file may name novel classes too
-        prompt_kwargs["display_names"] = {c: w for c, w in display_names.items() if c in classnames} or None
-    csc = cfg.csc or (prompts is not None and prompts.csc)
-    if split.novel:
-        check_transferable(csc)
-    torch.manual_seed(cfg.seed)  # random context init
-    model = VideoFeatureCLIP(
-        classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=csc, class_token_position=cfg.class_token_position,
-        temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **prompt_kwargs,
-    ).to(device)
-    novel_model = build_novel_model(model, split.novel, clip_model, tokenizer, display_names) if split.novel else None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
-    cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
-    return TrainSetup(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world=world,
-                 protocol=split, novel_model=novel_model)
 
 
 def _loaders(built: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
@@ -215,7 +133,7 @@ def _log_start(built: TrainSetup) -> None:
         if built.world.distributed else ""
     if built.world.is_main:
         log.info(f"{len(built.classnames)} classes, {len(built.train_set)} training videos{val}; "
-                 f"CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
+                 f"CLIP {cfg.clip_model} ({clip_weights_id(cfg)}), "
                  f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {built.device}, "
                  f"precision {cfg.precision}{world}")
 
