@@ -14,10 +14,12 @@ import dataclasses
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -228,126 +230,182 @@ def _tensorboard(cfg: TrainConfig, out: Path, first_epoch: int):
     return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
 
 
+@dataclass
+class _Stepper:
+    """What steps the context and is checkpointed with it: the optimiser, its schedule and,
+    for fp16 autocast, the loss scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None
+
+    def state_dicts(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict()}
+
+    def load_state_dicts(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class _Recorder:
+    """The epochs' rows: kept for the summary; on rank 0 also appended to the metrics file,
+    logged, shown by the bars and written to TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, main: bool, first_epoch: int, rows: list[dict]):
+        self.cfg, self.out, self.main, self.rows = cfg, out, main, rows
+        self.bars = Bars(cfg.progress if main else "none")
+        self.board = _tensorboard(cfg, out, first_epoch) if main else None
+
+    def record(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.main:
+            return
+        append_metrics(self.out, row)
+        line = format_epoch(row["epoch"], self.cfg.epochs, row)
+        log.info(line)
+        self.bars.end_epoch(line.split("|")[0].strip())
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+            if self.board is not None and row.get(key) is not None:
+                self.board.add_scalar(key, row[key], row["epoch"])
+
+    def close(self) -> None:
+        self.bars.close()
+        if self.board is not None:
+            self.board.close()
+
+
 def _train(built: TrainSetup, out: Path, t_start: float) -> dict:
-    cfg, model, device, classnames, world = built.cfg, built.model, built.device, built.classnames, built.world
-    main = world.is_main  # rank 0 alone writes files and shows progress
+    cfg, model, device, world = built.cfg, built.model, built.device, built.world
     train_loader, val_loader = _loaders(built)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     fp16_amp = cfg.precision == "amp" and amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda") if fp16_amp else None
+    stepper = _Stepper(optimizer, make_scheduler(cfg, optimizer, len(train_loader)),
+                       torch.amp.GradScaler("cuda") if fp16_amp else None)
     step_model = model
     if world.distributed:  # gradients of the trainable parameters averaged over the processes
         # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
         step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(built)), forward_sync_buffers=False,
                                              device_ids=[device.index] if device.type == "cuda" else None)
-    best = {"epoch": 0, "top1": -1.0, "per_class": {}}
-    first_epoch, rows = 1, []
-    if cfg.resume:  # every process resumes from the same checkpoint
-        state = load_checkpoint(out / CHECKPOINT_LAST)
-        if state["classnames"] != classnames:
-            raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has {classnames}")
-        model.load_trainable_state_dict(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        best = dict(state["best"])
-        first_epoch = state["epoch"] + 1
-        set_rng_state(state["rng"])
-        # a kill between the metrics line and the checkpoint leaves a line too many
-        rows = [r for r in read_metrics(out / METRICS) if r["epoch"] < first_epoch] if (out / METRICS).is_file() else []
-        if main:
-            truncate_metrics(out, first_epoch)
-            _log_resume(out, state, first_epoch, cfg.epochs, world)
-    else:
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
-    bars = Bars(cfg.progress if main else "none")
-    board = _tensorboard(cfg, out, first_epoch) if main else None
-
-    def record(row: dict) -> None:
-        rows.append(row)
-        if not main:
-            return
-        append_metrics(out, row)
-        line = format_epoch(row["epoch"], cfg.epochs, row)
-        log.info(line)
-        bars.end_epoch(line.split("|")[0].strip())
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
-            if board is not None and row.get(key) is not None:
-                board.add_scalar(key, row[key], row["epoch"])
-
+    best, first_epoch, rows = _start(built, out, stepper)
+    recorder = _Recorder(cfg, out, world.is_main, first_epoch, rows)
     try:
         if first_epoch == 1 and val_loader is not None:
             t0 = time.perf_counter()
-            ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
-            record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss, "val_top1": ev.top1,
-                    "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0, "untrained": True})
-
-        bars.start(cfg.epochs, first_epoch)
+            ev = validate(model, val_loader, device, built.classnames, precision=cfg.precision, world=world)
+            recorder.record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss,
+                             "val_top1": ev.top1, "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0,
+                             "untrained": True})
+        recorder.bars.start(cfg.epochs, first_epoch)
         for epoch in range(first_epoch, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
-            built.train_set.set_epoch(epoch)  # and their frames
-            bars.begin_epoch(epoch, len(train_loader))
-            try:
-                tr = train_one_epoch(step_model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
-                                     scaler=scaler, on_batch=bars.batch if bars.shows_batches else None,
-                                     check_every=cfg.check_every, world=world)
-            except TrainingDiverged as e:
-                raise _diverged(e, epoch, len(train_loader), cfg) from e
-            row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
-                   "val_top5": None, "lr": lr}
-            score, per_class, confusion = tr.top1, {}, None
-            if val_loader is not None:
-                ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
-                row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
-                score, per_class, confusion = ev.top1, ev.per_class, ev.confusion
-            row["seconds"] = time.perf_counter() - t0
+            row, tr, ev = _epoch(built, epoch, step_model, train_loader, val_loader, stepper, recorder.bars)
+            score, per_class, confusion = (tr.top1, {}, None) if ev is None else (ev.top1, ev.per_class, ev.confusion)
             is_best = score > best["top1"]  # the same on every process: the numbers are reduced
             if is_best:
                 best = {"epoch": epoch, "top1": score, "per_class": per_class}
-            record(row)
-            if main:
-                state = {
-                    "trainable": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
-                    "epoch": epoch, "best": best, "rng": rng_state(), "config": cfg.to_dict(),
-                    "classnames": classnames, "world_size": world.size,
-                }
-                # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
-                if is_best:
-                    if confusion is not None:
-                        atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
-                    save_checkpoint(out / CHECKPOINT_BEST, **state)
-                save_checkpoint(out / CHECKPOINT_LAST, **state)
+            recorder.record(row)
+            if world.is_main:
+                _save_epoch(built, out, epoch, best, stepper, confusion, is_best)
     finally:
-        bars.close()
-        if board is not None:
-            board.close()
+        recorder.close()
+    return _finish(built, out, best, recorder.rows, val_loader is not None, t_start)
 
+
+def _start(built: TrainSetup, out: Path, stepper: _Stepper) -> tuple[dict, int, list[dict]]:
+    """The best epoch so far, the first epoch to train and the metrics rows so far: a fresh
+    start (the global RNGs seeded), or where ``checkpoint_last.pt`` left off (every
+    process resumes from the same checkpoint)."""
+    cfg, world = built.cfg, built.world
+    if not cfg.resume:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        return {"epoch": 0, "top1": -1.0, "per_class": {}}, 1, []
+    state = load_checkpoint(out / CHECKPOINT_LAST)
+    if state["classnames"] != built.classnames:
+        raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has "
+                             f"{built.classnames}")
+    built.model.load_trainable_state_dict(state["trainable"])
+    stepper.load_state_dicts(state)
+    first_epoch = state["epoch"] + 1
+    set_rng_state(state["rng"])
+    # a kill between the metrics line and the checkpoint leaves a line too many
+    rows = [r for r in read_metrics(out / METRICS) if r["epoch"] < first_epoch] if (out / METRICS).is_file() else []
+    if world.is_main:
+        truncate_metrics(out, first_epoch)
+        _log_resume(out, state, first_epoch, cfg.epochs, world)
+    return dict(state["best"]), first_epoch, rows
+
+
+def _epoch(built: TrainSetup, epoch: int, step_model: nn.Module, train_loader: DataLoader,
+           val_loader: DataLoader | None, stepper: _Stepper, bars: Bars) -> tuple[dict, TrainResult, EvalResult | None]:
+    """Train one epoch, then evaluate; its metrics row and both results (no evaluation
+    without validation videos)."""
+    cfg, device, world = built.cfg, built.device, built.world
+    t0 = time.perf_counter()
+    lr = stepper.optimizer.param_groups[0]["lr"]
+    train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
+    built.train_set.set_epoch(epoch)  # and their frames
+    bars.begin_epoch(epoch, len(train_loader))
+    try:
+        tr = train_one_epoch(step_model, train_loader, stepper.optimizer, device, stepper.scheduler,
+                             precision=cfg.precision, scaler=stepper.scaler,
+                             on_batch=bars.batch if bars.shows_batches else None, check_every=cfg.check_every,
+                             world=world)
+    except TrainingDiverged as e:
+        raise _diverged(e, epoch, len(train_loader), cfg) from e
+    row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
+           "val_top5": None, "lr": lr}
+    ev = None
+    if val_loader is not None:
+        ev = validate(built.model, val_loader, device, built.classnames, precision=cfg.precision, world=world)
+        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+    row["seconds"] = time.perf_counter() - t0
+    return row, tr, ev
+
+
+def _save_epoch(built: TrainSetup, out: Path, epoch: int, best: dict, stepper: _Stepper,
+                confusion: torch.Tensor | None, is_best: bool) -> None:
+    """Rank 0's checkpoints after an epoch: ``checkpoint_best.pt`` (and the best epoch's
+    confusion matrix) when it is the best so far, ``checkpoint_last.pt`` always."""
+    state = {
+        "trainable": built.model.trainable_state_dict(), **stepper.state_dicts(), "epoch": epoch, "best": best,
+        "rng": rng_state(), "config": built.cfg.to_dict(), "classnames": built.classnames,
+        "world_size": built.world.size,
+    }
+    # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
+    if is_best:
+        if confusion is not None:
+            atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
+        save_checkpoint(out / CHECKPOINT_BEST, **state)
+    save_checkpoint(out / CHECKPOINT_LAST, **state)
+
+
+def _finish(built: TrainSetup, out: Path, best: dict, rows: list[dict], validated: bool, t_start: float) -> dict:
+    """The run's summary, with its protocol's numbers; on rank 0 written (``summary.json``),
+    pictured (``curves.png``, ``confusion.png``) and logged."""
+    cfg = built.cfg
     untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
     final = rows[-1]
     summary = {
         "best_epoch": best["epoch"],
         "best_top1": best["top1"],
-        "best_metric": "val_top1" if val_loader is not None else "train_top1",
+        "best_metric": "val_top1" if validated else "train_top1",
         "untrained_val_top1": untrained,
         "final_val_top1": final.get("val_top1"),
         "final_val_top5": final.get("val_top5"),
         "final_train_loss": final.get("train_loss"),
         "epochs": cfg.epochs,
         "seconds": time.perf_counter() - t_start,
-        "device": str(device),
-        "processes": world.size,
-        "classnames": classnames,
+        "device": str(built.device),
+        "processes": built.world.size,
+        "classnames": built.classnames,
         "per_class": best["per_class"],
     }
     summary.update(_protocol_results(built, final.get("val_top1")))
-    if not main:
+    if not built.world.is_main:
         return summary
     write_json(out / "summary.json", summary)
     plot_run(out)
