@@ -6,9 +6,11 @@ from .loader import (
     embed_dim,
     file_sha256,
     load_clip,
+    load_clip_of,
     text_tower,
     weights_id,
+    weights_id_of,
 )
 
-__all__ = ["PRECISIONS", "TINY_MODEL", "UntrainedModelWarning", "embed_dim", "file_sha256", "load_clip", "text_tower",
-           "weights_id"]
+__all__ = ["PRECISIONS", "TINY_MODEL", "UntrainedModelWarning", "embed_dim", "file_sha256", "load_clip", "load_clip_of",
+           "text_tower", "weights_id", "weights_id_of"]

@@ -241,6 +241,18 @@ def load_clip(
     return model, tokenizer
 
 
+def load_clip_of(cfg, device: str | torch.device = "cpu", precision: str = "fp32") -> tuple[nn.Module, object]:
+    """:func:`load_clip` of the CLIP a config names: any config with ``clip_model``,
+    ``pretrained``, ``clip_checkpoint`` and ``clip_seed`` (train, extract, zero-shot)."""
+    return load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device=device,
+                     precision=precision, seed=cfg.clip_seed)
+
+
+def weights_id_of(cfg) -> str:
+    """:func:`weights_id` of the weights a config names (``pretrained``, ``clip_checkpoint``, ``clip_seed``)."""
+    return weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+
+
 def text_tower(clip_model: nn.Module) -> nn.Module:
     """The module that owns the text path: the CLIP model itself, or ``.text`` (CustomTextCLIP)."""
     text = getattr(clip_model, "text", None)

@@ -163,12 +163,12 @@ def _feature_files(root: Path) -> list[tuple[Path, str | None]]:
 
 def _read_features(root: Path, cfg, dim: int) -> list[tuple[str, str | None, torch.Tensor]]:
     """``[(video, folder label, features [T, D])]`` of a feature folder or packed split."""
+    from ..clip.loader import weights_id_of
     from ..data.packed import PackedFeatureDataset, is_packed
-    from ..train.builder import clip_weights_id
 
     info = read_feature_info(root)
     if info is not None:
-        check_feature_info(info, cfg.clip_model, clip_weights_id(cfg), dim, where=str(root / INFO_FILE))
+        check_feature_info(info, cfg.clip_model, weights_id_of(cfg), dim, where=str(root / INFO_FILE))
     if is_packed(root):
         ds = PackedFeatureDataset(root, dim=dim)
         return [(x.meta["video_id"], ds.classnames[x.label], x.features) for x in (ds[i] for i in range(len(ds)))]
@@ -252,13 +252,14 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         precision = (info or {}).get("precision") or ("fp16" if dev.type == "cuda" else "fp32")
         if dev.type != "cuda" and precision == "fp16":
             precision = "fp32"  # fp16 is a GPU format; on the CPU fp32 is the closer of the two
-        from ..train.builder import clip_precision, clip_weights_id, load_run_clip
+        from ..clip.loader import load_clip_of, weights_id_of
+        from ..train.builder import clip_precision
 
         if precision != clip_precision(cfg):  # the features were made in another precision than the run's text tower
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                clip_model, _ = load_run_clip(cfg, device=dev, precision=precision)
-        extractor = Extractor(clip_model, cfg.clip_model, clip_weights_id(cfg),
+                clip_model, _ = load_clip_of(cfg, device=dev, precision=precision)
+        extractor = Extractor(clip_model, cfg.clip_model, weights_id_of(cfg),
                               _run_sampling(cfg, num_frames, fps), Preprocess.from_model(clip_model), dev,
                               precision, batch_size,
                               default_workers() if num_workers is None else num_workers)

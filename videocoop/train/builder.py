@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..clip.loader import embed_dim, load_clip, weights_id
+from ..clip.loader import embed_dim, load_clip_of, weights_id_of
 from ..data.features import FeatureDataset, check_feature_info, read_feature_info
 from ..data.layout import INFO_FILE
 from ..data.packed import open_feature_dataset
@@ -36,18 +36,10 @@ def clip_precision(cfg: TrainConfig) -> str:
     return "fp32" if precision == "amp" else precision
 
 
-def clip_weights_id(cfg: TrainConfig) -> str:
-    """The weights id (``videocoop.clip.weights_id``) of the CLIP a config names."""
-    return weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
-
-
-def load_run_clip(cfg: TrainConfig, device: str | torch.device = "cpu",
-                  precision: str | None = None) -> tuple[nn.Module, object]:
-    """The frozen CLIP and tokenizer a config names (``clip_model``, then ``clip_checkpoint``,
-    ``pretrained`` or random weights of ``clip_seed``), in :func:`clip_precision` unless
-    ``precision`` is given."""
-    return load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device=device,
-                     precision=precision or clip_precision(cfg), seed=cfg.clip_seed)
+def load_run_clip(cfg: TrainConfig) -> tuple[nn.Module, object]:
+    """The frozen CLIP (on the CPU) and tokenizer a run's model is built on: the one ``cfg``
+    names, in :func:`clip_precision`."""
+    return load_clip_of(cfg, precision=clip_precision(cfg))
 
 
 def load_prompts(cfg: TrainConfig) -> PromptsFile | None:
@@ -149,7 +141,7 @@ def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
     prompts = load_prompts(cfg)
     clip_model, tokenizer = load_run_clip(cfg)
     dim = embed_dim(clip_model)
-    weights = clip_weights_id(cfg)
+    weights = weights_id_of(cfg)
     val_info = None
     if cfg.val_feature_dir:
         val_info = read_feature_info(cfg.val_feature_dir)
@@ -179,6 +171,5 @@ def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
 
 
 __all__ = [
-    "TrainSetup", "build", "build_model", "build_novel_model", "clip_precision", "clip_weights_id", "load_prompts",
-    "load_run_clip",
+    "TrainSetup", "build", "build_model", "build_novel_model", "clip_precision", "load_prompts", "load_run_clip",
 ]

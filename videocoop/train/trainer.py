@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..clip.loader import weights_id_of
 from ..data.protocols import split_seed_of, write_protocol_files
 from ..data.samples import collate_samples
 from ..utils.distributed import (
@@ -38,7 +39,7 @@ from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
 from .base_to_novel import evaluate_novel
-from .builder import TrainSetup, build, clip_weights_id
+from .builder import TrainSetup, build
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
@@ -135,7 +136,7 @@ def _log_start(setup: TrainSetup) -> None:
         if setup.world.distributed else ""
     if setup.world.is_main:
         log.info(f"{len(setup.classnames)} classes, {len(setup.train_set)} training videos{val}; "
-                 f"CLIP {cfg.clip_model} ({clip_weights_id(cfg)}), "
+                 f"CLIP {cfg.clip_model} ({weights_id_of(cfg)}), "
                  f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {setup.device}, "
                  f"precision {cfg.precision}{world}")
 
