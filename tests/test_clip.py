@@ -1,10 +1,19 @@
 """load_clip: frozen, seeded, never downloads, clear errors."""
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from videocoop.clip import TINY_MODEL, UntrainedModelWarning, embed_dim, load_clip, weights_id
+from videocoop.clip import (
+    TINY_MODEL,
+    UntrainedModelWarning,
+    embed_dim,
+    load_clip,
+    load_clip_of,
+    weights_id,
+    weights_id_of,
+)
 from videocoop.utils.errors import VideoCoopError
 
 
@@ -49,6 +58,10 @@ def test_checkpoint_file_loads_its_weights(tmp_path):
     assert not any(p.requires_grad for p in loaded.parameters())
     assert weights_id(checkpoint=path).startswith("sha256:")
     assert weights_id() == "random:0" and weights_id(pretrained="openai") == "openai"
+    # a config's CLIP (train, extract and zero-shot configs all name it with these four fields)
+    cfg = SimpleNamespace(clip_model=TINY_MODEL, pretrained=None, clip_checkpoint=str(path), clip_seed=0)
+    assert torch.equal(load_clip_of(cfg)[0].token_embedding.weight, src.token_embedding.weight)
+    assert weights_id_of(cfg) == weights_id(checkpoint=path)
 
 
 @pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("amp", torch.float32)])

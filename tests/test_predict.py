@@ -4,12 +4,14 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from videocoop.cli import main
 from videocoop.clip import TINY_MODEL
+from videocoop.data.synthetic import synthesize
 from videocoop.eval import predict
-from videocoop.eval.predict import to_csv, write_predictions
-from videocoop.train import TrainConfig, fit
+from videocoop.eval.predict import build_run_model, load_run, run_classes, to_csv, write_predictions
+from videocoop.train import TrainConfig, build, fit
 from videocoop.utils.errors import VideoCoopError
 from videocoop.video import ExtractConfig, extract, synthesize_videos
 
@@ -80,3 +82,28 @@ def test_bad_inputs_are_named(run, tmp_path, capsys):
         write_predictions(preds, tmp_path / "p.txt")
     assert main(["predict", "--run", str(run / "run"), "--features", str(run / "features/val"), "--out", "p.xlsx"]) == 4
     assert to_csv(preds).count("\n") == 4
+
+
+def test_a_base_to_novel_run_predicts_with_the_model_it_trained(tmp_path):
+    """Its prompts file words the novel classes too; predict rebuilds the base model through
+    the builder training used (it refused the novel classes' display names before)."""
+    synth = synthesize(tmp_path / "synth", clip_model=TINY_MODEL, n_classes=4, train_per_class=3, val_per_class=2,
+                       num_frames=4, seed=1)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"default_prompt": "a video of a",
+                                   "display_names": {c: f"someone {c.lower()}" for c in synth["classnames"]}}))
+    run = tmp_path / "run"
+    summary = fit(TrainConfig(feature_dir=synth["train"], val_feature_dir=synth["val"], initial_prompts_file=str(prompts),
+                              base_classes="half", epochs=1, batch_size=4, output_dir=str(run), progress="none"))
+    base = synth["classnames"][:2]
+    preds = predict(run, features=synth["val"], top_k=2, device="cpu")
+    assert preds.classnames == base and len(preds.rows) == 8  # every video, among the base classes
+    assert preds.accuracy() == (pytest.approx(summary["base_top1"]), 4)  # the 4 base videos, as training scored them
+
+    cfg, state, _ = load_run(run)
+    rebuilt, _ = build_run_model(cfg, state, torch.device("cpu"), run_classes(run, state["classnames"]))
+    trained = build(cfg).model  # what training builds from the same config
+    trained.load_trainable_state_dict(state["trainable"])
+    assert rebuilt.prompt_learner.class_words == [f"someone {c.lower()}" for c in base]
+    for name, tensor in trained.state_dict().items():  # every buffer too: token ids, SOS and class embeddings
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name

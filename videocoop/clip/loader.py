@@ -139,6 +139,54 @@ def weights_id(pretrained: str | None = None, checkpoint: str | os.PathLike | No
     return f"random:{seed}"
 
 
+def _check_supported(name: str, precision: str) -> None:
+    """Refuse an unknown model or precision, and towers open_clip takes from Hugging Face."""
+    if name not in open_clip.list_models():
+        raise VideoCoopError(
+            f"unknown CLIP model {name!r}; available: {', '.join(open_clip.list_models())}"
+        )
+    if precision not in PRECISIONS:
+        raise VideoCoopError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    # SigLIP, CLIPA, RoBERTa towers...: their tokenizer (and some text towers) come from the
+    # transformers package and the Hugging Face hub; refuse them before building anything.
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    hf = {k: text_cfg[k] for k in ("hf_tokenizer_name", "hf_model_name") if text_cfg.get(k)}
+    if hf:
+        what = "tokenizer and text tower come" if "hf_model_name" in hf else "tokenizer comes"
+        raise VideoCoopError(
+            f"CLIP {name} is not supported: its {what} from Hugging Face ({', '.join(sorted(set(hf.values())))}), "
+            f"which needs the transformers package and files from the hub; videocoop runs open_clip's own CLIP BPE "
+            f"tokenizer and text transformer"
+        )
+
+
+def _weights_source(name: str, pretrained: str | None, checkpoint: str | os.PathLike | None,
+                    cache_dir: str | None) -> tuple[str | None, dict]:
+    """The weights file to load (None: random weights) and what ``open_clip.create_model``
+    needs beside it for those weights."""
+    if checkpoint is not None:
+        checkpoint = os.fspath(checkpoint)
+        if not os.path.isfile(checkpoint):
+            raise VideoCoopError(f"CLIP checkpoint file not found: {os.path.abspath(checkpoint)}")
+        return checkpoint, {}
+    if not pretrained:
+        return None, {}
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise VideoCoopError(
+            f"unknown pretrained tag {pretrained!r} for {name}; "
+            f"open_clip knows: {', '.join(tags) or '(none)'}"
+        )
+    source, looked = _cached_pretrained_file(name, pretrained, cache_dir)
+    if source is None:
+        raise VideoCoopError(
+            f"weights for {name}/{pretrained} are not in the local cache and videocoop never "
+            f"downloads. Looked in: {'; '.join(looked)}. Download them once with open_clip on a "
+            f"machine with network access, or pass --clip-checkpoint FILE."
+        )
+    return source, {"force_quick_gelu": bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))}
+
+
 def load_clip(
     name: str = "ViT-B-32",
     pretrained: str | None = None,
@@ -171,48 +219,9 @@ def load_clip(
             message says where it looked), or a model whose tokenizer or text tower
             comes from Hugging Face (SigLIP, CLIPA, RoBERTa...: not supported).
     """
-    if name not in open_clip.list_models():
-        raise VideoCoopError(
-            f"unknown CLIP model {name!r}; available: {', '.join(open_clip.list_models())}"
-        )
-    if precision not in PRECISIONS:
-        raise VideoCoopError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    # SigLIP, CLIPA, RoBERTa towers...: their tokenizer (and some text towers) come from the
-    # transformers package and the Hugging Face hub; refuse them before building anything.
-    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
-    hf = {k: text_cfg[k] for k in ("hf_tokenizer_name", "hf_model_name") if text_cfg.get(k)}
-    if hf:
-        what = "tokenizer and text tower come" if "hf_model_name" in hf else "tokenizer comes"
-        raise VideoCoopError(
-            f"CLIP {name} is not supported: its {what} from Hugging Face ({', '.join(sorted(set(hf.values())))}), "
-            f"which needs the transformers package and files from the hub; videocoop runs open_clip's own CLIP BPE "
-            f"tokenizer and text transformer"
-        )
+    _check_supported(name, precision)
     oc_precision = "fp32" if precision == "amp" else precision
-    kwargs = {}
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
-        if not os.path.isfile(checkpoint):
-            raise VideoCoopError(f"CLIP checkpoint file not found: {os.path.abspath(checkpoint)}")
-        source = checkpoint
-    elif pretrained:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if pretrained not in tags:
-            raise VideoCoopError(
-                f"unknown pretrained tag {pretrained!r} for {name}; "
-                f"open_clip knows: {', '.join(tags) or '(none)'}"
-            )
-        source, looked = _cached_pretrained_file(name, pretrained, cache_dir)
-        if source is None:
-            raise VideoCoopError(
-                f"weights for {name}/{pretrained} are not in the local cache and videocoop never "
-                f"downloads. Looked in: {'; '.join(looked)}. Download them once with open_clip on a "
-                f"machine with network access, or pass --clip-checkpoint FILE."
-            )
-        kwargs["force_quick_gelu"] = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
-    else:
-        source = None
-
+    source, kwargs = _weights_source(name, pretrained, checkpoint, cache_dir)
     with _offline(), torch.random.fork_rng(devices=[]):
         # Random init draws from the global CPU generator: seed it so the weights are the
         # same on every machine, without disturbing the caller's RNG stream.
@@ -230,6 +239,18 @@ def load_clip(
     model.eval()
     model.to(device)
     return model, tokenizer
+
+
+def load_clip_of(cfg, device: str | torch.device = "cpu", precision: str = "fp32") -> tuple[nn.Module, object]:
+    """:func:`load_clip` of the CLIP a config names: any config with ``clip_model``,
+    ``pretrained``, ``clip_checkpoint`` and ``clip_seed`` (train, extract, zero-shot)."""
+    return load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device=device,
+                     precision=precision, seed=cfg.clip_seed)
+
+
+def weights_id_of(cfg) -> str:
+    """:func:`weights_id` of the weights a config names (``pretrained``, ``clip_checkpoint``, ``clip_seed``)."""
+    return weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
 
 
 def text_tower(clip_model: nn.Module) -> nn.Module:

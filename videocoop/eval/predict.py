@@ -95,32 +95,42 @@ def load_run(run_dir: str | os.PathLike):
     return cfg, load_checkpoint(path), path
 
 
-def build_run_model(cfg, state: dict, device: torch.device):
+def run_classes(run_dir: str | os.PathLike, classnames: list[str]) -> list[str]:
+    """Every class of a run's data: its base and novel classes after base-to-novel training
+    (``classes.json``), else the classes it trained on.
+
+    Raises:
+        VideoCoopError: a ``classes.json`` that does not list its classes.
+    """
+    from ..data.protocols import CLASSES_FILE
+
+    path = Path(run_dir) / CLASSES_FILE
+    if not path.is_file():
+        return list(classnames)
+    record = read_json_object(path, "it is written by videocoop train --base-classes")
+    lists = [record.get(key) for key in ("base", "novel")]
+    if not all(isinstance(x, list) and all(isinstance(c, str) for c in x) for x in lists):
+        raise VideoCoopError(f"{path} must hold the lists of class names 'base' and 'novel', as videocoop train "
+                             f"--base-classes writes them")
+    return lists[0] + lists[1]
+
+
+def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] | None = None):
     """The run's model with its learned tensors, and its CLIP, on ``device``.
 
-    Built as ``videocoop.train.build`` builds it (same CLIP, prompts file, layout); the
-    strict load of the checkpoint refuses any difference.
+    Built by the builder training used (:func:`videocoop.train.builder.build_model`) from the
+    run's resolved config; the strict load of the checkpoint refuses any difference.
+    ``classes``: every class of the run's data (:func:`run_classes`), which its prompts file
+    may name; default the checkpoint's.
     """
-    from ..clip.loader import load_clip
-    from ..model.prompts_file import PromptsFile
-    from ..model.video_clip import VideoFeatureCLIP
+    from ..train.builder import build_model, load_prompts, load_run_clip
 
-    prompts = None
-    if cfg.initial_prompts_file:
-        if not Path(cfg.initial_prompts_file).is_file():
-            raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
-                                 f"(run predict from the folder training ran in)")
-        prompts = PromptsFile.load(cfg.initial_prompts_file)
-    precision = cfg.precision or "fp32"
-    clip_model, tokenizer = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
-                                      device="cpu", precision="fp32" if precision == "amp" else precision,
-                                      seed=cfg.clip_seed)
-    classnames = list(state["classnames"])
-    kwargs = prompts.prompt_kwargs(classnames) if prompts else {}
-    model = VideoFeatureCLIP(
-        classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=cfg.csc or (prompts is not None and prompts.csc),
-        class_token_position=cfg.class_token_position, temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **kwargs,
-    )
+    if cfg.initial_prompts_file and not Path(cfg.initial_prompts_file).is_file():
+        raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
+                             f"(run predict from the folder training ran in)")
+    prompts = load_prompts(cfg)
+    clip_model, tokenizer = load_run_clip(cfg)
+    model = build_model(cfg, state["classnames"], clip_model, tokenizer, prompts=prompts, run_classes=classes)
     model.load_trainable_state_dict(state["trainable"])
     clip_model.to(device)
     return model.to(device).eval(), clip_model
@@ -153,13 +163,12 @@ def _feature_files(root: Path) -> list[tuple[Path, str | None]]:
 
 def _read_features(root: Path, cfg, dim: int) -> list[tuple[str, str | None, torch.Tensor]]:
     """``[(video, folder label, features [T, D])]`` of a feature folder or packed split."""
-    from ..clip.loader import weights_id
+    from ..clip.loader import weights_id_of
     from ..data.packed import PackedFeatureDataset, is_packed
 
     info = read_feature_info(root)
     if info is not None:
-        check_feature_info(info, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed), dim,
-                           where=str(root / INFO_FILE))
+        check_feature_info(info, cfg.clip_model, weights_id_of(cfg), dim, where=str(root / INFO_FILE))
     if is_packed(root):
         ds = PackedFeatureDataset(root, dim=dim)
         return [(x.meta["video_id"], ds.classnames[x.label], x.features) for x in (ds[i] for i in range(len(ds)))]
@@ -227,7 +236,7 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
     dev = resolve_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random CLIP weights: the run already said so when it trained
-        model, clip_model = build_run_model(cfg, state, dev)
+        model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]))
     out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt))
     if features is not None:
         root = Path(features)
@@ -243,16 +252,14 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         precision = (info or {}).get("precision") or ("fp16" if dev.type == "cuda" else "fp32")
         if dev.type != "cuda" and precision == "fp16":
             precision = "fp32"  # fp16 is a GPU format; on the CPU fp32 is the closer of the two
-        if precision != ("fp32" if cfg.precision in (None, "amp") else cfg.precision):
-            from ..clip.loader import load_clip  # the features were made in another precision than the run's text tower
+        from ..clip.loader import load_clip_of, weights_id_of
+        from ..train.builder import clip_precision
 
+        if precision != clip_precision(cfg):  # the features were made in another precision than the run's text tower
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                clip_model, _ = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
-                                          device=dev, precision=precision, seed=cfg.clip_seed)
-        from ..clip.loader import weights_id
-
-        extractor = Extractor(clip_model, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed),
+                clip_model, _ = load_clip_of(cfg, device=dev, precision=precision)
+        extractor = Extractor(clip_model, cfg.clip_model, weights_id_of(cfg),
                               _run_sampling(cfg, num_frames, fps), Preprocess.from_model(clip_model), dev,
                               precision, batch_size,
                               default_workers() if num_workers is None else num_workers)

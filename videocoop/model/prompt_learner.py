@@ -107,68 +107,24 @@ class PromptLearner(nn.Module):
         text = text_tower(clip_model)
         token_embedding = text.token_embedding
         context_length = text.positional_embedding.shape[0]
-        width = token_embedding.weight.shape[1]
         self.eot_token_id = getattr(tokenizer, "eot_token_id", None)
 
         # Initial context: phrase token embeddings where given, random elsewhere.
-        per_class_init: dict[str, str] = {}
-        if isinstance(ctx_init, Mapping):
-            per_class_init = {k: v for k, v in ctx_init.items()}
-            unknown = sorted(set(per_class_init) - set(classnames))
-            if unknown:
-                raise VideoCoopError(f"initial prompts given for unknown classes {unknown}; classes are {classnames}")
-            csc = True
-            phrases = per_class_init
-        elif isinstance(ctx_init, str):
-            phrases = {"": ctx_init}
-        elif ctx_init is None:
-            phrases = {}
-        else:
-            raise VideoCoopError(f"ctx_init must be a phrase or a mapping class -> phrase, got {type(ctx_init).__name__}")
+        phrases, csc = self._initial_phrases(ctx_init, classnames, csc)
         phrase_embeds = self._embed_phrases(phrases, tokenizer, token_embedding)
         if phrase_embeds:
             n_ctx = max(e.shape[0] for e in phrase_embeds.values())
         elif int(n_ctx) != n_ctx or n_ctx < 1:
             raise VideoCoopError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         n_ctx = int(n_ctx)
-        n_cls = len(classnames)
-
-        ctx_shape = (n_cls, n_ctx, width) if csc else (n_ctx, width)
-        ctx = torch.empty(ctx_shape, dtype=torch.float32).normal_(std=ctx_std)
-        with torch.no_grad():
-            if isinstance(ctx_init, str):
-                ctx[..., :, :] = phrase_embeds[""]
-            for i, name in enumerate(classnames):
-                if name in phrase_embeds:
-                    e = phrase_embeds[name]
-                    ctx[i, n_ctx - e.shape[0]:] = e
-        self.ctx = nn.Parameter(ctx)  # [n_ctx, width] or [n_cls, n_ctx, width]
+        width = token_embedding.weight.shape[1]
+        self.ctx = nn.Parameter(self._initial_context(phrase_embeds, classnames, n_ctx, width, csc, ctx_std))
 
         # Token layout, built in the "end" order and permuted for middle/front.
         words = [display_names.get(c) or class_words(c, split_camel_case) for c in classnames]
-        for c, w in zip(classnames, words):
-            if not w.strip():
-                raise VideoCoopError(f"class {c!r} has no words to put in its prompt")
         placeholder = " ".join([_PLACEHOLDER] * n_ctx)
-        texts = [f"{placeholder} {w}." for w in words]
-        tokens = _tokenize(tokenizer, texts, _MEASURE_LENGTH)  # [n_cls, 1024]
-        eot = eot_positions(tokens, self.eot_token_id)
-        too_long = [(c, int(e) + 1) for c, e in zip(classnames, eot) if int(e) + 1 > context_length]
-        if too_long:
-            detail = "; ".join(
-                f"class {c!r} needs {n} tokens (SOS + {n_ctx} context + {n - n_ctx - 3} class + '.' + EOT)"
-                for c, n in too_long
-            )
-            raise VideoCoopError(
-                f"prompt does not fit the context length {context_length}: {detail}. "
-                f"Use fewer context tokens or shorter display names; a cut prompt would lose its EOT."
-            )
-        # The class's tokens: everything between the context and the EOT but a standalone
-        # ".". A name ending in punctuation ('hurling (sport)') merges with the "." into one
-        # BPE token ('). '), which belongs to the name: front and middle layouts keep it with
-        # the name instead of splitting ')' off behind the context (CoOp counts it the same).
-        dot = int(_tokenize(tokenizer, ["."], 3)[0, 1])
-        dot_apart = [int(tokens[c, int(e) - 1]) == dot for c, e in enumerate(eot)]
+        tokens, eot, dot_apart = self._tokenize_prompts(classnames, words, placeholder, n_ctx, tokenizer,
+                                                         context_length)
         name_lens = [int(e) - n_ctx - 1 - d for e, d in zip(eot, dot_apart)]
         has_causal_mask = getattr(text, "attn_mask", None) is not None
         length = int(eot.max()) + 1 if (truncate and has_causal_mask) else context_length
@@ -188,11 +144,77 @@ class PromptLearner(nn.Module):
                              for w, d in zip(words, dot_apart)]
         self.name_lens = name_lens
         self.eots = [int(e) for e in eot]  # each class's EOT position, known on the host (SharedLayout)
-        self.n_cls = n_cls
+        self.n_cls = len(classnames)
         self.n_ctx = n_ctx
         self.csc = csc
         self.class_token_position = class_token_position
         self.context_length = context_length
+
+    @staticmethod
+    def _initial_phrases(ctx_init, classnames: list[str], csc: bool) -> tuple[dict[str, str], bool]:
+        """``ctx_init`` as ``{class: phrase}`` (``{"": phrase}`` for every class), and ``csc``
+        (a mapping implies it)."""
+        if isinstance(ctx_init, Mapping):
+            per_class = dict(ctx_init.items())
+            unknown = sorted(set(per_class) - set(classnames))
+            if unknown:
+                raise VideoCoopError(f"initial prompts given for unknown classes {unknown}; classes are {classnames}")
+            return per_class, True
+        if isinstance(ctx_init, str):
+            return {"": ctx_init}, csc
+        if ctx_init is None:
+            return {}, csc
+        raise VideoCoopError(f"ctx_init must be a phrase or a mapping class -> phrase, got {type(ctx_init).__name__}")
+
+    @staticmethod
+    def _initial_context(phrase_embeds: Mapping[str, torch.Tensor], classnames: list[str], n_ctx: int, width: int,
+                         csc: bool, std: float) -> torch.Tensor:
+        """Random context (CoOp's normal init), overwritten by each phrase's token embeddings:
+        every class's with the shared phrase, a class's last slots (nearest its name) with its own."""
+        ctx_shape = (len(classnames), n_ctx, width) if csc else (n_ctx, width)
+        ctx = torch.empty(ctx_shape, dtype=torch.float32).normal_(std=std)  # [n_ctx, width] or [n_cls, n_ctx, width]
+        with torch.no_grad():
+            if "" in phrase_embeds:
+                ctx[..., :, :] = phrase_embeds[""]
+            for i, name in enumerate(classnames):
+                if name in phrase_embeds:
+                    e = phrase_embeds[name]  # [n_tokens, width]
+                    ctx[i, n_ctx - e.shape[0]:] = e
+        return ctx
+
+    def _tokenize_prompts(self, classnames: list[str], words: list[str], placeholder: str, n_ctx: int, tokenizer,
+                          context_length: int) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+        """Each class's prompt in the ``end`` layout, tokenised and measured.
+
+        Returns:
+            The tokens ``[n_cls, 1024]``, each class's EOT position ``[n_cls]`` and whether its
+            "." is a token of its own.
+
+        Raises:
+            VideoCoopError: a class without words, or a prompt longer than the context.
+        """
+        for c, w in zip(classnames, words):
+            if not w.strip():
+                raise VideoCoopError(f"class {c!r} has no words to put in its prompt")
+        tokens = _tokenize(tokenizer, [f"{placeholder} {w}." for w in words], _MEASURE_LENGTH)  # [n_cls, 1024]
+        eot = eot_positions(tokens, self.eot_token_id)  # [n_cls]
+        too_long = [(c, int(e) + 1) for c, e in zip(classnames, eot) if int(e) + 1 > context_length]
+        if too_long:
+            detail = "; ".join(
+                f"class {c!r} needs {n} tokens (SOS + {n_ctx} context + {n - n_ctx - 3} class + '.' + EOT)"
+                for c, n in too_long
+            )
+            raise VideoCoopError(
+                f"prompt does not fit the context length {context_length}: {detail}. "
+                f"Use fewer context tokens or shorter display names; a cut prompt would lose its EOT."
+            )
+        # The class's tokens: everything between the context and the EOT but a standalone
+        # ".". A name ending in punctuation ('hurling (sport)') merges with the "." into one
+        # BPE token ('). '), which belongs to the name: front and middle layouts keep it with
+        # the name instead of splitting ')' off behind the context (CoOp counts it the same).
+        dot = int(_tokenize(tokenizer, ["."], 3)[0, 1])
+        dot_apart = [int(tokens[c, int(e) - 1]) == dot for c, e in enumerate(eot)]
+        return tokens, eot, dot_apart
 
     @staticmethod
     def _check_classnames(classnames) -> list[str]:
@@ -278,11 +300,3 @@ class PromptLearner(nn.Module):
             index = self.position_index.unsqueeze(-1).expand(-1, -1, prompts.shape[-1])
             prompts = prompts.gather(1, index)  # [n_cls, L, width]
         return prompts
-
-
-# --------------------------------------------------------------------------- the custom prompts file
-#
-# A JSON file that says how prompts start; it feeds PromptLearner's ``ctx_init`` and
-# ``display_names`` and nothing else, so everything above stays independent of files.
-
-

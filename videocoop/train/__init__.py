@@ -1,25 +1,28 @@
 """Training: the config, the loops, the optimiser, checkpoints, the run folder, DDP,
 base-to-novel evaluation at the end of a run, the run's pictures, and ``build``/``fit``.
 
+- :mod:`.builder`: the one model builder (``build_model``, shared with ``videocoop predict``)
+  and ``build`` (a config's data, CLIP and model, checked: a ``TrainSetup``).
 - :mod:`.config`: ``TrainConfig`` (one field per ``videocoop train`` flag).
 - :mod:`.engine`: ``train_one_epoch`` and ``validate`` (the seed's names), mixed precision.
 - :mod:`.optim`: the optimiser and the schedule.
 - :mod:`.checkpoint`: checkpoints and RNG states.
 - :mod:`.rundir`: what an output folder may hold and how a run continues in it.
 - :mod:`.ddp`: several processes under torchrun.
-- :mod:`.base_to_novel`: the novel classes' model and their evaluation.
+- :mod:`.base_to_novel`: the novel classes' evaluation with the learned context.
 - :mod:`.plots`: ``curves.png`` and ``confusion.png``.
-- :mod:`.trainer`: ``build`` (data, CLIP and model from a config) and ``fit`` (the run).
+- :mod:`.trainer`: ``fit`` (the run: epochs, evaluation, checkpoints, the summary).
 """
 from ..utils.distributed import DEVICES, resolve_device
+from .builder import TrainSetup, build, build_model
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .config import OPTIMIZERS, PROGRESS, TrainConfig, resolve_clip
 from .engine import EvalResult, TrainingDiverged, TrainResult, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
-from .trainer import TrainSetup, build, fit
+from .trainer import fit
 
 __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "EvalResult", "TrainConfig",
-    "TrainResult", "TrainSetup", "TrainingDiverged", "build", "fit", "load_checkpoint", "make_optimizer",
+    "TrainResult", "TrainSetup", "TrainingDiverged", "build", "build_model", "fit", "load_checkpoint", "make_optimizer",
     "make_scheduler", "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
 ]

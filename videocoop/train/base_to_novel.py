@@ -1,15 +1,14 @@
 """Base-to-novel evaluation: the learned context, carried over to classes it never saw.
 
 A model over the novel classes is built beside the training model (same CLIP, same prompt
-layout, its own class tokens); it is never handed to the optimiser and never runs in a
-training step. After training the learned tensors (the shared context, the temporal
-module) are copied into it and it is scored on the novel classes' videos, among the novel
-classes only, as CoCoOp does. Class-specific context has no vectors for a class it never
-saw, so it is refused before anything is built.
+layout, its own class tokens: :func:`~videocoop.train.builder.build_novel_model`); it is
+never handed to the optimiser and never runs in a training step. After training the
+learned tensors (the shared context, the temporal module) are copied into it and it is
+scored on the novel classes' videos, among the novel classes only, as CoCoOp does.
+Class-specific context has no vectors for a class it never saw, so it is refused before
+anything is built.
 """
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -29,29 +28,6 @@ def check_transferable(csc: bool) -> None:
     if csc:
         raise VideoCoopError("the context is class-specific (--csc, or class_prompts in the prompts file), which "
                              "cannot carry over to novel classes: base-to-novel needs the unified context")
-
-
-def build_novel_model(model: VideoFeatureCLIP, novel: Sequence[str], clip_model, tokenizer,
-                      display_names: Mapping[str, str] | None = None) -> VideoFeatureCLIP:
-    """A :class:`VideoFeatureCLIP` over ``novel`` shaped like ``model`` (n_ctx, class
-    position, temporal aggregation, pooling), on ``model``'s device.
-
-    Building it draws no number from the global RNG (its random context is replaced by the
-    trained one before any use), so the training run is the same with or without it.
-
-    Raises:
-        VideoCoopError: ``model`` has class-specific context.
-    """
-    pl = model.prompt_learner
-    check_transferable(pl.csc)
-    names = {c: w for c, w in (display_names or {}).items() if c in set(novel)}
-    with torch.random.fork_rng(devices=[]):  # the random context is drawn on the CPU
-        novel_model = VideoFeatureCLIP(
-            list(novel), clip_model, tokenizer, n_ctx=pl.n_ctx, csc=False, class_token_position=pl.class_token_position,
-            temporal_agg=model.temporal_agg, text_pool=model.text_encoder.pool, display_names=names or None,
-        )
-    novel_model.requires_grad_(False)  # nothing here is ever trained; the trained values are copied in
-    return novel_model.to(pl.ctx.device)
 
 
 def transfer(model: VideoFeatureCLIP, novel_model: VideoFeatureCLIP) -> None:
@@ -81,4 +57,4 @@ def evaluate_novel(model: VideoFeatureCLIP, novel_model: VideoFeatureCLIP, loade
     }
 
 
-__all__ = ["build_novel_model", "check_transferable", "evaluate_novel", "transfer"]
+__all__ = ["check_transferable", "evaluate_novel", "transfer"]

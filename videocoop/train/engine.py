@@ -115,15 +115,8 @@ def train_one_epoch(
     model.train()
     if hasattr(model, "text_encoder"):
         model.text_encoder.eval()  # frozen CLIP: no dropout, whatever the mode of the rest
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = torch.zeros((), device=device, dtype=torch.long)
     steps = len(loader)
-    # the first step (0-based) whose loss was not finite, `steps` while none: kept on the
-    # device and read every check_every steps, so a NaN stops the run within a few steps
-    # without a host sync per step (and every process stops at the same step)
-    bad_step = torch.full((), steps, device=device, dtype=torch.long)
-    bad_loss = torch.zeros((), device=device)
+    tally = _Tally(steps, device, world)
     for step, batch in enumerate(loader):
         features, labels, mask = to_device(batch, device) if batch is not None else _empty_batch(model, device)
         with autocast(device, precision):
@@ -133,48 +126,75 @@ def train_one_epoch(
         n_global = world.all_reduce(n.clone())  # the global batch: shares may be uneven
         loss = summed * world.size / n_global  # the global mean's share; DDP averages over the world
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses, before the scheduler moves it
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        _step(loss, optimizer, scheduler, scaler)
         hit = logits.argmax(-1) == labels  # [B]
-        first_bad = (bad_step == steps) & ~torch.isfinite(summed.detach())
-        bad_step.masked_fill_(first_bad, step)
-        bad_loss = torch.where(first_bad, summed.detach() / n.clamp_min(1), bad_loss)
-        loss_sum += summed.detach()
-        correct += hit.sum()
-        seen += n
+        tally.add(step, summed.detach(), hit, n)
         if on_batch is not None:
             # a host sync per batch, only when someone is watching
             on_batch(step + 1, steps, (summed / n).item(), 100.0 * hit.float().mean().item(), lr, labels.shape[0])
         if on_batch is not None or (step + 1) % check_every == 0:
-            _raise_if_diverged(bad_step, bad_loss, steps, world)  # a host sync every check_every steps
-    _raise_if_diverged(bad_step, bad_loss, steps, world)  # the steps since the last read
-    totals = world.all_reduce(torch.stack([loss_sum.double(), correct.double(), seen.double()]))
-    loss_total, correct_total, seen_total = totals.tolist()
-    return TrainResult(loss_total / max(seen_total, 1), 100.0 * correct_total / max(seen_total, 1))
+            tally.raise_if_diverged()  # a host sync every check_every steps
+    tally.raise_if_diverged()  # the steps since the last read
+    return tally.result()
+
+
+def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward, the optimiser's step (through the scaler for fp16), the schedule's step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+class _Tally:
+    """An epoch's sums, kept on the device so a step costs no host sync: the loss, the hits,
+    the videos, and the first step whose loss was not finite (``steps`` while none), read
+    only by :meth:`raise_if_diverged` (so a NaN stops the run within a few steps, and every
+    process stops at the same step)."""
+
+    def __init__(self, steps: int, device: torch.device, world: World):
+        self.steps, self.world = steps, world
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = torch.zeros((), device=device, dtype=torch.long)
+        self.bad_step = torch.full((), steps, device=device, dtype=torch.long)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, step: int, summed: torch.Tensor, hit: torch.Tensor, n: torch.Tensor) -> None:
+        first_bad = (self.bad_step == self.steps) & ~torch.isfinite(summed)
+        self.bad_step.masked_fill_(first_bad, step)
+        self.bad_loss = torch.where(first_bad, summed / n.clamp_min(1), self.bad_loss)
+        self.loss_sum += summed
+        self.correct += hit.sum()
+        self.seen += n
+
+    def raise_if_diverged(self) -> None:
+        bad_step, bad_loss = self.bad_step, self.bad_loss
+        if self.world.distributed:
+            bad_step = self.world.all_reduce(bad_step.clone(), dist.ReduceOp.MIN)  # the first over the processes
+            bad_loss = self.world.all_reduce(bad_loss.clone())  # 0 where finite: the sum is the bad value
+        step = int(bad_step)  # the host sync
+        if step < self.steps:
+            value = float(bad_loss)
+            raise TrainingDiverged(f"training loss became {value} at step {step + 1} of {self.steps}", step + 1, value)
+
+    def result(self) -> TrainResult:
+        """The mean loss and top-1 over every process's videos."""
+        totals = self.world.all_reduce(torch.stack([self.loss_sum.double(), self.correct.double(), self.seen.double()]))
+        loss_total, correct_total, seen_total = totals.tolist()
+        return TrainResult(loss_total / max(seen_total, 1), 100.0 * correct_total / max(seen_total, 1))
 
 
 def _empty_batch(model, device: torch.device):
     """No videos for this process in this step: it still joins the step's collectives."""
     inner = getattr(getattr(model, "module", model), "model", model)
     return torch.zeros(0, 1, inner.embed_dim, device=device), torch.zeros(0, dtype=torch.long, device=device), None
-
-
-def _raise_if_diverged(bad_step: torch.Tensor, bad_loss: torch.Tensor, steps: int, world: World = World()) -> None:
-    if world.distributed:
-        bad_step = world.all_reduce(bad_step.clone(), dist.ReduceOp.MIN)  # the first over the processes
-        bad_loss = world.all_reduce(bad_loss.clone())  # 0 where finite: the sum is the bad value
-    step = int(bad_step)  # the host sync
-    if step < steps:
-        value = float(bad_loss)
-        raise TrainingDiverged(f"training loss became {value} at step {step + 1} of {steps}", step + 1, value)
 
 
 @torch.no_grad()

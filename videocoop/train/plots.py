@@ -119,12 +119,12 @@ def plot_run(out: str | Path) -> list[Path]:
     Raises:
         VideoCoopError: ``out`` holds no ``metrics.jsonl``.
     """
-    from .rundir import METRICS, read_metrics
+    from .rundir import METRICS_FILE, read_metrics
 
     out = Path(out)
-    if not (out / METRICS).is_file():
-        raise VideoCoopError(f"{out} holds no {METRICS}: not a training run's folder")
-    rows = read_metrics(out / METRICS)
+    if not (out / METRICS_FILE).is_file():
+        raise VideoCoopError(f"{out} holds no {METRICS_FILE}: not a training run's folder")
+    rows = read_metrics(out / METRICS_FILE)
     written = [plot_curves(rows, out / "curves.png")]
     if (out / "summary.json").is_file():
         summary = read_json_object(out / "summary.json")

@@ -21,7 +21,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "log.txt", "eval.js
              "confusion.npy", CHECKPOINT_LAST, CHECKPOINT_BEST, "shots.json", "classes.json")
 # and this folder, with --tensorboard
 TENSORBOARD_DIR = "tensorboard"
-METRICS = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
 
 
 def read_config(path: Path) -> dict:
@@ -120,17 +120,17 @@ def read_metrics(path: Path) -> list[dict]:
 def append_metrics(out: Path, row: dict) -> None:
     """One epoch's line of ``metrics.jsonl`` (a kill mid-write tears at most this line,
     which :func:`read_metrics` skips)."""
-    with open(out / METRICS, "a", encoding="utf-8") as fh:
+    with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
 
 
 def truncate_metrics(out: Path, first_epoch: int) -> None:
     """Keep the lines of epochs before ``first_epoch`` (resume: a kill between the metrics
     line and the checkpoint leaves one line too many), rewriting the file atomically."""
-    path = out / METRICS
+    path = out / METRICS_FILE
     rows = read_metrics(path) if path.is_file() else []
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
 
 
-__all__ = ["METRICS", "RUN_FILES", "TENSORBOARD_DIR", "append_metrics", "check_output", "read_config", "read_metrics", "run_state",
+__all__ = ["METRICS_FILE", "RUN_FILES", "TENSORBOARD_DIR", "append_metrics", "check_output", "read_config", "read_metrics", "run_state",
            "start_output", "truncate_metrics"]

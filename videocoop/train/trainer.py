@@ -1,11 +1,11 @@
 """Training: CoOp's recipe on feature folders, with checkpoints that resume exactly.
 
-:func:`build` turns a :class:`~videocoop.train.config.TrainConfig` into a checked model and
-datasets; :func:`fit` runs it: the untrained prompts are evaluated ("epoch 0"), then each
-epoch trains (:func:`~videocoop.train.engine.train_one_epoch`), evaluates
-(:func:`~videocoop.train.engine.validate`), logs a line and writes its checkpoints. The pieces
-live by concern: config, engine (the loops), optim, checkpoint, rundir (the output folder's
-policy), progress (bars and logging), plots. Their public names are importable from here.
+:func:`~videocoop.train.builder.build` turns a :class:`~videocoop.train.config.TrainConfig`
+into a checked model and datasets; :func:`fit` runs it: the untrained prompts are evaluated
+("epoch 0"), then each epoch trains (:func:`~videocoop.train.engine.train_one_epoch`),
+evaluates (:func:`~videocoop.train.engine.validate`), logs a line and writes its checkpoints.
+The pieces live by concern: builder, config, engine (the loops), optim, checkpoint, rundir
+(the output folder's policy), plots. Their public names are importable from here.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..clip.loader import embed_dim, load_clip, weights_id
-from ..data.features import FeatureDataset, check_feature_info, read_feature_info
-from ..data.layout import INFO_FILE
-from ..data.packed import open_feature_dataset
-from ..data.protocols import ProtocolSplit, apply_protocols, split_seed_of, write_protocol_files
+from ..clip.loader import weights_id_of
+from ..data.protocols import split_seed_of, write_protocol_files
 from ..data.samples import collate_samples
-from ..model.prompts_file import PromptsFile
-from ..model.video_clip import VideoFeatureCLIP
 from ..utils.distributed import (
     DEVICES,
     World,
@@ -43,7 +38,8 @@ from ..utils.distributed import (
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
-from .base_to_novel import build_novel_model, check_transferable, evaluate_novel
+from .base_to_novel import evaluate_novel
+from .builder import TrainSetup, build
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
@@ -51,7 +47,7 @@ from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
 from .rundir import (
-    METRICS,
+    METRICS_FILE,
     TENSORBOARD_DIR,
     append_metrics,
     check_output,
@@ -67,93 +63,18 @@ log = logging.getLogger(__name__)
 SHARD_TEXT_DEFAULT = True
 
 
-@dataclass
-class TrainSetup:
-    """What :func:`build` made from a config: everything a run needs, checked."""
-
-    cfg: TrainConfig  # resolved: the CLIP named, its weights fixed
-    device: torch.device
-    clip_model: nn.Module
-    tokenizer: object
-    model: VideoFeatureCLIP
-    train_set: FeatureDataset
-    val_set: FeatureDataset | None
-    classnames: list[str] = field(default_factory=list)  # the classes trained on (the base classes under base-to-novel)
-    world: World = World()  # this process among those of a torchrun run
-    protocol: ProtocolSplit | None = None  # few-shot draw and base/novel split (videocoop.data.protocols)
-    novel_model: VideoFeatureCLIP | None = None  # base-to-novel: the novel classes' model, never trained
-
-
-def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
-    """Load CLIP, check and load every feature file, build the model on its device.
-
-    Everything that can be wrong with the inputs is found here, before a single step.
-
-    Raises:
-        VideoCoopError: bad config, missing CLIP identity, a features.json that names
-            another CLIP, any bad feature file, a prompts file naming unknown classes.
-    """
-    cfg = default_precision(cfg)
-    cfg.check()
-    world = world_from_env() if world is None else world
-    device = device_for(world, resolve_device(cfg.device))
-    train_info = read_feature_info(cfg.feature_dir)
-    cfg = resolve_clip(cfg, train_info)
-    prompts = PromptsFile.load(cfg.initial_prompts_file) if cfg.initial_prompts_file else None
-    load_precision = "fp32" if cfg.precision == "amp" else cfg.precision
-    clip_model, tokenizer = load_clip(
-        cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint, device="cpu",
-        precision=load_precision, seed=cfg.clip_seed,
-    )
-    dim = embed_dim(clip_model)
-    weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
-    val_info = None
-    if cfg.val_feature_dir:
-        val_info = read_feature_info(cfg.val_feature_dir)
-    for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
-        if info is not None:
-            check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
-    # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
-    train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim, seed=cfg.seed)
-    classnames = train_set.classnames
-    val_set = None
-    if cfg.val_feature_dir:
-        val_set = open_feature_dataset(cfg.val_feature_dir, classnames=classnames, num_frames=cfg.num_frames, dim=dim)
-    split = apply_protocols(cfg, train_set, val_set)  # few-shot draw, base classes: what training may see
-    train_set, val_set, classnames = split.train_set, split.val_set, split.classnames
-    prompt_kwargs = prompts.prompt_kwargs(split.all_classnames) if prompts else {}
-    display_names = prompt_kwargs.get("display_names") or {}
-    if display_names:  # the prompts file may name novel classes too
-        prompt_kwargs["display_names"] = {c: w for c, w in display_names.items() if c in classnames} or None
-    csc = cfg.csc or (prompts is not None and prompts.csc)
-    if split.novel:
-        check_transferable(csc)
-    torch.manual_seed(cfg.seed)  # random context init
-    model = VideoFeatureCLIP(
-        classnames, clip_model, tokenizer, n_ctx=cfg.n_ctx, csc=csc, class_token_position=cfg.class_token_position,
-        temporal_agg=cfg.temporal_agg, text_pool=cfg.text_pool, **prompt_kwargs,
-    ).to(device)
-    novel_model = build_novel_model(model, split.novel, clip_model, tokenizer, display_names) if split.novel else None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
-    cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
-    return TrainSetup(cfg, device, clip_model, tokenizer, model, train_set, val_set, list(classnames), world=world,
-                 protocol=split, novel_model=novel_model)
-
-
-def _loaders(built: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
+def _loaders(setup: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
     """This process's loaders: its share of each global training batch, its share of the
     validation videos. The batches and each video's frames are functions of (seed, epoch):
     call ``set_epoch`` on the batch sampler and the dataset before each epoch."""
-    cfg, world = built.cfg, built.world
+    cfg, world = setup.cfg, setup.world
     # fresh workers every epoch (persistent workers would keep an old epoch's dataset)
-    common = {"num_workers": cfg.num_workers, "pin_memory": built.device.type == "cuda", "persistent_workers": False}
-    batches = GlobalBatchSampler(len(built.train_set), cfg.batch_size, cfg.seed, world)
-    train = DataLoader(built.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
+    common = {"num_workers": cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
+    batches = GlobalBatchSampler(len(setup.train_set), cfg.batch_size, cfg.seed, world)
+    train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
     val = None
-    if built.val_set is not None:
-        val = DataLoader(built.val_set, sampler=ShardSampler(len(built.val_set), world), batch_size=cfg.batch_size,
+    if setup.val_set is not None:
+        val = DataLoader(setup.val_set, sampler=ShardSampler(len(setup.val_set), world), batch_size=cfg.batch_size,
                          collate_fn=collate_samples, **common)
     return train, val
 
@@ -190,43 +111,43 @@ def fit(cfg: TrainConfig) -> dict:
     t_start = time.perf_counter()
     started = init_process_group(world, device_for(world, resolve_device(cfg.device)))
     try:
-        built = build(cfg, world)
-        cfg = built.cfg  # resolved: what the run really uses
+        setup = build(cfg, world)
+        cfg = setup.cfg  # resolved: what the run really uses
         if cfg.eval_only:
-            return _evaluate_only(built, out)
+            return _evaluate_only(setup, out)
         if world.is_main:
             start_output(cfg, out)
         world.barrier()  # the folder is ready (an overwritten run gone) before anyone reads it
         with log_handlers(file_handler(out / "log.txt") if world.is_main else None):
-            _log_start(built)
+            _log_start(setup)
             if world.is_main:
                 write_json(out / "config.json", {k: v for k, v in cfg.to_dict().items() if k not in ACTION_KEYS})
-                write_protocol_files(cfg, built.protocol, out, resume=cfg.resume)  # shots.json, classes.json
-            return _train(built, out, t_start)
+                write_protocol_files(cfg, setup.protocol, out, resume=cfg.resume)  # shots.json, classes.json
+            return _train(setup, out, t_start)
     finally:
         if started:
             destroy_process_group()
 
 
-def _log_start(built: TrainSetup) -> None:
-    cfg, pl = built.cfg, built.model.prompt_learner
-    val = f", {len(built.val_set)} validation videos" if built.val_set is not None else ""
-    world = f"; {built.world.size} processes (torchrun), global batch {cfg.batch_size}, text {'sharded' if _shard_text(built) else 'on every process'}" \
-        if built.world.distributed else ""
-    if built.world.is_main:
-        log.info(f"{len(built.classnames)} classes, {len(built.train_set)} training videos{val}; "
-                 f"CLIP {cfg.clip_model} ({weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)}), "
-                 f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {built.device}, "
+def _log_start(setup: TrainSetup) -> None:
+    cfg, pl = setup.cfg, setup.model.prompt_learner
+    val = f", {len(setup.val_set)} validation videos" if setup.val_set is not None else ""
+    world = f"; {setup.world.size} processes (torchrun), global batch {cfg.batch_size}, text {'sharded' if _shard_text(setup) else 'on every process'}" \
+        if setup.world.distributed else ""
+    if setup.world.is_main:
+        log.info(f"{len(setup.classnames)} classes, {len(setup.train_set)} training videos{val}; "
+                 f"CLIP {cfg.clip_model} ({weights_id_of(cfg)}), "
+                 f"n_ctx {pl.n_ctx}{' (class-specific)' if pl.csc else ''}, device {setup.device}, "
                  f"precision {cfg.precision}{world}")
 
 
-def _shard_text(built: TrainSetup) -> bool:
+def _shard_text(setup: TrainSetup) -> bool:
     """Whether each process encodes only its share of the classes (distributed runs only)."""
-    if not built.world.distributed:
+    if not setup.world.distributed:
         return False
-    if built.cfg.shard_text is None:
-        return SHARD_TEXT_DEFAULT and len(built.classnames) >= built.world.size
-    return built.cfg.shard_text
+    if setup.cfg.shard_text is None:
+        return SHARD_TEXT_DEFAULT and len(setup.classnames) >= setup.world.size
+    return setup.cfg.shard_text
 
 
 def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
@@ -241,53 +162,53 @@ def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     return dataclasses.replace(stored, **this_call, **given)
 
 
-def _evaluate_only(built: TrainSetup, out: Path) -> dict:
-    model, cfg = built.model, built.cfg
+def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
+    model, cfg = setup.model, setup.cfg
     ckpt_path = next((out / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (out / n).is_file()), None)
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
-        if state["classnames"] != built.classnames:
-            raise VideoCoopError(f"{ckpt_path} was trained on classes {state['classnames']}, the data has {built.classnames}")
+        if state["classnames"] != setup.classnames:
+            raise VideoCoopError(f"{ckpt_path} was trained on classes {state['classnames']}, the data has {setup.classnames}")
         model.load_trainable_state_dict(state["trainable"])
         what = f"{ckpt_path} (epoch {state['epoch']})"
     else:
         log.warning(f"no checkpoint in {out}: evaluating the initial prompts")
         what = "the initial prompts (no checkpoint)"
-    dataset = built.val_set
+    dataset = setup.val_set
     if dataset is None:
         # the training split, with evaluation's frame sampling (segment middles), not
         # training's random offsets: the same numbers on every run
-        dataset = copy.copy(built.train_set)
+        dataset = copy.copy(setup.train_set)
         dataset.train = False
-    _, val_loader = _loaders(dataclasses.replace(built, val_set=dataset))
-    result = validate(model, val_loader, built.device, built.classnames, precision=cfg.precision, world=built.world)
+    _, val_loader = _loaders(dataclasses.replace(setup, val_set=dataset))
+    result = validate(model, val_loader, setup.device, setup.classnames, precision=cfg.precision, world=setup.world)
     log.info(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
     for c, acc in result.per_class.items():
         log.info(f"  {c}: {acc:.1f}%")
     summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
-    summary.update(_protocol_results(built, result.top1))
-    if built.world.is_main:
+    summary.update(_protocol_results(setup, result.top1))
+    if setup.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval.json", summary)
     return summary
 
 
-def _protocol_results(built: TrainSetup, base_top1: float | None) -> dict:
+def _protocol_results(setup: TrainSetup, base_top1: float | None) -> dict:
     """What the run's protocol adds to a summary: the shot draw; after base-to-novel training,
     base, novel and HM (the model as it is now: the final epoch, or the checkpoint evaluated)."""
-    cfg, split = built.cfg, built.protocol
+    cfg, split = setup.cfg, setup.protocol
     results = {"shots": cfg.shots, "split_seed": split_seed_of(cfg)} if cfg.shots else {}
     if split is not None and split.base_to_novel:
-        _, loader = _loaders(dataclasses.replace(built, val_set=split.novel_val_set))
-        results.update(evaluate_novel(built.model, built.novel_model, loader, built.device, base_top1, cfg.precision,
-                                      world=built.world))
+        _, loader = _loaders(dataclasses.replace(setup, val_set=split.novel_val_set))
+        results.update(evaluate_novel(setup.model, setup.novel_model, loader, setup.device, base_top1, cfg.precision,
+                                      world=setup.world))
         log.info(f"base-to-novel: base {results['base_top1']:.2f}% ({len(split.classnames)} classes), novel "
                  f"{results['novel_top1']:.2f}% ({len(split.novel)} classes), HM {results['hm']:.2f}%")
     return results
 
 
-def _diverged(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
+def _divergence_error(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
     """Say where the loss diverged and what is kept; logged, then raised by the caller."""
     kept = (f"{CHECKPOINT_LAST} keeps epoch {epoch - 1}, the last good state" if epoch > 1
             else "no checkpoint was written (the first epoch diverged)")
@@ -298,7 +219,7 @@ def _diverged(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> 
     return TrainingDiverged(message, e.step, e.loss)
 
 
-def _tensorboard(cfg: TrainConfig, out: Path, first_epoch: int):
+def _tensorboard_writer(cfg: TrainConfig, out: Path, first_epoch: int):
     """A SummaryWriter for ``--tensorboard``; events of epochs from ``first_epoch`` on, left by
     a killed run, are purged so a resumed run writes each epoch once."""
     if not cfg.tensorboard:
@@ -310,126 +231,183 @@ def _tensorboard(cfg: TrainConfig, out: Path, first_epoch: int):
     return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
 
 
-def _train(built: TrainSetup, out: Path, t_start: float) -> dict:
-    cfg, model, device, classnames, world = built.cfg, built.model, built.device, built.classnames, built.world
-    main = world.is_main  # rank 0 alone writes files and shows progress
-    train_loader, val_loader = _loaders(built)
+@dataclass
+class _Stepper:
+    """What steps the context and is checkpointed with it: the optimiser, its schedule and,
+    for fp16 autocast, the loss scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None
+
+    def state_dicts(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict()}
+
+    def load_state_dicts(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class _Recorder:
+    """The epochs' rows: kept for the summary; on rank 0 also appended to the metrics file,
+    logged, shown by the bars and written to TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, main: bool, first_epoch: int, rows: list[dict]):
+        self.cfg, self.out, self.main, self.rows = cfg, out, main, rows
+        self.bars = Bars(cfg.progress if main else "none")
+        self.board = _tensorboard_writer(cfg, out, first_epoch) if main else None
+
+    def record(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.main:
+            return
+        append_metrics(self.out, row)
+        line = format_epoch(row["epoch"], self.cfg.epochs, row)
+        log.info(line)
+        self.bars.end_epoch(line.split("|")[0].strip())
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+            if self.board is not None and row.get(key) is not None:
+                self.board.add_scalar(key, row[key], row["epoch"])
+
+    def close(self) -> None:
+        self.bars.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _train(setup: TrainSetup, out: Path, t_start: float) -> dict:
+    cfg, model, device, world = setup.cfg, setup.model, setup.device, setup.world
+    train_loader, val_loader = _loaders(setup)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     fp16_amp = cfg.precision == "amp" and amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda") if fp16_amp else None
+    stepper = _Stepper(optimizer, make_scheduler(cfg, optimizer, len(train_loader)),
+                       torch.amp.GradScaler("cuda") if fp16_amp else None)
     step_model = model
     if world.distributed:  # gradients of the trainable parameters averaged over the processes
         # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
-        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(built)), forward_sync_buffers=False,
+        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(setup)), forward_sync_buffers=False,
                                              device_ids=[device.index] if device.type == "cuda" else None)
-    best = {"epoch": 0, "top1": -1.0, "per_class": {}}
-    first_epoch, rows = 1, []
-    if cfg.resume:  # every process resumes from the same checkpoint
-        state = load_checkpoint(out / CHECKPOINT_LAST)
-        if state["classnames"] != classnames:
-            raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has {classnames}")
-        model.load_trainable_state_dict(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        best = dict(state["best"])
-        first_epoch = state["epoch"] + 1
-        set_rng_state(state["rng"])
-        # a kill between the metrics line and the checkpoint leaves a line too many
-        rows = [r for r in read_metrics(out / METRICS) if r["epoch"] < first_epoch] if (out / METRICS).is_file() else []
-        if main:
-            truncate_metrics(out, first_epoch)
-            _log_resume(out, state, first_epoch, cfg.epochs, world)
-    else:
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
-    bars = Bars(cfg.progress if main else "none")
-    board = _tensorboard(cfg, out, first_epoch) if main else None
-
-    def record(row: dict) -> None:
-        rows.append(row)
-        if not main:
-            return
-        append_metrics(out, row)
-        line = format_epoch(row["epoch"], cfg.epochs, row)
-        log.info(line)
-        bars.end_epoch(line.split("|")[0].strip())
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
-            if board is not None and row.get(key) is not None:
-                board.add_scalar(key, row[key], row["epoch"])
-
+    best, first_epoch, rows = _start(setup, out, stepper)
+    recorder = _Recorder(cfg, out, world.is_main, first_epoch, rows)
     try:
         if first_epoch == 1 and val_loader is not None:
             t0 = time.perf_counter()
-            ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
-            record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss, "val_top1": ev.top1,
-                    "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0, "untrained": True})
-
-        bars.start(cfg.epochs, first_epoch)
+            ev = validate(model, val_loader, device, setup.classnames, precision=cfg.precision, world=world)
+            recorder.record({"epoch": 0, "train_loss": None, "train_top1": None, "val_loss": ev.loss,
+                             "val_top1": ev.top1, "val_top5": ev.top5, "lr": 0.0, "seconds": time.perf_counter() - t0,
+                             "untrained": True})
+        recorder.bars.start(cfg.epochs, first_epoch)
         for epoch in range(first_epoch, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
-            built.train_set.set_epoch(epoch)  # and their frames
-            bars.begin_epoch(epoch, len(train_loader))
-            try:
-                tr = train_one_epoch(step_model, train_loader, optimizer, device, scheduler, precision=cfg.precision,
-                                     scaler=scaler, on_batch=bars.batch if bars.shows_batches else None,
-                                     check_every=cfg.check_every, world=world)
-            except TrainingDiverged as e:
-                raise _diverged(e, epoch, len(train_loader), cfg) from e
-            row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
-                   "val_top5": None, "lr": lr}
-            score, per_class, confusion = tr.top1, {}, None
-            if val_loader is not None:
-                ev = validate(model, val_loader, device, classnames, precision=cfg.precision, world=world)
-                row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
-                score, per_class, confusion = ev.top1, ev.per_class, ev.confusion
-            row["seconds"] = time.perf_counter() - t0
+            row, tr, ev = _epoch(setup, epoch, step_model, train_loader, val_loader, stepper, recorder.bars)
+            score, per_class, confusion = (tr.top1, {}, None) if ev is None else (ev.top1, ev.per_class, ev.confusion)
             is_best = score > best["top1"]  # the same on every process: the numbers are reduced
             if is_best:
                 best = {"epoch": epoch, "top1": score, "per_class": per_class}
-            record(row)
-            if main:
-                state = {
-                    "trainable": model.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
-                    "epoch": epoch, "best": best, "rng": rng_state(), "config": cfg.to_dict(),
-                    "classnames": classnames, "world_size": world.size,
-                }
-                # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
-                if is_best:
-                    if confusion is not None:
-                        atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
-                    save_checkpoint(out / CHECKPOINT_BEST, **state)
-                save_checkpoint(out / CHECKPOINT_LAST, **state)
+            recorder.record(row)
+            if world.is_main:
+                _save_epoch(setup, out, epoch, best, stepper, confusion, is_best)
     finally:
-        bars.close()
-        if board is not None:
-            board.close()
+        recorder.close()
+    return _finish(setup, out, best, recorder.rows, val_loader is not None, t_start)
 
+
+def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[dict, int, list[dict]]:
+    """The best epoch so far, the first epoch to train and the metrics rows so far: a fresh
+    start (the global RNGs seeded), or where ``checkpoint_last.pt`` left off (every
+    process resumes from the same checkpoint)."""
+    cfg, world = setup.cfg, setup.world
+    if not cfg.resume:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        return {"epoch": 0, "top1": -1.0, "per_class": {}}, 1, []
+    state = load_checkpoint(out / CHECKPOINT_LAST)
+    if state["classnames"] != setup.classnames:
+        raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has "
+                             f"{setup.classnames}")
+    setup.model.load_trainable_state_dict(state["trainable"])
+    stepper.load_state_dicts(state)
+    first_epoch = state["epoch"] + 1
+    set_rng_state(state["rng"])
+    # a kill between the metrics line and the checkpoint leaves a line too many
+    metrics = out / METRICS_FILE
+    rows = [r for r in read_metrics(metrics) if r["epoch"] < first_epoch] if metrics.is_file() else []
+    if world.is_main:
+        truncate_metrics(out, first_epoch)
+        _log_resume(out, state, first_epoch, cfg.epochs, world)
+    return dict(state["best"]), first_epoch, rows
+
+
+def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: DataLoader,
+           val_loader: DataLoader | None, stepper: _Stepper, bars: Bars) -> tuple[dict, TrainResult, EvalResult | None]:
+    """Train one epoch, then evaluate; its metrics row and both results (no evaluation
+    without validation videos)."""
+    cfg, device, world = setup.cfg, setup.device, setup.world
+    t0 = time.perf_counter()
+    lr = stepper.optimizer.param_groups[0]["lr"]
+    train_loader.batch_sampler.set_epoch(epoch)  # this epoch's order of the videos
+    setup.train_set.set_epoch(epoch)  # and their frames
+    bars.begin_epoch(epoch, len(train_loader))
+    try:
+        tr = train_one_epoch(step_model, train_loader, stepper.optimizer, device, stepper.scheduler,
+                             precision=cfg.precision, scaler=stepper.scaler,
+                             on_batch=bars.batch if bars.shows_batches else None, check_every=cfg.check_every,
+                             world=world)
+    except TrainingDiverged as e:
+        raise _divergence_error(e, epoch, len(train_loader), cfg) from e
+    row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
+           "val_top5": None, "lr": lr}
+    ev = None
+    if val_loader is not None:
+        ev = validate(setup.model, val_loader, device, setup.classnames, precision=cfg.precision, world=world)
+        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+    row["seconds"] = time.perf_counter() - t0
+    return row, tr, ev
+
+
+def _save_epoch(setup: TrainSetup, out: Path, epoch: int, best: dict, stepper: _Stepper,
+                confusion: torch.Tensor | None, is_best: bool) -> None:
+    """Rank 0's checkpoints after an epoch: ``checkpoint_best.pt`` (and the best epoch's
+    confusion matrix) when it is the best so far, ``checkpoint_last.pt`` always."""
+    state = {
+        "trainable": setup.model.trainable_state_dict(), **stepper.state_dicts(), "epoch": epoch, "best": best,
+        "rng": rng_state(), "config": setup.cfg.to_dict(), "classnames": setup.classnames,
+        "world_size": setup.world.size,
+    }
+    # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
+    if is_best:
+        if confusion is not None:
+            atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
+        save_checkpoint(out / CHECKPOINT_BEST, **state)
+    save_checkpoint(out / CHECKPOINT_LAST, **state)
+
+
+def _finish(setup: TrainSetup, out: Path, best: dict, rows: list[dict], validated: bool, t_start: float) -> dict:
+    """The run's summary, with its protocol's numbers; on rank 0 written (``summary.json``),
+    pictured (``curves.png``, ``confusion.png``) and logged."""
+    cfg = setup.cfg
     untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
     final = rows[-1]
     summary = {
         "best_epoch": best["epoch"],
         "best_top1": best["top1"],
-        "best_metric": "val_top1" if val_loader is not None else "train_top1",
+        "best_metric": "val_top1" if validated else "train_top1",
         "untrained_val_top1": untrained,
         "final_val_top1": final.get("val_top1"),
         "final_val_top5": final.get("val_top5"),
         "final_train_loss": final.get("train_loss"),
         "epochs": cfg.epochs,
         "seconds": time.perf_counter() - t_start,
-        "device": str(device),
-        "processes": world.size,
-        "classnames": classnames,
+        "device": str(setup.device),
+        "processes": setup.world.size,
+        "classnames": setup.classnames,
         "per_class": best["per_class"],
     }
-    summary.update(_protocol_results(built, final.get("val_top1")))
-    if not main:
+    summary.update(_protocol_results(setup, final.get("val_top1")))
+    if not setup.world.is_main:
         return summary
     write_json(out / "summary.json", summary)
     plot_run(out)
