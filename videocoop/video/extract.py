@@ -45,6 +45,14 @@ from ..clip.loader import load_clip, weights_id
 from ..data.features import write_feature_info
 from ..data.layout import CLASSNAMES_FILE, VIDEO_SUFFIXES, is_video_file
 from ..data.manifest import read_manifest
+from ..utils.distributed import (
+    World,
+    destroy_process_group,
+    device_for,
+    init_process_group,
+    resolve_device,
+    world_from_env,
+)
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, read_json_object
 from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
@@ -57,6 +65,9 @@ RUN_FILE = "extract.json"  # the settings of the run that is filling DST; a reru
 FAILURES_FILE = "failures.jsonl"
 PER_FILE_DIR = "per-file"  # with --packed: the per-video files the packed splits are made from
 SOURCE = "videocoop extract"  # features.json "source"
+#: How long a rank waits for the others: they meet only at the end, and an uneven split
+#: can keep one waiting for hours, far past torch's default 30 minutes.
+RANK_TIMEOUT = datetime.timedelta(days=7)
 #: Frames a video is assumed to give under fps sampling when cutting chunks (8 s at 2 fps).
 FPS_FRAMES_GUESS = 16
 
@@ -309,10 +320,14 @@ class Extractor:
 
     @classmethod
     def from_config(cls, cfg: ExtractConfig, device: torch.device | None = None) -> Extractor:
-        """Load the CLIP ``cfg`` names on its device; preprocessing is the model's own."""
-        from ..utils.distributed import resolve_device
+        """Load the CLIP ``cfg`` names; preprocessing is the model's own.
 
-        device = device or resolve_device(cfg.device)
+        Args:
+            cfg: the settings.
+            device: where the tower runs; None: ``cfg.device`` for this process
+                (``cuda:LOCAL_RANK`` under torchrun, see :func:`videocoop.utils.distributed.device_for`).
+        """
+        device = device or device_for(world_from_env(), resolve_device(cfg.device))
         precision = cfg.precision if cfg.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
         clip_model, _ = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
                                   device=device, precision=precision, seed=cfg.clip_seed)
@@ -440,65 +455,6 @@ def _write_info(root: Path, info: Mapping) -> None:
     write_feature_info(root, info)
 
 
-# --------------------------------------------------------------------------- torchrun
-
-
-@dataclass
-class Ranks:
-    """This process's place under torchrun (rank 0 of 1 without it); gloo carries the few
-    messages (a barrier, the counts and failures), whatever the device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # we initialised the process group, so we tear it down
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        owned = False
-        if not dist.is_initialized():
-            # Ranks wait for each other only at the end; an uneven split can keep one
-            # waiting for hours, far past the default 30 minutes.
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-            owned = True
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _device_for(cfg: ExtractConfig, ranks: Ranks) -> torch.device:
-    from ..utils.distributed import resolve_device
-
-    device = resolve_device(cfg.device)
-    if ranks.world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", ranks.local_rank)
-    return device
-
-
 # --------------------------------------------------------------------------- progress
 
 
@@ -615,33 +571,36 @@ def extract(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractSu
     """
     cfg.check()
     source_root, entries = find_videos(cfg.videos, cfg.manifest)
-    ranks = Ranks.from_env()
+    world = world_from_env()
+    # gloo whatever the device: the ranks exchange only a barrier, the counts and the failures
+    started = init_process_group(world, backend="gloo", timeout=RANK_TIMEOUT)
     try:
         if extractor is None:
-            extractor = Extractor.from_config(cfg, _device_for(cfg, ranks))
-        return _extract(cfg, extractor, source_root, entries, ranks)
+            extractor = Extractor.from_config(cfg)  # on cuda:LOCAL_RANK under torchrun
+        return _extract(cfg, extractor, source_root, entries, world)
     finally:
-        ranks.close()
+        if started:
+            destroy_process_group()
 
 
 def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries: list[VideoEntry],
-             ranks: Ranks) -> ExtractSummary:
+             world: World) -> ExtractSummary:
     out = Path(cfg.out)
     files_root = out / PER_FILE_DIR if cfg.packed else out
     settings = _settings(extractor, cfg, source_root)
     _check_previous_run(out, settings, cfg.overwrite)  # every rank reads before rank 0 writes
-    ranks.barrier()
-    if ranks.rank == 0:
+    world.barrier()
+    if world.is_main:
         config = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # the folder itself: the record moves with it
         atomic_write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1,
                                                       "settings": settings, "config": config}, indent=2) + "\n")
-    chunks = chunked(entries, extractor.videos_per_chunk())[ranks.rank::ranks.world]
+    chunks = chunked(entries, extractor.videos_per_chunk())[world.rank::world.size]
     todo = [[e for e in chunk if cfg.overwrite or not (files_root / e.split / e.out).is_file()] for chunk in chunks]
     mine = sum(len(c) for c in chunks)
     count = sum(len(c) for c in todo)
     summary = ExtractSummary(str(out), skipped=mine - count)
-    progress = Progress(cfg.progress if ranks.rank == 0 else "none", count,
-                        "extract" if ranks.world == 1 else f"extract (rank 0 of {ranks.world})", chunks=todo)
+    progress = Progress(cfg.progress if world.is_main else "none", count,
+                        f"extract (rank 0 of {world.size})" if world.distributed else "extract", chunks=todo)
     t0 = time.perf_counter()
     try:
         for result in extractor.run(todo):
@@ -662,17 +621,17 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
     finally:
         progress.close()
     summary.seconds = time.perf_counter() - t0
-    ranks.barrier()  # every rank's files are on disk
-    parts = ranks.gather(dataclasses.asdict(summary))
+    world.barrier()  # every rank's files are on disk
+    parts = world.gather_object(dataclasses.asdict(summary))
     total = ExtractSummary(str(out), seconds=max(p["seconds"] for p in parts))
     for p in parts:
         for key in ("written", "skipped", "failed", "frames"):
             setattr(total, key, getattr(total, key) + p[key])
         total.failures.extend(p["failures"])
     total.failures.sort(key=lambda f: f["source"])
-    if ranks.rank == 0:
+    if world.is_main:
         total.splits = _finish(cfg, extractor, source_root, entries, total.failures)
-    total.splits = ranks.gather(total.splits)[0]
+    total.splits = world.gather_object(total.splits)[0]  # rank 0's
     return total
 
 
