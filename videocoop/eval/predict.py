@@ -25,12 +25,12 @@ from ..data.samples import VideoSample, collate_samples
 from ..data.sampling import frame_indices
 from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object
+from ..utils.progress import Progress
 from ..video.decode import Sampling
 from ..video.extract import (
     Extracted,
     Extractor,
     Failed,
-    Progress,
     atomic_write_text,
     chunked,
     default_workers,

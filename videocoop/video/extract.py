@@ -31,7 +31,6 @@ import datetime
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,12 +54,12 @@ from ..utils.distributed import (
 )
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, read_json_object
+from ..utils.progress import PROGRESS, Progress
 from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
 from .preprocess import Preprocess
 
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = ("float16", "float32")
-PROGRESS = ("auto", "rich", "plain", "none")
 RUN_FILE = "extract.json"  # the settings of the run that is filling DST; a rerun must match them
 FAILURES_FILE = "failures.jsonl"
 PER_FILE_DIR = "per-file"  # with --packed: the per-video files the packed splits are made from
@@ -453,58 +452,6 @@ def save_features(path: Path, payload: dict) -> None:
 def _write_info(root: Path, info: Mapping) -> None:
     """features.json through write_feature_info (which checks the keys and writes atomically)."""
     write_feature_info(root, info)
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Videos done, videos/s and frames/s: a rich bar on a terminal, a plain line every
-    ``every`` seconds otherwise (at the end of a chunk, when its videos are all done),
-    nothing with ``none``."""
-
-    def __init__(self, mode: str, total: int, label: str = "extract", every: float = 10.0,
-                 chunks: Sequence[Sequence] = ()):
-        # stderr: stdout may be carrying data (predict's CSV)
-        if mode == "auto":
-            mode = "rich" if sys.stderr.isatty() else "plain"
-        self.mode, self.total, self.label, self.every = mode, total, label, every
-        self.videos = self.frames = 0
-        ends = [len(c) for c in chunks if len(c)]
-        self._ends = {sum(ends[:i + 1]) for i in range(len(ends))}  # videos done when a chunk is
-        self._t0 = self._last = time.perf_counter()
-        self._bar = self._task = None
-        if mode == "rich" and total:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True))
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=total, rate="")
-
-    def rates(self) -> tuple[float, float]:
-        seconds = max(time.perf_counter() - self._t0, 1e-9)
-        return self.videos / seconds, self.frames / seconds
-
-    def advance(self, frames: int) -> None:
-        self.videos += 1
-        self.frames += frames
-        vps, fps = self.rates()
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.videos, rate=f"{vps:.1f} videos/s  {fps:.0f} frames/s")
-        elif self.mode == "plain" and (self.videos == self.total or (
-                time.perf_counter() - self._last >= self.every and (not self._ends or self.videos in self._ends))):
-            self._last = time.perf_counter()
-            print(f"{self.label}: {self.videos}/{self.total} videos, {vps:.1f} videos/s, {fps:.0f} frames/s, "
-                  f"{time.perf_counter() - self._t0:.0f} s", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 # --------------------------------------------------------------------------- extract
