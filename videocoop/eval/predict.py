@@ -24,14 +24,13 @@ from ..data.layout import FEATURE_SUFFIXES, INFO_FILE
 from ..data.samples import VideoSample, collate_samples
 from ..data.sampling import frame_indices
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object
+from ..utils.files import read_json_object, write_text
 from ..utils.progress import Progress
 from ..video.decode import Sampling
 from ..video.extract import (
     Extracted,
     Extractor,
     Failed,
-    atomic_write_text,
     chunked,
     default_workers,
     find_videos,
@@ -297,5 +296,5 @@ def write_predictions(preds: Predictions, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in OUTPUT_FORMATS:
         raise VideoCoopError(f"cannot write predictions to {path}: the suffix must be one of {', '.join(OUTPUT_FORMATS)}")
-    atomic_write_text(path, to_csv(preds) if path.suffix == ".csv" else to_json(preds))
+    write_text(path, to_csv(preds) if path.suffix == ".csv" else to_json(preds), make_dirs=True)
     return path

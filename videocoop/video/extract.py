@@ -53,7 +53,7 @@ from ..utils.distributed import (
     world_from_env,
 )
 from ..utils.errors import VideoCoopError
-from ..utils.files import atomic_write, read_json_object
+from ..utils.files import read_json_object, write_bytes, write_text
 from ..utils.progress import PROGRESS, Progress
 from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
 from .preprocess import Preprocess
@@ -415,17 +415,6 @@ class Extractor:
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`videocoop.utils.files.atomic_write`: synced, then
-    renamed, so a resumed run never takes a torn file for a finished one), creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def feature_payload(result: Extracted, dtype: str) -> dict:
     """What a video's ``.pt`` file holds (``load_feature_file`` reads ``features``)."""
     stored = result.features.to(getattr(torch, dtype))  # [T, D]
@@ -446,12 +435,7 @@ def save_features(path: Path, payload: dict) -> None:
     """``torch.save`` to memory, then an atomic write: the bytes depend only on the payload."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _write_info(root: Path, info: Mapping) -> None:
-    """features.json through write_feature_info (which checks the keys and writes atomically)."""
-    write_feature_info(root, info)
+    write_bytes(path, buffer.getvalue(), make_dirs=True)
 
 
 # --------------------------------------------------------------------------- extract
@@ -539,8 +523,8 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
     world.barrier()
     if world.is_main:
         config = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # the folder itself: the record moves with it
-        atomic_write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1,
-                                                      "settings": settings, "config": config}, indent=2) + "\n")
+        write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1, "settings": settings,
+                                               "config": config}, indent=2) + "\n", make_dirs=True)
     chunks = chunked(entries, extractor.videos_per_chunk())[world.rank::world.size]
     todo = [[e for e in chunk if cfg.overwrite or not (files_root / e.split / e.out).is_file()] for chunk in chunks]
     mine = sum(len(c) for c in chunks)
@@ -596,8 +580,8 @@ def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries
         if not classes:
             continue
         root = files_root / split
-        atomic_write_text(root / CLASSNAMES_FILE, "".join(f"{c}\n" for c in classes))
-        _write_info(root, info)
+        write_text(root / CLASSNAMES_FILE, "".join(f"{c}\n" for c in classes))
+        write_feature_info(root, info)  # checks the keys; atomic too
         if cfg.packed:
             from ..data.packed import pack
 
@@ -605,7 +589,7 @@ def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries
         splits.append(str(out / split) if split else str(out))
     failures_path = out / FAILURES_FILE
     if failures:
-        atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in failures))
+        write_text(failures_path, "".join(json.dumps(f) + "\n" for f in failures))
     else:
         failures_path.unlink(missing_ok=True)  # an earlier run's list: those videos are done now
     return splits
