@@ -24,7 +24,8 @@ from videocoop.video import (
     read_frames,
     synthesize_videos,
 )
-from videocoop.video.extract import FAILURES_FILE, RUN_FILE, chunked
+from videocoop.video.extract import FAILURES_FILE, RUN_FILE
+from videocoop.video.sources import chunked
 
 FRAMES = 3
 

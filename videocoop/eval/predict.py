@@ -27,15 +27,9 @@ from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object, write_text
 from ..utils.progress import Progress
 from ..video.decode import Sampling
-from ..video.extract import (
-    Extracted,
-    Extractor,
-    Failed,
-    chunked,
-    default_workers,
-    find_videos,
-)
+from ..video.extractor import Extracted, Extractor, Failed, default_workers
 from ..video.preprocess import Preprocess
+from ..video.sources import chunked, find_videos
 
 OUTPUT_FORMATS = (".csv", ".json")
 #: Videos scored per forward of the trained model.
