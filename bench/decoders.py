@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     got = [fn(path, args.keep) for path in paths]
                     times.append(time.perf_counter() - t0)
-            except Exception as e:  # noqa: BLE001: a decoder that does not load is a finding
+            except Exception as e:  # noqa: BLE001 (a decoder that does not load is a finding)
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 rows.append({"decoder": name, "version": version, "available": False, "reason": reason})
                 print(f"{name} {version}: {reason}", flush=True)

@@ -3,7 +3,7 @@
 The same generated videos go through each stage with the same chunks as ``videocoop
 extract``: decoding is the DataLoader of decoding workers with nothing downstream;
 encoding is preprocessing and the image tower on frames decoded beforehand and kept in
-memory; the pipeline is :class:`videocoop.video.extract.Extractor` itself, workers decoding the
+memory; the pipeline is :class:`videocoop.video.Extractor` itself, workers decoding the
 next chunks while the main process encodes. The overlap works when the pipeline reaches
 the slower stage's rate (target: at least 80% of it). Writes ``bench/results-extract.json``.
 """
@@ -26,8 +26,9 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from videocoop.utils.distributed import resolve_device
-from videocoop.video import ExtractConfig, Extractor, find_videos
-from videocoop.video.extract import Extracted, _as_list, _Decode, chunked
+from videocoop.video import ExtractConfig, Extracted, Extractor, find_videos
+from videocoop.video.extractor import DecodedVideos
+from videocoop.video.sources import chunked
 from videocoop.video.synthetic import PATTERNS, encode_video, pattern_frames
 
 DEFAULT_OUT = Path(__file__).with_name("results-extract.json")
@@ -72,7 +73,7 @@ def time_decoding(ex: Extractor, chunks) -> tuple[dict, list[list[dict]]]:
         batches.append(list(range(start, start + len(c))))
         start += len(c)
     t0 = time.perf_counter()
-    loader = DataLoader(_Decode(flat, ex.sampling), batch_sampler=batches, collate_fn=_as_list,
+    loader = DataLoader(DecodedVideos(flat, ex.sampling), batch_sampler=batches, collate_fn=list,
                         num_workers=ex.num_workers, prefetch_factor=2 if ex.num_workers else None)
     decoded = [items for items in loader]
     seconds = time.perf_counter() - t0

@@ -9,32 +9,31 @@ to come from open_clip alone (:mod:`checks.reference`), never from videocoop's t
 
 The audits and the runner:
 
-    videocoop.errors        VideoCoopError: the error a user can act on (a bad target, device or audit id)
-    videocoop.distributed   TrainStep: a training wrapper the audits see through to the model
-    videocoop.prompts       class_words: the words a class name puts in its prompt
-    videocoop.data          VideoSample, collate_samples: our datasets' items and the collate that pads them
-    videocoop.data          frame_indices: the segment-middle frames extraction-parity decodes
-    videocoop.extract       Extractor: where extraction-parity points when videocoop extract made the features
+    videocoop        VideoCoopError: the error a user can act on (a bad target, device or audit id)
+    videocoop.train  TrainStep: a training wrapper the audits see through to the model
+    videocoop.model  class_words: the words a class name puts in its prompt
+    videocoop.data   VideoSample, collate_samples: our datasets' items and the collate that pads them
+    videocoop.data   frame_indices: the segment-middle frames extraction-parity decodes
+    videocoop.video  Extractor: where extraction-parity points when videocoop extract made the features
 
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop               train: build, make_optimizer, the seed's two loops, the checkpoint names
-    videocoop.cli           ExitCode, UsageError, _Parser, add_train_arguments, config_from_args: train's flags, codes
-    videocoop.clip          UntrainedModelWarning, weights_id, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
-    videocoop.classnames    UCF101: the default target's class names
-    videocoop.synth         synthesize: the default target's synthetic features
+    videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names
+    videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
+    videocoop.clip   UntrainedModelWarning, weights_id, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
+    videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
 
 The planted faults (:mod:`checks.faults`), models and extractors built on ours:
 
-    videocoop.clip          TINY_MODEL, embed_dim, load_clip: the tiny random-weight CLIP
-    videocoop.model         VideoFeatureCLIP, masked_mean: the clean model each fault breaks
-    videocoop.text_encoder  TextEncoder: the encoder the device and text faults subclass
-    videocoop.prompts       eot_positions: the EOT of each prompt, as those encoders pool it
-    videocoop.data          FeatureDataset: the feature folder an extraction fault writes
-    videocoop.extract       ExtractConfig, Extractor, extract: extraction with one part swapped
-    videocoop.video         Preprocess, Sampling: the parts swapped
-    videocoop.synth_videos  synthesize_videos: the tiny videos they extract
+    videocoop.clip   TINY_MODEL, embed_dim, load_clip: the tiny random-weight CLIP
+    videocoop.model  VideoFeatureCLIP, masked_mean: the clean model each fault breaks
+    videocoop.model  TextEncoder: the encoder the device and text faults subclass
+    videocoop.model  eot_positions: the EOT of each prompt, as those encoders pool it
+    videocoop.data   FeatureDataset: the feature folder an extraction fault writes
+    videocoop.video  ExtractConfig, Extractor, extract: extraction with one part swapped
+    videocoop.video  Preprocess, Sampling: the parts swapped
+    videocoop.video  synthesize_videos: the tiny videos they extract
 
 The names below load :mod:`checks.core` or :mod:`checks.runner` (and torch) on first use:
 the pytest plugin (:mod:`checks.pytest_plugin`) is imported by every pytest session once

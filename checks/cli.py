@@ -16,14 +16,10 @@ from pathlib import Path
 import open_clip
 import torch
 
-from videocoop import train
-from videocoop.data import UCF101
-from videocoop.cli import ExitCode, UsageError, add_train_arguments, config_from_args
-from videocoop.cli import CliParser as _Parser
+from videocoop import VideoCoopError, train
+from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args
 from videocoop.clip import UntrainedModelWarning, weights_id
-from videocoop.data import collate_samples
-from videocoop import VideoCoopError
-from videocoop.data.synthetic import synthesize
+from videocoop.data import UCF101, collate_samples, synthesize
 
 from .core import AuditTarget, get_audit, list_audits, resolve_device
 from .locations import locate, relpath
@@ -38,7 +34,7 @@ DEFAULT_VIDEOS_PER_CLASS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CliParser(
         prog="python -m checks",
         description="Audit a CoOp-style video model before training: each audit runs the model and measures "
                     "one known failure mode. Without --target it audits exactly what `videocoop train` with "

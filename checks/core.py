@@ -85,7 +85,7 @@ def unwrap(model: Any) -> Any:
     (``prompt_learner``, ``text_encoder``), which a wrapper hides behind ``.module``."""
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-    from videocoop.train.ddp import TrainStep
+    from videocoop.train import TrainStep
 
     while True:
         if isinstance(model, (DistributedDataParallel, DataParallel)):

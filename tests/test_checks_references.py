@@ -37,7 +37,6 @@ def test_eot_collapse_says_its_fast_reference_equals_encode_text(tiny_clip, clas
 
 def test_checks_never_builds_a_reference_from_videocoops_text_path():
     """The audits may import the CoOp layout's helpers, never the text path they audit."""
-    import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "checks"

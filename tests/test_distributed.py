@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from videocoop.clip import TINY_MODEL
 from videocoop.data.synthetic import synthesize
 from videocoop.train import TrainConfig, fit, load_checkpoint
 from videocoop.train.ddp import GlobalBatchSampler, ShardSampler
-from videocoop.utils.distributed import World
+from videocoop.utils.distributed import World, device_for, init_process_group
+from videocoop.utils.errors import VideoCoopError
 
 RTOL = 1e-5
 EPOCHS = 3
@@ -56,6 +58,23 @@ def test_shards_partition_the_classes_and_the_videos():
             assert classes == list(range(n))  # contiguous, in rank order
             videos = sorted(i for r in range(size) for i in ShardSampler(n, World(r, size)))
             assert videos == list(range(n))
+
+
+def test_each_process_takes_its_own_gpu_or_is_told_why_not():
+    """The one device picker (training and extraction): cuda means cuda:LOCAL_RANK under
+    torchrun; another explicit index is refused rather than sharing a GPU."""
+    two = World(1, 2, local_rank=1)
+    assert device_for(two, torch.device("cuda")) == torch.device("cuda", 1)
+    assert device_for(two, torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert device_for(two, torch.device("cpu")) == torch.device("cpu")
+    assert device_for(World(), torch.device("cuda", 3)) == torch.device("cuda", 3)  # one process: as asked
+    with pytest.raises(VideoCoopError, match="each process takes cuda:LOCAL_RANK"):
+        device_for(two, torch.device("cuda", 0))
+
+
+def test_one_process_gathers_its_own_object_and_starts_no_group():
+    assert World().gather_object({"written": 3}) == [{"written": 3}]
+    assert init_process_group(World(), backend="gloo") is False
 
 
 # --------------------------------------------------------------------------- end to end

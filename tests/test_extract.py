@@ -13,6 +13,7 @@ from videocoop.cli import main
 from videocoop.clip import TINY_MODEL
 from videocoop.data import FeatureDataset, PackedFeatureDataset, frame_indices, load_feature_file, read_feature_info
 from videocoop.utils.errors import VideoCoopError
+from videocoop.utils.progress import Progress
 from videocoop.video import (
     ExtractConfig,
     Extractor,
@@ -23,7 +24,8 @@ from videocoop.video import (
     read_frames,
     synthesize_videos,
 )
-from videocoop.video.extract import FAILURES_FILE, RUN_FILE, chunked
+from videocoop.video.extract import FAILURES_FILE, RUN_FILE
+from videocoop.video.sources import chunked
 
 FRAMES = 3
 
@@ -171,6 +173,20 @@ def test_fps_sampling_and_packed_output(src, tmp_path):
         assert torch.equal(packed[i].features, per_file[i].features)
     payload = torch.load(per_file.files[0][0], weights_only=True)
     assert payload["frame_indices"] == [0, 2, 4, 6]
+
+
+def test_plain_progress_prints_at_chunk_ends_on_stderr(capsys):
+    """Off a terminal (pytest's stderr), auto is plain: a line when a chunk's videos are all
+    done (every=0: at each such end) and at the last video; stdout stays free for data."""
+    bar = Progress("auto", 5, "extract", every=0.0, chunks=[[1, 2], [3, 4], [5]])
+    for frames in (3, 3, 0, 3, 3):
+        bar.advance(frames)
+    bar.close()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert [line.split(",")[0] for line in err.splitlines()] == ["extract: 2/5 videos", "extract: 4/5 videos",
+                                                                 "extract: 5/5 videos"]
+    assert "frames/s" in err
 
 
 # --------------------------------------------------------------------------- resume and failures

@@ -18,9 +18,8 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 
 from videocoop.clip import TINY_MODEL, load_clip
 from videocoop.data import FeatureDataset
-from videocoop.video import ExtractConfig, Extractor, extract
 from videocoop.model import VideoFeatureCLIP
-from videocoop.video import Preprocess, Sampling
+from videocoop.video import ExtractConfig, Extractor, Preprocess, Sampling, extract
 
 from ..core import AuditTarget
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from videocoop.model import eot_positions
-from videocoop.model import TextEncoder
+from videocoop.model import TextEncoder, eot_positions
 
 from ..core import AuditTarget
 from .clean import clean, with_encoder

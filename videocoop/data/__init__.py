@@ -26,9 +26,10 @@ from .manifest import read_manifest
 from .packed import PackedFeatureDataset, is_packed, open_feature_dataset, pack
 from .samples import VideoSample, collate_samples
 from .sampling import frame_indices, frame_offsets, segment_frames
+from .synthetic import synthesize
 
 __all__ = ["CLASSNAMES_FILE", "FEATURE_SUFFIXES", "INFO_FILE", "KINETICS400", "UCF101", "VIDEO_SUFFIXES",
            "FeatureDataset", "MissingValidationClassWarning", "PackedFeatureDataset", "VideoSample",
            "check_feature_info", "collate_samples", "frame_indices", "frame_offsets", "is_packed", "is_video_file",
            "load_feature_file", "open_feature_dataset", "pack", "read_feature_info", "read_manifest", "relabel",
-           "segment_frames", "write_feature_info"]
+           "segment_frames", "synthesize", "write_feature_info"]

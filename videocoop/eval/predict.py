@@ -24,19 +24,12 @@ from ..data.layout import FEATURE_SUFFIXES, INFO_FILE
 from ..data.samples import VideoSample, collate_samples
 from ..data.sampling import frame_indices
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object
+from ..utils.files import read_json_object, write_text
+from ..utils.progress import Progress
 from ..video.decode import Sampling
-from ..video.extract import (
-    Extracted,
-    Extractor,
-    Failed,
-    Progress,
-    atomic_write_text,
-    chunked,
-    default_workers,
-    find_videos,
-)
+from ..video.extractor import Extracted, Extractor, Failed, default_workers
 from ..video.preprocess import Preprocess
+from ..video.sources import chunked, find_videos
 
 OUTPUT_FORMATS = (".csv", ".json")
 #: Videos scored per forward of the trained model.
@@ -304,5 +297,5 @@ def write_predictions(preds: Predictions, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in OUTPUT_FORMATS:
         raise VideoCoopError(f"cannot write predictions to {path}: the suffix must be one of {', '.join(OUTPUT_FORMATS)}")
-    atomic_write_text(path, to_csv(preds) if path.suffix == ".csv" else to_json(preds))
+    write_text(path, to_csv(preds) if path.suffix == ".csv" else to_json(preds), make_dirs=True)
     return path

@@ -17,12 +17,13 @@ from ..utils.distributed import DEVICES, resolve_device
 from .builder import TrainSetup, build, build_model
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .config import OPTIMIZERS, PROGRESS, TrainConfig, resolve_clip
+from .ddp import TrainStep
 from .engine import EvalResult, TrainingDiverged, TrainResult, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .trainer import fit
 
 __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "EvalResult", "TrainConfig",
-    "TrainResult", "TrainSetup", "TrainingDiverged", "build", "build_model", "fit", "load_checkpoint", "make_optimizer",
+    "TrainResult", "TrainSetup", "TrainStep", "TrainingDiverged", "build", "build_model", "fit", "load_checkpoint", "make_optimizer",
     "make_scheduler", "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
 ]

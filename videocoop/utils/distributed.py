@@ -4,10 +4,13 @@
 torchrun sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and the rendezvous address, and
 ends every process when one fails. Nothing here manages processes: :class:`World` says
 where this process stands and carries the few collectives a command needs; training
-(:mod:`videocoop.train.ddp`) and extraction (:mod:`videocoop.video.extract`) build on it.
+(:mod:`videocoop.train.ddp`) and extraction (:mod:`videocoop.video.extract`) build on it,
+each joining the process group with :func:`init_process_group` and picking its GPU with
+:func:`device_for`.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -47,6 +50,14 @@ class World:
             dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
         return tensor
 
+    def gather_object(self, obj) -> list:
+        """Every process's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
     def shard(self, n: int) -> slice:
         """This process's contiguous share of ``n`` items (the first ``n % size`` get one more)."""
         base, extra = divmod(n, self.size)
@@ -62,15 +73,25 @@ def world_from_env() -> World:
     return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init_process_group(world: World, device: torch.device) -> bool:
-    """Join the process group torchrun set up (nccl on CUDA, gloo on the CPU); True when this
-    call started it (and should end it with :func:`destroy_process_group`)."""
+def init_process_group(world: World, device: torch.device | None = None, *, backend: str | None = None,
+                       timeout: datetime.timedelta | None = None) -> bool:
+    """Join the process group torchrun set up; True when this call started it (and should
+    end it with :func:`destroy_process_group`), False in one process or when it was up already.
+
+    Args:
+        world: this process's place (:func:`world_from_env`).
+        device: this process's device; picks the backend when ``backend`` is None: nccl on
+            CUDA (this process's GPU made the current one), gloo elsewhere.
+        backend: ``gloo`` carries a few small messages whatever the device (extraction).
+        timeout: how long a collective waits for the slowest process (torch's default: None).
+    """
     if not world.distributed or dist.is_initialized():
         return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
+    if backend is None:
+        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+    if backend == "nccl":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=timeout)
     log.debug(f"rank {world.rank}/{world.size}: process group up ({backend})")
     return True
 

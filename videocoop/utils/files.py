@@ -75,12 +75,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, make_dirs: bool = False) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was. With
+    ``make_dirs``, the missing folders above ``path`` are created first (an extraction's
+    class folders, a predictions file's folder); without it a missing folder is an error.
     """
     path = Path(path)
+    if make_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -95,9 +99,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+def write_bytes(path: str | os.PathLike, data: bytes, *, make_dirs: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write` for ``make_dirs``)."""
+    return atomic_write(path, lambda fh: fh.write(data), make_dirs=make_dirs)
+
+
+def write_text(path: str | os.PathLike, text: str, *, make_dirs: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write` for ``make_dirs``)."""
+    return write_bytes(path, text.encode("utf-8"), make_dirs=make_dirs)
 
 
 def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> Path:
@@ -105,4 +114,4 @@ def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
-__all__ = ["atomic_write", "load_error", "read_json_object", "write_json", "write_text"]
+__all__ = ["atomic_write", "load_error", "read_json_object", "write_bytes", "write_json", "write_text"]

@@ -6,6 +6,11 @@ handler on a terminal, plain lines otherwise) for the length of a command, and a
 run attaches a file handler for its ``log.txt`` for the length of the run
 (:func:`log_handlers`). A library user controls verbosity with the ``videocoop`` logger's
 level as with any other library.
+
+Two kinds of progress share the console and the ``--progress`` modes: :class:`Bars`
+(training: epochs and batches, on standard output) and :class:`Progress` (extraction and
+predict: videos done, videos/s, frames/s, on standard error, since predict may be writing
+its CSV to standard output).
 """
 from __future__ import annotations
 
@@ -13,28 +18,30 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 LOGGER = "videocoop"
-_console = None
+#: What ``--progress`` takes: auto (rich on a terminal, plain otherwise) | rich | plain | none.
+PROGRESS = ("auto", "rich", "plain", "none")
+_consoles: dict[bool, object] = {}  # stderr? -> its rich Console
 
 
-def console():
-    """The one rich Console shared by the bars and the rich log handler, so log lines print
-    above live bars instead of through them."""
-    global _console
-    if _console is None:
+def console(stderr: bool = False):
+    """The one rich Console per stream, shared by the bars and the rich log handler, so log
+    lines print above live bars instead of through them."""
+    if stderr not in _consoles:
         from rich.console import Console
 
-        _console = Console()
-    return _console
+        _consoles[stderr] = Console(stderr=stderr)
+    return _consoles[stderr]
 
 
-def resolve_mode(mode: str) -> str:
-    """``auto`` is ``rich`` on a terminal and ``plain`` otherwise (CI logs, pipes, files)."""
+def resolve_mode(mode: str, stderr: bool = False) -> str:
+    """``auto`` is ``rich`` when the stream shown on (standard output, or standard error with
+    ``stderr``) is a terminal and ``plain`` otherwise (CI logs, pipes, files)."""
     if mode == "auto":
-        return "rich" if sys.stdout.isatty() else "plain"
+        return "rich" if (sys.stderr if stderr else sys.stdout).isatty() else "plain"
     return mode
 
 
@@ -155,4 +162,52 @@ class Bars:
             self._progress = None
 
 
-__all__ = ["Bars", "console", "console_handler", "file_handler", "format_epoch", "log_handlers", "resolve_mode"]
+class Progress:
+    """Videos done, videos/s and frames/s, on standard error: a rich bar in ``rich`` mode, a
+    plain line every ``every`` seconds in ``plain`` mode (at the end of a chunk, when its
+    videos are all done, and at the last video), nothing with ``none``."""
+
+    def __init__(self, mode: str, total: int, label: str = "extract", every: float = 10.0,
+                 chunks: Sequence[Sequence] = ()):
+        self.mode, self.total, self.label, self.every = resolve_mode(mode, stderr=True), total, label, every
+        self.videos = self.frames = 0
+        ends = [len(c) for c in chunks if len(c)]
+        self._ends = {sum(ends[:i + 1]) for i in range(len(ends))}  # videos done when a chunk is
+        self._t0 = self._last = time.perf_counter()
+        self._bar = self._task = None
+        if self.mode == "rich" and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=console(stderr=True))
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total, rate="")
+
+    def rates(self) -> tuple[float, float]:
+        """Videos/s and frames/s since the start."""
+        seconds = max(time.perf_counter() - self._t0, 1e-9)
+        return self.videos / seconds, self.frames / seconds
+
+    def advance(self, frames: int) -> None:
+        """One more video done, of ``frames`` frames (0 for one that failed)."""
+        self.videos += 1
+        self.frames += frames
+        vps, fps = self.rates()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.videos, rate=f"{vps:.1f} videos/s  {fps:.0f} frames/s")
+        elif self.mode == "plain" and (self.videos == self.total or (
+                time.perf_counter() - self._last >= self.every and (not self._ends or self.videos in self._ends))):
+            self._last = time.perf_counter()
+            print(f"{self.label}: {self.videos}/{self.total} videos, {vps:.1f} videos/s, {fps:.0f} frames/s, "
+                  f"{time.perf_counter() - self._t0:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+__all__ = ["PROGRESS", "Bars", "Progress", "console", "console_handler", "file_handler", "format_epoch",
+           "log_handlers", "resolve_mode"]

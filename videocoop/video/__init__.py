@@ -3,13 +3,18 @@
 
 - :mod:`.decode`: ``read_frames`` (PyAV, seeking to the kept frames), ``Sampling``.
 - :mod:`.preprocess`: ``Preprocess``, open_clip's inference transform on uint8 tensors.
-- :mod:`.extract`: ``extract`` and the ``Extractor`` (``videocoop extract``).
+- :mod:`.sources`: ``find_videos``, the video list a folder tree or a manifest describes.
+- :mod:`.extractor`: the ``Extractor`` (decode, preprocess, CLIP's image tower, per chunk of videos).
+- :mod:`.extract`: ``ExtractConfig`` and ``extract`` (``videocoop extract``: the files, torchrun).
 - :mod:`.synthetic`: videos with known content (``videocoop synth-videos``).
 """
 from .decode import Frames, Sampling, VideoDecodeError, decoder_info, read_frames
-from .extract import ExtractConfig, Extractor, extract, find_videos
+from .extract import ExtractConfig, ExtractSummary, extract
+from .extractor import Extracted, Extractor, Failed
 from .preprocess import Preprocess
+from .sources import VideoEntry, find_videos
 from .synthetic import synthesize_videos
 
-__all__ = ["ExtractConfig", "Extractor", "Frames", "Preprocess", "Sampling", "VideoDecodeError", "decoder_info",
-           "extract", "find_videos", "read_frames", "synthesize_videos"]
+__all__ = ["ExtractConfig", "ExtractSummary", "Extracted", "Extractor", "Failed", "Frames", "Preprocess", "Sampling",
+           "VideoDecodeError", "VideoEntry", "decoder_info", "extract", "find_videos", "read_frames",
+           "synthesize_videos"]

@@ -1,4 +1,4 @@
-"""Video files to CLIP-ready frames: decoding, frame sampling, CLIP's preprocessing on tensors.
+"""Video files to frames: decoding and frame sampling.
 
 Decoding is PyAV's (FFmpeg inside its wheels, so ``pip install`` is the whole set-up).
 A video's frames are its decoded frames in presentation order: frame ``i`` is the
@@ -10,10 +10,7 @@ each wanted frame and decodes forward from there, converting only the frames it 
 the tests hold the two to equality, and the seeking path falls back to the plain one
 when a file's packets and frames disagree.
 
-:class:`Preprocess` is open_clip's inference transform for the model (resize, centre
-crop, mean/std) run on uint8 tensors on any device, batched; it equals open_clip's PIL
-``preprocess`` of the same frame to within rounding of the resize (see
-docs/extraction.md, "Preprocessing").
+CLIP's preprocessing of the frames is :mod:`videocoop.video.preprocess`.
 """
 from __future__ import annotations
 
@@ -178,7 +175,9 @@ def _rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")  # [H, W, 3]; FFmpeg's own YUV -> RGB conversion
 
 
-def _pack(arrays: dict[int, np.ndarray], indices: list[int], times: list[float], length: int) -> Frames:
+def _frames_from_arrays(arrays: dict[int, np.ndarray], indices: list[int], times: list[float], length: int) -> Frames:
+    """The :class:`Frames` of the kept frames: ``arrays`` maps a frame index to its RGB
+    array, ``times`` holds every frame's time, ``length`` counts the video's frames."""
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1:
         raise VideoDecodeError(f"frames change size within the video ({sorted(shapes)})")
@@ -208,7 +207,7 @@ def _read_plain(container, stream, sampling: Sampling) -> Frames:
             break
     if len(arrays) != len(wanted):
         raise VideoDecodeError(f"a second decode gave fewer frames ({len(arrays)} of {len(wanted)} kept)")
-    return _pack(arrays, indices, times, len(times))
+    return _frames_from_arrays(arrays, indices, times, len(times))
 
 
 def _read_seeking(container, stream, sampling: Sampling) -> Frames:
@@ -250,9 +249,5 @@ def _read_seeking(container, stream, sampling: Sampling) -> Frames:
                 break
         if wanted[target] not in arrays:
             raise _Disagree
-    return _pack(arrays, indices, times, len(pts))
-
-
-# --------------------------------------------------------------------------- preprocessing
-
+    return _frames_from_arrays(arrays, indices, times, len(pts))
 

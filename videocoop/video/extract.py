@@ -1,4 +1,4 @@
-"""Videos to a feature folder: decode, sample, preprocess, run CLIP's image tower, write.
+"""Videos to a feature folder: ``videocoop extract``'s settings and its run.
 
 ``extract(ExtractConfig(videos=SRC, out=DST, ...))`` writes exactly what
 ``videocoop train`` reads: ``DST[/<split>]/<class>/<video>.pt`` (a dict whose
@@ -6,20 +6,11 @@
 and times), ``features.json`` and ``classnames.txt`` per split folder; or, with
 ``packed``, one packed split per split folder (:func:`videocoop.data.packed.pack`).
 
-How the input is read (docs/extraction.md has the long form):
-
-* a folder tree: the class is the folder that holds the video; the folders between
-  SRC and the class folder are the split, kept under DST (``SRC/train/jump/a.mp4``
-  -> ``DST/train/jump/a.pt``, and ``DST/train`` is a feature folder);
-* or a ``path,label`` CSV (``manifest``), paths relative to SRC or to the CSV's folder.
-
-The work: the video list is sorted and cut into chunks of whole videos (about
-``batch_size`` frames each); DataLoader workers decode chunks
-(:func:`videocoop.video.read_frames`, seeking to the kept frames) while the main process
-preprocesses the previous chunk on the device and runs the image tower over it, a
-forward spanning its videos. Chunks depend only on the video list and the settings, so
-under torchrun (rank ``r`` of ``W`` takes chunks ``r, r + W, ...``) every frame goes
-through the same forward as in one process: the files are identical, bit for bit.
+The parts: :mod:`.sources` reads SRC (a folder tree or a manifest) into the sorted video
+list; :mod:`.extractor` decodes, preprocesses and encodes chunks of it; this module
+writes the files and shares the chunks out under torchrun (rank ``r`` of ``W`` takes
+chunks ``r, r + W, ...``). A chunk goes through the same forward whichever rank takes
+it, so the files are identical, bit for bit, to a one-process run.
 
 Every file lands atomically (a temporary file, then a rename), so a rerun skips the
 videos whose file exists, and a stopped run loses at most the chunk in flight.
@@ -30,36 +21,32 @@ import dataclasses
 import datetime
 import io
 import json
-import os
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from ..clip.loader import load_clip, weights_id
 from ..data.features import write_feature_info
-from ..data.layout import CLASSNAMES_FILE, VIDEO_SUFFIXES, is_video_file
-from ..data.manifest import read_manifest
+from ..data.layout import CLASSNAMES_FILE
 from ..utils.config import config_from_dict
+from ..utils.distributed import World, destroy_process_group, init_process_group, world_from_env
 from ..utils.errors import VideoCoopError
-from ..utils.files import atomic_write, read_json_object
-from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
-from .preprocess import Preprocess
+from ..utils.files import read_json_object, write_bytes, write_text
+from ..utils.progress import PROGRESS, Progress
+from .decode import Sampling
+from .extractor import Extracted, Extractor, Failed
+from .sources import VideoEntry, chunked, find_videos
 
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = ("float16", "float32")
-PROGRESS = ("auto", "rich", "plain", "none")
 RUN_FILE = "extract.json"  # the settings of the run that is filling DST; a rerun must match them
 FAILURES_FILE = "failures.jsonl"
 PER_FILE_DIR = "per-file"  # with --packed: the per-video files the packed splits are made from
-SOURCE = "videocoop extract"  # features.json "source"
-#: Frames a video is assumed to give under fps sampling when cutting chunks (8 s at 2 fps).
-FPS_FRAMES_GUESS = 16
+#: How long a rank waits for the others: they meet only at the end, and an uneven split
+#: can keep one waiting for hours, far past torch's default 30 minutes.
+RANK_TIMEOUT = datetime.timedelta(days=7)
 
 
 @dataclass
@@ -123,290 +110,7 @@ class ExtractConfig:
             raise VideoCoopError(f"--out {self.out} exists and is not a folder")
 
 
-# --------------------------------------------------------------------------- the video list
-
-
-@dataclass(frozen=True)
-class VideoEntry:
-    """One source video and where its features go."""
-
-    source: Path  # the file
-    rel: str  # its path relative to the source root (posix), recorded in its feature file
-    label: str | None  # class name; None for unlabelled videos (predict)
-    split: str  # posix folder under DST holding the class folders; '' for DST itself
-    out: str  # the feature file, relative to the split's feature folder root (DST or DST/per-file)
-
-
-def _posix(path: Path) -> str:
-    s = path.as_posix()
-    return "" if s == "." else s
-
-
-def find_videos(videos: str | os.PathLike | None = None, manifest: str | os.PathLike | None = None,
-                *, labelled: bool = True) -> tuple[Path, list[VideoEntry]]:
-    """The videos to extract, sorted by output path, and the source root.
-
-    Args:
-        videos: a folder tree (see the module docstring for how its depth is read); with
-            ``manifest``, the root its paths are relative to.
-        manifest: a ``path,label`` CSV; its rows, in any order.
-        labelled: every video needs a class (its folder, or the manifest's label).
-            False (predict): videos may sit anywhere, a class folder is used when present.
-
-    Raises:
-        VideoCoopError: no videos, a video outside a class folder, a split folder that
-            is also a class folder, two videos that would write the same file, a bad
-            manifest (the message names the row).
-    """
-    if manifest is not None:
-        root = Path(videos) if videos is not None else Path(manifest).parent
-        entries = _from_manifest(Path(manifest), root)
-    else:
-        if videos is None:
-            raise VideoCoopError("pass a videos folder or a manifest")
-        root = Path(videos)
-        entries = _from_tree(root, labelled)
-    if not entries:
-        raise VideoCoopError(f"no video files ({' '.join(VIDEO_SUFFIXES)}) under {root}")
-    seen: dict[tuple[str, str], VideoEntry] = {}
-    for e in entries:
-        key = (e.split, e.out)
-        if key in seen:
-            raise VideoCoopError(f"{seen[key].source} and {e.source} would both write {Path(e.split, e.out)}; "
-                                 f"rename one of them")
-        seen[key] = e
-    return root.resolve(), sorted(entries, key=lambda e: (e.split, e.out))
-
-
-def _from_tree(root: Path, labelled: bool) -> list[VideoEntry]:
-    entries = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        here = Path(folder)
-        for name in sorted(files):
-            if not is_video_file(name):
-                continue
-            path = here / name
-            rel = path.relative_to(root)
-            if here == root:
-                if labelled:
-                    raise VideoCoopError(
-                        f"{path} sits directly in {root}, outside a class folder; put each video in a folder named "
-                        f"after its class ({root}/<class>/{name}), or list them with --manifest (path,label)"
-                    )
-                entries.append(VideoEntry(path, rel.as_posix(), None, "", Path(name).with_suffix(".pt").as_posix()))
-                continue
-            split = _posix(rel.parent.parent)
-            entries.append(VideoEntry(path, rel.as_posix(), here.name, split, f"{here.name}/{Path(name).stem}.pt"))
-    if labelled:
-        splits = sorted({e.split for e in entries})
-        for outer in splits:
-            for inner in splits:
-                if inner != outer and (outer == "" or inner.startswith(outer + "/")):
-                    raise VideoCoopError(
-                        f"{root / inner} holds class folders and so does {root / outer}, which is above it: "
-                        f"{root / inner} would be read as a class of {root / outer}; move the class folders of "
-                        f"{root / outer or root} into a split folder of their own"
-                    )
-    return entries
-
-
-def _from_manifest(manifest: Path, root: Path) -> list[VideoEntry]:
-    rows = read_manifest(manifest)
-    entries = []
-    for n, row in enumerate(rows, start=2):  # row 1 is the header
-        rel, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-        if not rel or not label:
-            raise VideoCoopError(f"manifest {manifest} row {n} needs both a path and a label, got {row}")
-        if "/" in label or label.startswith("."):
-            raise VideoCoopError(f"manifest {manifest} row {n}: label {label!r} cannot be a folder name")
-        path = root / rel
-        entries.append(VideoEntry(path, Path(rel).as_posix(), label, "", f"{label}/{Path(rel).stem}.pt"))
-    if not any(e.source.is_file() for e in entries):
-        raise VideoCoopError(f"none of the {len(entries)} videos manifest {manifest} names exists under {root} "
-                             f"(e.g. {entries[0].source}); pass the folder its paths are relative to with --videos")
-    return entries
-
-
-def chunked(entries: Sequence[VideoEntry], size: int) -> list[list[VideoEntry]]:
-    """Consecutive chunks of ``size`` videos (the last may be shorter)."""
-    return [list(entries[i:i + size]) for i in range(0, len(entries), size)]
-
-
-# --------------------------------------------------------------------------- the extractor
-
-
-@dataclass
-class Extracted:
-    """One video's features and where they came from."""
-
-    entry: VideoEntry
-    features: torch.Tensor  # [T, D] float32, on the CPU
-    indices: list[int]  # the kept frames
-    times: list[float]  # their times, seconds from the first frame
-    length: int  # frames in the video
-    fps: float
-
-
-@dataclass
-class Failed:
-    entry: VideoEntry
-    error: str
-
-
-class _Decode(Dataset):
-    """Item ``i``: the kept frames of video ``i``, or the reason it could not be decoded."""
-
-    def __init__(self, entries: Sequence[VideoEntry], sampling: Sampling):
-        self.entries, self.sampling = list(entries), sampling
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, i: int) -> dict:
-        path = self.entries[i].source
-        try:
-            if not path.is_file():
-                raise VideoDecodeError(f"{path} does not exist")
-            f = read_frames(path, self.sampling)
-        except VideoDecodeError as e:
-            return {"i": i, "error": str(e)}
-        except Exception as e:  # noqa: BLE001: a video must never stop the run; the reason is recorded
-            return {"i": i, "error": f"cannot decode {path}: {type(e).__name__}: {e}"}
-        return {"i": i, "error": None, "frames": f.frames, "indices": f.indices, "times": f.times,
-                "length": f.length, "fps": f.fps}
-
-
-def _as_list(items: list) -> list:
-    return items
-
-
-def default_workers() -> int:
-    """min(4, CPUs - 1), at least 1: decoding overlaps the image tower in the main process."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-@dataclass
-class Extractor:
-    """CLIP's image tower over videos: decode, sample, preprocess, encode.
-
-    Build it with :meth:`from_config`, or from parts (a test swaps a part to plant a fault).
-    ``run(chunks)`` yields :class:`Extracted` or :class:`Failed` per video.
-    """
-
-    clip_model: nn.Module  # frozen open_clip model, on ``device``, weights in ``precision``
-    clip_name: str  # its open_clip name, recorded in features.json
-    weights: str  # videocoop.clip.weights_id of its weights
-    sampling: Sampling
-    preprocess: Preprocess
-    device: torch.device
-    precision: str = "fp32"  # what the image tower runs in (fp32 | fp16 | bf16)
-    batch_size: int = 128  # frames per forward
-    num_workers: int = 0  # decoding processes; 0: in the main process
-
-    @classmethod
-    def from_config(cls, cfg: ExtractConfig, device: torch.device | None = None) -> Extractor:
-        """Load the CLIP ``cfg`` names on its device; preprocessing is the model's own."""
-        from ..utils.distributed import resolve_device
-
-        device = device or resolve_device(cfg.device)
-        precision = cfg.precision if cfg.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
-        clip_model, _ = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
-                                  device=device, precision=precision, seed=cfg.clip_seed)
-        return cls(clip_model, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed),
-                   cfg.sampling(), Preprocess.from_model(clip_model), device, precision, cfg.batch_size,
-                   default_workers() if cfg.num_workers is None else cfg.num_workers)
-
-    @property
-    def dim(self) -> int:
-        visual = getattr(self.clip_model, "visual", None)
-        dim = getattr(visual, "output_dim", None)
-        if dim is None:
-            from ..clip.loader import embed_dim
-
-            dim = embed_dim(self.clip_model)
-        return int(dim)
-
-    def info(self) -> dict:
-        """What ``features.json`` records about how the features were made."""
-        return {
-            "clip_model": self.clip_name,
-            "weights": self.weights,
-            "num_frames": self.sampling.num_frames,
-            "dim": self.dim,
-            "source": SOURCE,
-            "sampling": self.sampling.to_dict(),
-            "preprocess": {**self.preprocess.to_dict(), "implementation": (
-                "torchvision uint8 antialiased resize (cpu)" if self.device.type == "cpu"
-                else f"torchvision antialiased resize, two float passes rounded to uint8 ({self.device.type})")},
-            "precision": self.precision,
-            "decoder": decoder_info(),
-        }
-
-    def videos_per_chunk(self) -> int:
-        """Whole videos per chunk: about ``batch_size`` frames."""
-        per_video = self.sampling.num_frames or FPS_FRAMES_GUESS
-        return max(1, self.batch_size // per_video)
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Normalised pixels ``[N, 3, h, w]`` -> raw image features ``[N, D]`` float32."""
-        visual = self.clip_model.visual
-        conv = getattr(visual, "conv1", None)  # open_clip keeps embeddings fp32 in half precision: ask the first layer
-        dtype = conv.weight.dtype if conv is not None else next(p.dtype for p in visual.parameters() if p.dim() > 1)
-        with torch.inference_mode():
-            return self.clip_model.encode_image(pixels.to(dtype)).float()  # [N, D]
-
-    def run(self, chunks: Sequence[Sequence[VideoEntry]]) -> Iterator[Extracted | Failed]:
-        """Extract every video of ``chunks``; one image-tower pass per ``batch_size`` frames of a chunk."""
-        flat = [e for chunk in chunks for e in chunk]
-        if not flat:
-            return
-        batches, start = [], 0
-        for chunk in chunks:
-            if chunk:
-                batches.append(list(range(start, start + len(chunk))))
-                start += len(chunk)
-        workers = self.num_workers
-        loader = DataLoader(_Decode(flat, self.sampling), batch_sampler=batches, collate_fn=_as_list,
-                            num_workers=workers, prefetch_factor=2 if workers else None,
-                            pin_memory=self.device.type == "cuda")
-        try:
-            for items in loader:
-                yield from self._encode_chunk(flat, items)
-        except RuntimeError as e:
-            if "DataLoader worker" in str(e):  # a decoder crashed its process (FFmpeg on a hostile file)
-                raise VideoCoopError(f"a decoding worker died ({e}); the videos done so far are saved: rerun with "
-                                     f"--num-workers 0 to see which video stops it") from e
-            raise
-
-    def _encode_chunk(self, flat: Sequence[VideoEntry], items: list[dict]) -> Iterator[Extracted | Failed]:
-        good = [it for it in items if it["error"] is None]
-        for it in items:
-            if it["error"] is not None:
-                yield Failed(flat[it["i"]], it["error"])
-        if not good:
-            return
-        crops = torch.cat([self.preprocess.resize_crop(it["frames"].to(self.device, non_blocking=True))
-                           for it in good])  # [sum T, 3, h, w] uint8
-        features = torch.cat([self.encode(self.preprocess.normalize(crops[s:s + self.batch_size]))
-                              for s in range(0, crops.shape[0], self.batch_size)]).cpu()  # [sum T, D]
-        counts = [len(it["indices"]) for it in good]
-        for it, f in zip(good, features.split(counts)):
-            yield Extracted(flat[it["i"]], f, it["indices"], it["times"], it["length"], it["fps"])
-
-
 # --------------------------------------------------------------------------- files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`videocoop.utils.files.atomic_write`: synced, then
-    renamed, so a resumed run never takes a torn file for a finished one), creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def feature_payload(result: Extracted, dtype: str) -> dict:
@@ -429,123 +133,7 @@ def save_features(path: Path, payload: dict) -> None:
     """``torch.save`` to memory, then an atomic write: the bytes depend only on the payload."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _write_info(root: Path, info: Mapping) -> None:
-    """features.json through write_feature_info (which checks the keys and writes atomically)."""
-    write_feature_info(root, info)
-
-
-# --------------------------------------------------------------------------- torchrun
-
-
-@dataclass
-class Ranks:
-    """This process's place under torchrun (rank 0 of 1 without it); gloo carries the few
-    messages (a barrier, the counts and failures), whatever the device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # we initialised the process group, so we tear it down
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        owned = False
-        if not dist.is_initialized():
-            # Ranks wait for each other only at the end; an uneven split can keep one
-            # waiting for hours, far past the default 30 minutes.
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-            owned = True
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _device_for(cfg: ExtractConfig, ranks: Ranks) -> torch.device:
-    from ..utils.distributed import resolve_device
-
-    device = resolve_device(cfg.device)
-    if ranks.world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", ranks.local_rank)
-    return device
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Videos done, videos/s and frames/s: a rich bar on a terminal, a plain line every
-    ``every`` seconds otherwise (at the end of a chunk, when its videos are all done),
-    nothing with ``none``."""
-
-    def __init__(self, mode: str, total: int, label: str = "extract", every: float = 10.0,
-                 chunks: Sequence[Sequence] = ()):
-        # stderr: stdout may be carrying data (predict's CSV)
-        if mode == "auto":
-            mode = "rich" if sys.stderr.isatty() else "plain"
-        self.mode, self.total, self.label, self.every = mode, total, label, every
-        self.videos = self.frames = 0
-        ends = [len(c) for c in chunks if len(c)]
-        self._ends = {sum(ends[:i + 1]) for i in range(len(ends))}  # videos done when a chunk is
-        self._t0 = self._last = time.perf_counter()
-        self._bar = self._task = None
-        if mode == "rich" and total:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True))
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=total, rate="")
-
-    def rates(self) -> tuple[float, float]:
-        seconds = max(time.perf_counter() - self._t0, 1e-9)
-        return self.videos / seconds, self.frames / seconds
-
-    def advance(self, frames: int) -> None:
-        self.videos += 1
-        self.frames += frames
-        vps, fps = self.rates()
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.videos, rate=f"{vps:.1f} videos/s  {fps:.0f} frames/s")
-        elif self.mode == "plain" and (self.videos == self.total or (
-                time.perf_counter() - self._last >= self.every and (not self._ends or self.videos in self._ends))):
-            self._last = time.perf_counter()
-            print(f"{self.label}: {self.videos}/{self.total} videos, {vps:.1f} videos/s, {fps:.0f} frames/s, "
-                  f"{time.perf_counter() - self._t0:.0f} s", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+    write_bytes(path, buffer.getvalue(), make_dirs=True)
 
 
 # --------------------------------------------------------------------------- extract
@@ -612,33 +200,36 @@ def extract(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractSu
     """
     cfg.check()
     source_root, entries = find_videos(cfg.videos, cfg.manifest)
-    ranks = Ranks.from_env()
+    world = world_from_env()
+    # gloo whatever the device: the ranks exchange only a barrier, the counts and the failures
+    started = init_process_group(world, backend="gloo", timeout=RANK_TIMEOUT)
     try:
         if extractor is None:
-            extractor = Extractor.from_config(cfg, _device_for(cfg, ranks))
-        return _extract(cfg, extractor, source_root, entries, ranks)
+            extractor = Extractor.from_config(cfg)  # on cuda:LOCAL_RANK under torchrun
+        return _extract(cfg, extractor, source_root, entries, world)
     finally:
-        ranks.close()
+        if started:
+            destroy_process_group()
 
 
 def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries: list[VideoEntry],
-             ranks: Ranks) -> ExtractSummary:
+             world: World) -> ExtractSummary:
     out = Path(cfg.out)
     files_root = out / PER_FILE_DIR if cfg.packed else out
     settings = _settings(extractor, cfg, source_root)
     _check_previous_run(out, settings, cfg.overwrite)  # every rank reads before rank 0 writes
-    ranks.barrier()
-    if ranks.rank == 0:
+    world.barrier()
+    if world.is_main:
         config = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # the folder itself: the record moves with it
-        atomic_write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1,
-                                                      "settings": settings, "config": config}, indent=2) + "\n")
-    chunks = chunked(entries, extractor.videos_per_chunk())[ranks.rank::ranks.world]
+        write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1, "settings": settings,
+                                               "config": config}, indent=2) + "\n", make_dirs=True)
+    chunks = chunked(entries, extractor.videos_per_chunk())[world.rank::world.size]
     todo = [[e for e in chunk if cfg.overwrite or not (files_root / e.split / e.out).is_file()] for chunk in chunks]
     mine = sum(len(c) for c in chunks)
     count = sum(len(c) for c in todo)
     summary = ExtractSummary(str(out), skipped=mine - count)
-    progress = Progress(cfg.progress if ranks.rank == 0 else "none", count,
-                        "extract" if ranks.world == 1 else f"extract (rank 0 of {ranks.world})", chunks=todo)
+    progress = Progress(cfg.progress if world.is_main else "none", count,
+                        f"extract (rank 0 of {world.size})" if world.distributed else "extract", chunks=todo)
     t0 = time.perf_counter()
     try:
         for result in extractor.run(todo):
@@ -659,17 +250,17 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
     finally:
         progress.close()
     summary.seconds = time.perf_counter() - t0
-    ranks.barrier()  # every rank's files are on disk
-    parts = ranks.gather(dataclasses.asdict(summary))
+    world.barrier()  # every rank's files are on disk
+    parts = world.gather_object(dataclasses.asdict(summary))
     total = ExtractSummary(str(out), seconds=max(p["seconds"] for p in parts))
     for p in parts:
         for key in ("written", "skipped", "failed", "frames"):
             setattr(total, key, getattr(total, key) + p[key])
         total.failures.extend(p["failures"])
     total.failures.sort(key=lambda f: f["source"])
-    if ranks.rank == 0:
+    if world.is_main:
         total.splits = _finish(cfg, extractor, source_root, entries, total.failures)
-    total.splits = ranks.gather(total.splits)[0]
+    total.splits = world.gather_object(total.splits)[0]  # rank 0's
     return total
 
 
@@ -687,8 +278,8 @@ def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries
         if not classes:
             continue
         root = files_root / split
-        atomic_write_text(root / CLASSNAMES_FILE, "".join(f"{c}\n" for c in classes))
-        _write_info(root, info)
+        write_text(root / CLASSNAMES_FILE, "".join(f"{c}\n" for c in classes))
+        write_feature_info(root, info)  # checks the keys; atomic too
         if cfg.packed:
             from ..data.packed import pack
 
@@ -696,7 +287,7 @@ def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries
         splits.append(str(out / split) if split else str(out))
     failures_path = out / FAILURES_FILE
     if failures:
-        atomic_write_text(failures_path, "".join(json.dumps(f) + "\n" for f in failures))
+        write_text(failures_path, "".join(json.dumps(f) + "\n" for f in failures))
     else:
         failures_path.unlink(missing_ok=True)  # an earlier run's list: those videos are done now
     return splits

@@ -10,11 +10,7 @@ from torchvision.transforms import InterpolationMode
 from ..utils.errors import VideoCoopError
 
 RESIZE_MODES = ("shortest", "squash")  # open_clip's 'longest' (pad to square) is not supported
-
-
-
 INTERPOLATIONS = ("bicubic", "bilinear")
-
 
 
 @dataclass(frozen=True)
