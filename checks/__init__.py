@@ -21,7 +21,7 @@ the pytest plugin:
 
     videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
-    videocoop.clip   UntrainedModelWarning, weights_id, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
+    videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
 
 The planted faults (:mod:`checks.faults`), models and extractors built on ours:

@@ -18,7 +18,7 @@ import torch
 
 from videocoop import VideoCoopError, train
 from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args
-from videocoop.clip import UntrainedModelWarning, weights_id
+from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
 
 from .core import AuditTarget, get_audit, list_audits, resolve_device
@@ -154,7 +154,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     cfg.device = "cpu"  # the audits run on the CPU; device audits move copies themselves
     built = train.build(cfg)
     cfg = built.cfg
-    weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+    weights = weights_id_of(cfg)
     out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
     names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
     checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)

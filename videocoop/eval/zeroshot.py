@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..clip.loader import PRECISIONS, embed_dim, load_clip, weights_id
+from ..clip.loader import PRECISIONS, embed_dim, load_clip_of, weights_id_of
 from ..data.features import check_feature_info, read_feature_info
 from ..data.layout import INFO_FILE
 from ..data.packed import open_feature_dataset
@@ -172,10 +172,8 @@ def zero_shot(cfg: ZeroShotConfig, classnames: Sequence[str] | None = None) -> d
     device = resolve_device(cfg.device)
     info = read_feature_info(cfg.feature_dir)
     cfg = resolve_clip(cfg, info)
-    clip_model, tokenizer = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
-                                      device=device, precision="fp32" if cfg.precision == "amp" else cfg.precision,
-                                      seed=cfg.clip_seed)
-    weights = weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed)
+    clip_model, tokenizer = load_clip_of(cfg, device, precision="fp32" if cfg.precision == "amp" else cfg.precision)
+    weights = weights_id_of(cfg)
     dim = embed_dim(clip_model)
     if info is not None:
         check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(cfg.feature_dir) / INFO_FILE))

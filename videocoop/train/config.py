@@ -16,9 +16,9 @@ from ..model.video_clip import TEMPORAL_AGGS
 from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object
+from ..utils.progress import PROGRESS
 
 OPTIMIZERS = ("sgd", "adamw")
-PROGRESS = ("auto", "rich", "plain", "none")
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
 EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.errors import VideoCoopError
-from ..utils.files import atomic_write, read_json_object
+from ..utils.files import read_json_object, write_bytes
 
 log = logging.getLogger(__name__)
 #: Class names are written on the confusion matrix's axes up to this many classes.
@@ -33,7 +33,7 @@ def _figure(width: float, height: float):
 def _save(fig, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    return atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+    return write_bytes(path, buffer.getvalue())
 
 
 def _series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:

@@ -17,11 +17,11 @@ from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
 from .config import EXECUTION_KEYS, PATH_KEYS, TrainConfig
 
 # The files a training run writes into its output_dir (--overwrite deletes exactly these).
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
+METRICS_FILE = "metrics.jsonl"
+RUN_FILES = ("config.json", METRICS_FILE, "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
              "confusion.npy", CHECKPOINT_LAST, CHECKPOINT_BEST, "shots.json", "classes.json")
 # and this folder, with --tensorboard
 TENSORBOARD_DIR = "tensorboard"
-METRICS_FILE = "metrics.jsonl"
 
 
 def read_config(path: Path) -> dict:
@@ -43,7 +43,7 @@ def run_state(out: Path) -> str | None:
         return "finished"
     if (out / CHECKPOINT_LAST).is_file():
         return "stopped"
-    if (out / CHECKPOINT_BEST).is_file() or (out / "metrics.jsonl").is_file():
+    if (out / CHECKPOINT_BEST).is_file() or (out / METRICS_FILE).is_file():
         return "started"
     return None
 

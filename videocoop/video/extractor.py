@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..clip.loader import embed_dim, load_clip, weights_id
+from ..clip.loader import embed_dim, load_clip_of, weights_id_of
 from ..utils.distributed import device_for, resolve_device, world_from_env
 from ..utils.errors import VideoCoopError
 from .decode import Sampling, VideoDecodeError, decoder_info, read_frames
@@ -115,9 +115,8 @@ class Extractor:
         """
         device = device or device_for(world_from_env(), resolve_device(cfg.device))
         precision = cfg.precision if cfg.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
-        clip_model, _ = load_clip(cfg.clip_model, pretrained=cfg.pretrained, checkpoint=cfg.clip_checkpoint,
-                                  device=device, precision=precision, seed=cfg.clip_seed)
-        return cls(clip_model, cfg.clip_model, weights_id(cfg.pretrained, cfg.clip_checkpoint, cfg.clip_seed),
+        clip_model, _ = load_clip_of(cfg, device, precision)
+        return cls(clip_model, cfg.clip_model, weights_id_of(cfg),
                    cfg.sampling(), Preprocess.from_model(clip_model), device, precision, cfg.batch_size,
                    default_workers() if cfg.num_workers is None else cfg.num_workers)
 
