@@ -34,6 +34,7 @@ The planted faults (:mod:`checks.faults`), models and extractors built on ours:
     videocoop.video  ExtractConfig, Extractor, extract: extraction with one part swapped
     videocoop.video  Preprocess, Sampling: the parts swapped
     videocoop.video  synthesize_videos: the tiny videos they extract
+    videocoop.clip   text_tower: where the foreign zoo's ports (checks.faults.zoo) find CLIP's text modules
 
 The names below load :mod:`checks.core` or :mod:`checks.runner` (and torch) on first use:
 the pytest plugin (:mod:`checks.pytest_plugin`) is imported by every pytest session once
