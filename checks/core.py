@@ -111,16 +111,19 @@ class Trainer(Protocol):
 
 @dataclass
 class AuditTarget:
-    """What the audits look at: a model in the CoOp layout and what is known around it.
+    """What the audits look at: a model of the CoOp family and what is known around it.
 
     Args:
-        model: ``model.prompt_learner`` (``forward()`` -> ``[n_cls, L, width]``, buffer
-            ``tokenized_prompts``), ``model.text_encoder(prompts, tokenized_prompts)``,
-            ``model(features [B, T, D])`` -> logits ``[B, n_cls]``.
+        model: by default in the CoOp layout: ``model.prompt_learner()`` -> ``[n_cls, L, width]``
+            with ``tokenized_prompts``, ``model.text_encoder(prompts, tokenized_prompts)``,
+            ``model(features [B, T, D][, mask])`` -> logits ``[B, n_cls]``. Anywhere: the audits run it
+            on its own device.
         classnames: class names in label order.
-        clip_model, tokenizer: the frozen open_clip model and its tokenizer; audits that
-            compare against CLIP itself SKIP without them.
-        dataset, val_dataset: datasets whose items unpack as ``(features, label, meta)``.
+        clip_model, tokenizer: the open_clip model and its tokenizer; the audits hold the model to a
+            clean CLIP of the same architecture with these weights (:func:`checks.reference.clean_clip`),
+            and SKIP without them.
+        dataset, val_dataset: datasets whose items unpack as ``(features, label, meta)`` (any integer
+            label, any meta); their videos' frame count and width shape the audits' probes.
         collate_fn: the DataLoader collate function used in training (default collate if None).
         clip_name, weights: the CLIP architecture and weights id (``videocoop.clip.weights_id``)
             the model was built from, compared against the features' ``features.json``.
@@ -131,9 +134,26 @@ class AuditTarget:
         description: a line naming the model, weights and configuration, for the report.
         train_command: the command that trains exactly this configuration.
         rebuild: builds a new, untrained model of the same configuration (checkpoint-roundtrip
-            loads the checkpoint into it); None: the audit loads into a deep copy instead.
+            loads the checkpoint into it; a model on the meta device is audited through it); None:
+            the audit loads into a deep copy instead.
         checkpoint: a checkpoint the run will load (resume, evaluate): its path, or the dict it
             holds; class-order compares its stored ``classnames`` with the prompts'.
+
+    The contract (docs/foreign_models.md; defaults in :data:`checks.contract.DECLARATIONS`): what a
+    model that is not CoOp-shaped declares, each a callable taking the model first, so the audits
+    can call it on the copies they move and train:
+        logits: ``(model, features, mask | None) -> [B, n_cls]`` (a forward returning a tuple or a loss).
+        loss: ``(model, features, labels, mask | None) -> scalar``, the training objective (an
+            auxiliary loss, a training forward that takes the labels).
+        prompts: ``(model, videos | None) -> [n_cls, L, width]``, or ``[B, n_cls, L, width]`` for
+            prompts conditioned on each video.
+        token_ids: ``(model) -> [n_cls, L]`` (any numeric dtype): the prompts' ids.
+        encode_text: ``(model, prompts, ids) -> [n, E]``: the text encoder.
+        frames: the frame count the model takes, when it is fixed.
+        trainable_clip: fnmatch patterns of the model's parameter names that are CLIP's and train by
+            design (fine-tuning, a trained logit scale).
+        save_state, load_state: ``(model) -> dict`` and ``(model, state)``: the model's own
+            checkpoint writer and loader.
     """
 
     model: nn.Module
@@ -151,6 +171,16 @@ class AuditTarget:
     train_command: str | None = None
     rebuild: Callable[[], nn.Module] | None = None
     checkpoint: Any = None
+    # the contract: what differs from the CoOp layout (None: the layout's own call)
+    logits: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], Any] | None = None
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    prompts: Callable[[nn.Module, torch.Tensor | None], torch.Tensor] | None = None
+    token_ids: Callable[[nn.Module], torch.Tensor] | None = None
+    encode_text: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    frames: int | None = None
+    trainable_clip: Sequence[str] = ()
+    save_state: Callable[[nn.Module], dict] | None = None
+    load_state: Callable[[nn.Module, dict], None] | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):
@@ -206,23 +236,26 @@ class AuditSpec:
     fix: str
     remediation: str
     correctness: bool = True  # False: at worst WARN (costs speed, not correctness)
+    needs: tuple[str, ...] = ()  # what the target must give (checks.contract.NEEDS); unmet: SKIP, naming it
 
 
 _REGISTRY: dict[str, AuditSpec] = {}
 
 
-def audit(id: str, *, title: str, problem: str, fix: str, remediation: str, correctness: bool = True):
+def audit(id: str, *, title: str, problem: str, fix: str, remediation: str, correctness: bool = True,
+          needs: tuple[str, ...] = ()):
     """Register an audit function under a stable public id.
 
     The function takes an :class:`AuditTarget` and returns an :class:`Outcome` (or raises
     :class:`Skip`). ``problem`` is the failure mode, ``fix`` what it verifies, and
-    ``remediation`` what to do when it fails.
+    ``remediation`` what to do when it fails. ``needs``: what the target must give
+    (:data:`checks.contract.NEEDS`); the runner checks them first and SKIPs, naming what to declare.
     """
 
     def register(func: Callable[[AuditTarget], Outcome]) -> Callable[[AuditTarget], Outcome]:
         if id in _REGISTRY and _REGISTRY[id].func.__qualname__ != func.__qualname__:
             warnings.warn(f"audit {id!r} registered twice; the later one wins", stacklevel=2)
-        _REGISTRY[id] = AuditSpec(id, func, title, problem, fix, remediation, correctness)
+        _REGISTRY[id] = AuditSpec(id, func, title, problem, fix, remediation, correctness, tuple(needs))
         return func
 
     return register

@@ -1,6 +1,9 @@
 """References from open_clip alone: what the audits hold a model's text path to.
 
-Nothing here imports videocoop. An audit that compared a model with videocoop's own
+The CLIP the references run is the suite's own (:func:`clean_clip`): a clean open_clip text tower
+of the same architecture as the target's CLIP, CLIP's weights copied in. A port may change the CLIP
+model it hands over (deep prompts replace its text blocks), so a reference run through the user's
+``clip_model`` could compare a model with itself. Nothing here imports videocoop. An audit that compared a model with videocoop's own
 ``TextEncoder`` would pass any bug the model shares with it (and a ``--target`` may well be
 built on ours), so every reference is CLIP's own ``encode_text``, or CLIP's own modules,
 mask and pooling function (``open_clip.transformer.text_global_pool``) run by this file.
@@ -9,8 +12,10 @@ shows the two equal on a sample of its own inputs (:func:`fast_agrees`) and says
 """
 from __future__ import annotations
 
+import functools
+
 import torch
-from open_clip.transformer import text_global_pool
+from open_clip.transformer import LayerScale, TextTransformer, text_global_pool
 from torch import nn
 
 from .core import Skip
@@ -155,3 +160,72 @@ def fast_agrees(clip: nn.Module, ids: torch.Tensor, fast: torch.Tensor) -> float
     full = encode_text(clip, ids)["eot"]
     scale = full.abs().amax(dim=-1).clamp_min(1e-12)
     return float(((fast.float().to(full.device) - full).abs().amax(dim=-1) / scale).max())
+
+
+class CleanCLIP(nn.Module):
+    """The suite's own CLIP text path: open_clip's ``TextTransformer`` (its ``encode_text`` is the
+    tower's forward) and CLIP's ``logit_scale``."""
+
+    def __init__(self, text: TextTransformer, logit_scale: torch.Tensor | None):
+        super().__init__()
+        self.text = text
+        self.register_buffer("logit_scale", logit_scale)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text(ids)
+
+
+def text_config(t: nn.Module) -> dict:
+    """The ``TextTransformer`` arguments that rebuild the architecture of tower ``t``, read from its modules."""
+    block = t.transformer.resblocks[0]
+    vocab, width = t.token_embedding.weight.shape
+    proj = t.text_projection
+    act = getattr(block.mlp, "gelu", None) or block.mlp[1]
+    pool = getattr(t, "text_pool_type", getattr(t, "pool_type", "argmax"))
+    return dict(context_length=t.positional_embedding.shape[0], vocab_size=vocab, width=width,
+                heads=block.attn.num_heads, layers=len(t.transformer.resblocks),
+                mlp_ratio=block.mlp.c_fc.out_features / width,
+                ls_init_value=1.0 if isinstance(getattr(block, "ls_1", None), LayerScale) else None,
+                output_dim=None if proj is None else proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1],
+                embed_cls=getattr(t, "cls_emb", None) is not None, no_causal_mask=getattr(t, "attn_mask", None) is None,
+                use_pad_mask=getattr(t, "use_pad_mask", False), pool_type=pool,
+                eos_id=getattr(t, "text_eos_id", getattr(t, "eos_id", 2)) or 2,
+                proj_type="none" if proj is None else "linear",
+                proj_bias=isinstance(proj, nn.Linear) and proj.bias is not None, act_layer=type(act),
+                norm_layer=functools.partial(type(t.ln_final), eps=t.ln_final.eps))
+
+
+def clean_clip(clip: nn.Module) -> CleanCLIP:
+    """A clean open_clip text tower of ``clip``'s architecture with ``clip``'s text weights in it (the
+    same tensors, read-only: their values, dtype and device; nothing is copied). Tensors ``clip`` holds beyond the clean tower's
+    (deep prompts inside its blocks) are left out; its block classes, whatever they are, are not used.
+
+    Raises:
+        Skip: not an open_clip text tower, or a tensor the clean tower needs is missing from ``clip``.
+    """
+    t = tower(clip)
+    try:
+        config = text_config(t)
+    except (AttributeError, IndexError, TypeError) as e:
+        raise Skip(f"no clean reference of {type(clip).__name__}'s text tower: its architecture cannot be read "
+                   f"({type(e).__name__}: {e})") from e
+    with torch.device("meta"):  # no random init of weights about to be replaced
+        ref = TextTransformer(**config)
+    source = dict(t.named_parameters()) | dict(t.named_buffers())
+    wanted = [(n, x) for n, x in list(ref.named_parameters()) + list(ref.named_buffers()) if n != "attn_mask"]
+    missing = [n for n, x in wanted if n not in source or source[n].shape != x.shape]
+    if missing:
+        raise Skip(f"no clean reference of {type(clip).__name__}'s text tower: it lacks {len(missing)} tensor(s) "
+                   f"of open_clip's tower of the same architecture (e.g. {missing[0]})")
+    for name, _ in wanted:
+        owner, _, attr = name.rpartition(".")
+        module = ref.get_submodule(owner)
+        value = source[name].detach()
+        if attr in module._parameters:
+            module._parameters[attr] = nn.Parameter(value, requires_grad=False)
+        else:
+            module._buffers[attr] = value
+    mask = getattr(t, "attn_mask", None)
+    ref.attn_mask = None if mask is None else mask.detach()
+    scale = getattr(clip, "logit_scale", None)
+    return CleanCLIP(ref, None if scale is None else scale.detach()).eval()

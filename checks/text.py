@@ -1,6 +1,7 @@
-"""The audited model's text side, read through the CoOp layout: its prompt learner and text
-encoder, the prompts and token ids, the plain CoOp call's class features, CLIP's own
-references, and how spread a set of class features is.
+"""The audited model's text side, read through the contract (:mod:`checks.contract`): its prompts and
+their ids (for prompts conditioned on each video, those of the probe video), its text encoder, the
+class features of that call, the references of the suite's own clean CLIP, and how spread a set of
+class features is.
 
 What the model's own forward computes for the text is in :mod:`checks.models`: running the
 forward needs an input batch (:mod:`checks.inputs`), whose width may come from these features.
@@ -13,32 +14,74 @@ from torch import nn
 
 from videocoop.model import class_words
 
-from . import reference
+from . import contract, reference
 from .core import AuditTarget, Skip
+from .locations import locate
 
 #: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
 PROBE_CLASSES = 8
 
 
-def prompt_learner(target: AuditTarget) -> nn.Module:
-    pl = getattr(target.model, "prompt_learner", None)
-    if pl is None:
-        raise Skip(f"{type(target.model).__name__} has no prompt_learner (not the CoOp layout)")
-    return pl
+def view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts ``[n_cls, L, width]`` and ids ``[n_cls, L]`` the text encoder gets, computed once
+    per run: ``contract.prompts`` for the probe video (the first video of every probe batch) when the
+    prompts are conditioned on each video, ``[B, n_cls, L, width]``."""
+    if "text_view" not in target.cache:
+        from .inputs import probe_videos
+
+        model = target.model
+        with torch.no_grad():
+            prompts = contract.prompts(target, model, probe_videos(target, 1))
+            ids = contract.token_ids(target, model)
+        conditioned = prompts.dim() == 4
+        target.cache["conditioned"] = conditioned
+        target.cache["text_view"] = (prompts[0] if conditioned else prompts).detach(), ids.detach()
+    return target.cache["text_view"]
 
 
-def text_encoder(target: AuditTarget) -> nn.Module:
-    te = getattr(target.model, "text_encoder", None)
+def prompts_and_tokens(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's prompt embeddings ``[n_cls, L, width]`` and token ids ``[n_cls, L]`` (see :func:`view`)."""
+    return view(target)
+
+
+def view_note(target: AuditTarget) -> str:
+    """An evidence line saying which prompts the text audits read."""
+    view(target)
+    if target.cache.get("conditioned"):
+        return ("the prompts are conditioned on each video ([B, n_cls, L, width]): the text audits read those of "
+                "probe video 0, the first video of every batch the forward probes run")
+    return "the prompts do not depend on the videos: the text audits read the one set [n_cls, L, width]"
+
+
+def encode(target: AuditTarget, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The target's text encoder on given prompts, fp32 ``[n, E]``, no grad."""
+    with torch.no_grad():
+        return contract.encode_text(target, target.model, prompts, tokens).float()
+
+
+def text_location(target: AuditTarget, pattern: str | None = None) -> str | None:
+    """Where the text encoder is written: its module's forward, or the declared callable."""
+    te = getattr(target.model, "text_encoder", None) if target.encode_text is None else target.encode_text
+    if isinstance(te, nn.Module):
+        te = type(te).forward
     if te is None:
-        raise Skip(f"{type(target.model).__name__} has no text_encoder (not the CoOp layout)")
-    return te
+        return locate(type(target.model))
+    return (locate(te, pattern) if pattern else None) or locate(te)
+
+
+def clean_clip(target: AuditTarget) -> nn.Module:
+    """The suite's own clean CLIP (:func:`checks.reference.clean_clip`), built once per run.
+
+    Raises:
+        Skip: no CLIP model given, or none that a clean tower can be rebuilt from.
+    """
+    contract.preflight(target, ("clip",))
+    return target.cache["clean_clip"]
 
 
 def need_clip(target: AuditTarget, tokenizer: bool = False) -> nn.Module:
-    if target.clip_model is None or (tokenizer and target.tokenizer is None):
-        raise Skip("the target gives no CLIP model" + (" and tokenizer" if tokenizer else "")
-                   + ": return AuditTarget(model, classnames, clip_model=..., tokenizer=...) to run it")
-    return target.clip_model
+    contract.preflight(target, ("clip", "tokenizer") if tokenizer else ("clip",))
+    return clean_clip(target)
 
 
 def eot_token_id(target: AuditTarget) -> int | None:
@@ -60,34 +103,21 @@ def class_word_list(target: AuditTarget) -> list[str]:
     return list(words) if words else [class_words(c) for c in target.classnames]
 
 
-def prompts_and_tokens(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's prompt embeddings ``[n_cls, L, width]`` and token ids ``[n_cls, L]``."""
-    pl = prompt_learner(target)
-    with torch.no_grad():
-        prompts = pl()
-    return prompts.detach(), pl.tokenized_prompts
-
-
-def encode(target: AuditTarget, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The target's text encoder on given prompts, fp32 ``[n, E]``, no grad."""
-    with torch.no_grad():
-        return text_encoder(target)(prompts, tokens).float()
-
-
 def plain_text_features(target: AuditTarget) -> torch.Tensor:
-    """``text_encoder(prompt_learner(), tokenized_prompts)``, the CoOp call, ``[n_cls, E]``
-    (unnormalised), computed once per run.
+    """The text encoder on the text view (:func:`view`), ``[n_cls, E]`` (unnormalised), computed once per run.
 
-    When the CLIP model is known, its text transformer's output is kept as well
+    When the model runs the CLIP model's own text transformer, its output is kept as well
     (``target.cache["hidden"]``), so other poolings of the same states cost no second pass.
     """
     if "text_plain" not in target.cache:
-        prompts, tokens = prompts_and_tokens(target)
-        captured = []
-        handle = None
+        prompts, tokens = view(target)
+        captured, handle = [], None
         if target.clip_model is not None:
-            handle = reference.tower(target.clip_model).transformer.register_forward_hook(
-                lambda m, a, out: captured.append(out.detach()))
+            try:
+                transformer = reference.tower(target.clip_model).transformer
+                handle = transformer.register_forward_hook(lambda m, a, out: captured.append(out.detach()))
+            except Skip:
+                pass
         try:
             target.cache["text_plain"] = encode(target, prompts, tokens)
         finally:
@@ -107,13 +137,10 @@ def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
 
 
 def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """``clip.encode_text`` of ``ids`` (padded to the context length) ``[n, E]`` fp32, and the
-    same pass's transformer states mean-pooled over 0..EOT (the seed's pooling), both from
-    open_clip alone (:mod:`checks.reference`).
-
-    ``clip``: the target's CLIP model when None.
-    """
-    return reference.encode_text(target.clip_model if clip is None else clip, ids, mean=True)
+    """``encode_text`` of ``ids`` (padded to the context length) ``[n, E]`` fp32, and the same pass's
+    transformer states mean-pooled over 0..EOT (the seed's pooling), from the suite's clean CLIP
+    (``clip``: another CLIP-like module, e.g. its fp32 copy)."""
+    return reference.encode_text(clean_clip(target) if clip is None else clip, ids.long(), mean=True)
 
 
 def stats(features: torch.Tensor) -> dict[str, float]:
@@ -123,7 +150,7 @@ def stats(features: torch.Tensor) -> dict[str, float]:
     other class: min and mean), and the effective rank (exp of the entropy of the
     normalised singular values; n when all directions are used equally, 1 when collapsed).
     """
-    f = F.normalize(features.float(), dim=-1)
+    f = F.normalize(features.float().cpu(), dim=-1)
     n = f.shape[0]
     cos = f @ f.t()  # [n, n]
     off = cos.masked_fill(torch.eye(n, dtype=torch.bool), float("nan"))
@@ -141,5 +168,5 @@ def stats(features: torch.Tensor) -> dict[str, float]:
 
 
 def cosine_matrix(features: torch.Tensor) -> torch.Tensor:
-    f = F.normalize(features.float(), dim=-1)
+    f = F.normalize(features.float().cpu(), dim=-1)
     return f @ f.t()

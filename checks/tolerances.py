@@ -1,16 +1,17 @@
 """How far two computations of the same numbers may differ: fp32 rounding, or in half precision a
-noise floor measured on the model's own CLIP (or text encoder) against an fp32 copy."""
+noise floor measured on the model itself. The precision is the one the model computes in (the
+lowest its ops produce), never the dtype of what it returns: a bf16 temporal module whose logits come
+out in fp32 still rounds like bf16."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from . import reference
 from .core import AuditTarget, Skip
-from .models import copy_model, fp32_copy
-from .text import encode, encode_text_references, probe_classes, prompts_and_tokens, text_encoder
+from .models import computes_in, copy_model, fp32_copy, run_model
+from .text import clean_clip, encode, encode_text_references, probe_classes, prompts_and_tokens
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
 FP32_TOL = 1e-5
@@ -28,57 +29,49 @@ NOISE_FACTOR = 8
 #: an encoder that cannot be copied): this many machine epsilons stand in for it (the floors
 #: above are 3.5 eps in bf16, 1.7 eps in fp16).
 FALLBACK_FLOOR_EPS = 4
+#: The video half in half precision: the floor is how far the logits move when the probe videos
+#: move by half a unit of that precision (each value times 1 +- eps/2, signs seeded), the size of
+#: one rounding carried through the model; FAIL beyond VIDEO_NOISE_FACTOR times it. Measured on
+#: the zoo's bf16 temporal attention (checks.faults.zoo.heads, 5 seeds of probe videos): floors
+#: 5.3e-3 to 2.4e-2; the correct model with 3 zero frames appended and masked moved by at most
+#: 0.27 x the floor; the same model without its padding mask by 0.34 (14x the largest floor).
+VIDEO_NOISE_FACTOR = 2
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-row ``max|a - b| / max|b|`` for ``[n, E]`` tensors."""
+    a, b = a.float(), b.float().to(a.device)
     scale = b.abs().amax(dim=-1).clamp_min(1e-12)
-    return (a.float() - b.float()).abs().amax(dim=-1) / scale
-
-
-def logits_tolerance(logits: torch.Tensor) -> float:
-    """How far two computations of the same logits may differ (relative per row): fp32 rounding
-    for fp32 logits; half precision: what the text tolerance allows in the fallback case."""
-    if logits.dtype in (torch.float32, torch.float64):
-        return FP32_TOL
-    return NOISE_FACTOR * FALLBACK_FLOOR_EPS * torch.finfo(logits.dtype).eps
-
-
-def compute_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype a text path computes in: its ``dtype``, its transformer's cast dtype, or fp32."""
-    dtype = getattr(module, "dtype", None)
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    get = getattr(getattr(module, "transformer", None), "get_cast_dtype", None)
-    return get() if get is not None else torch.float32
+    return (a - b).abs().amax(dim=-1) / scale
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far two computations of the same text features may differ (relative, per class)."""
+    """How far two computations of the same values may differ (relative, per row)."""
 
     value: float
     floor: float | None  # the measured noise floor of the model's precision (None: fp32, or not measurable)
     note: str  # an evidence line: how the value was chosen
     precision: str = "float32"
+    factor: int = NOISE_FACTOR
 
     def __str__(self) -> str:
         """For a verdict: ``1e-05``, or ``0.11 = 8 x the bfloat16 noise floor 1.4e-02``."""
         if self.floor is None:
             return f"{self.value:g}"
-        return f"{self.value:.2g} = {NOISE_FACTOR} x the {self.precision} noise floor {self.floor:.1e}"
+        return f"{self.value:.2g} = {self.factor} x the {self.precision} noise floor {self.floor:.1e}"
 
     def metrics(self) -> dict[str, float | None]:
         return {"tolerance": self.value, "noise_floor": self.floor}
 
 
 def tolerance(target: AuditTarget) -> Tolerance:
-    """The tolerance of this model's precision, measured once per run.
+    """The tolerance of the text path's precision, measured once per run.
 
     fp32 (and amp, whose weights are fp32): :data:`FP32_TOL`. Half precision:
-    :data:`NOISE_FACTOR` times the noise floor: CLIP's encode_text in that precision against
-    an fp32 copy, on the probe classes' own ids under EOT and mean pooling; without a CLIP
-    model in that precision, the model's text encoder against an fp32 copy of it.
+    :data:`NOISE_FACTOR` times the noise floor: the clean CLIP's encode_text in that precision against
+    an fp32 copy, on the probe classes' own ids under EOT and mean pooling; without a CLIP in that
+    precision, the model's text encoder against an fp32 copy of it.
     """
     if "tolerance" not in target.cache:
         target.cache["tolerance"] = _tolerance(target)
@@ -86,22 +79,27 @@ def tolerance(target: AuditTarget) -> Tolerance:
 
 
 def _tolerance(target: AuditTarget) -> Tolerance:
-    te = text_encoder(target)
-    dtype = compute_dtype(te)
+    prompts, tokens = prompts_and_tokens(target)
+    idx = probe_classes(tokens.shape[0])
+    dtype = computes_in(lambda: encode(target, prompts[idx[:1]], tokens[idx[:1]]))
     if dtype == torch.float32:
         return Tolerance(FP32_TOL, None, f"the text encoder computes in fp32: tolerance {FP32_TOL:g}")
     name = str(dtype).removeprefix("torch.")
-    clip = target.clip_model
-    prompts, tokens = prompts_and_tokens(target)
-    idx = probe_classes(tokens.shape[0])
-    if clip is not None and compute_dtype(reference.tower(clip)) == dtype:
+    try:
+        clip = clean_clip(target)
+    except Skip:
+        clip = None
+    if clip is not None and reference.tower(clip).transformer.get_cast_dtype() == dtype:
         low = encode_text_references(target, tokens[idx])
         high = encode_text_references(target, tokens[idx], fp32_copy(clip))
         floor = max(float(rel_diff(low[k], high[k]).max()) for k in low)
-        how = f"CLIP's own encode_text in {name} against an fp32 copy (EOT and mean pooling"
+        how = f"the clean CLIP's encode_text in {name} against an fp32 copy (EOT and mean pooling"
     else:
         why = "no CLIP model given" if clip is None else "CLIP computes in another precision"
+        te = getattr(target.model, "text_encoder", None)
         try:
+            if target.encode_text is not None or te is None:
+                raise Skip("the text encoder is a declared callable")
             te32 = copy_model(te).float()
         except Skip:
             floor = FALLBACK_FLOOR_EPS * torch.finfo(dtype).eps
@@ -115,3 +113,29 @@ def _tolerance(target: AuditTarget) -> Tolerance:
     value = max(NOISE_FACTOR * floor, FP32_TOL)
     return Tolerance(value, floor, f"{name} noise floor {floor:.2e}: {how}, {len(idx)} classes, relative); FAIL "
                                    f"beyond {NOISE_FACTOR} x the floor = {value:.2e}", name)
+
+
+def video_tolerance(target: AuditTarget) -> Tolerance:
+    """The tolerance of the logits for the video audits, measured once per run: :data:`FP32_TOL` when
+    the forward computes in fp32, else :data:`VIDEO_NOISE_FACTOR` x the logits' move under a
+    half-unit perturbation of the probe videos in the precision the forward computes in."""
+    if "video_tolerance" not in target.cache:
+        target.cache["video_tolerance"] = _video_tolerance(target)
+    return target.cache["video_tolerance"]
+
+
+def _video_tolerance(target: AuditTarget) -> Tolerance:
+    from .inputs import probe_batch
+
+    x, _, _ = probe_batch(target, 4)
+    dtype = target.cache.get("forward_dtype") or computes_in(lambda: run_model(target, x))
+    if dtype == torch.float32:
+        return Tolerance(FP32_TOL, None, f"the forward computes in fp32: tolerance {FP32_TOL:g}")
+    name, eps = str(dtype).removeprefix("torch."), torch.finfo(dtype).eps
+    g = torch.Generator().manual_seed(0)
+    sign = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).to(x.device, x.dtype)
+    floor = float(rel_diff(run_model(target, x * (1 + 0.5 * eps * sign)), run_model(target, x)).max())
+    value = max(VIDEO_NOISE_FACTOR * floor, FP32_TOL)
+    return Tolerance(value, floor, f"the forward computes in {name} (its lowest precision; the logits' dtype does not "
+                     f"decide): noise floor {floor:.2e}, how far the logits move when the probe videos move by half a "
+                     f"unit of {name}; FAIL beyond {VIDEO_NOISE_FACTOR} x it = {value:.2e}", name, VIDEO_NOISE_FACTOR)

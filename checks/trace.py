@@ -12,10 +12,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from . import contract
 from .core import AuditTarget
-from .inputs import sample_batch
+from .inputs import probe_batch
 from .locations import relpath
-from .models import copy_model
+from .models import copy_model, run_model
 
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
@@ -75,23 +76,30 @@ class HostEvent:
     op: str
     site: str
     device: str
+    cpu: tuple = ()  # "mix": the CPU tensors the op was given (kept, so the model's attributes can name them)
 
 
 class HostWatch(TorchFunctionMode):
     """Records every host read and CPU copy of a device tensor, and every op mixing a CPU
     tensor with a device one, during a forward.
 
-    On the meta device a host read cannot return data, so it is answered with a
-    placeholder (0, False, zeros) and recorded: the forward goes on and every read is
-    found, not only the first. Copies to the CPU are recorded and left to fail on meta.
+    On the meta device a host read cannot return data: it is answered with the value the same
+    read gave in a forward on the model's own device (``answers``, in order), else a placeholder
+    (0, False, zeros), and recorded: a correct forward goes on (a host read that trims padding
+    gets the real length) and every read is found, not only the first. Copies to the CPU are
+    recorded and left to fail on meta.
     """
 
-    def __init__(self, trace: "InputTrace | None" = None):
+    def __init__(self, trace: "InputTrace | None" = None, answers: list | None = None):
         super().__init__()
         self.events: list[HostEvent] = []
         self.trace = trace  # each op is counted under the module running it
         self.ops = 0
         self.op_tensors = 0
+        self.answers = list(answers or [])
+        self.answered = 0  # host reads answered with the value the home device gave
+        # every non-scalar CPU tensor an op was given while the model ran elsewhere: id -> (tensor, ops, first site)
+        self.cpu_reads: dict[int, tuple[torch.Tensor, list[str], str]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -102,21 +110,56 @@ class HostWatch(TorchFunctionMode):
             self.op_tensors += sum(isinstance(a, torch.Tensor) for a in tree_flatten((args, kwargs))[0])
             if self.trace is not None and self.trace.stack and name:
                 self.trace.stack[-1].ops[name] += 1
+        if name not in _ATTRIBUTES:
+            for a in tree_flatten((args, kwargs))[0]:
+                if isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dim() > 0:
+                    seen = self.cpu_reads.get(id(a))
+                    if seen is None:
+                        self.cpu_reads[id(a)] = (a, [name], call_site())
+                    elif name not in seen[1]:
+                        seen[1].append(name)
         mixed = _mixes_cpu(args, kwargs)
         if mixed is not None:
+            cpu = tuple(a for a in tree_flatten((args, kwargs))[0]
+                        if isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dim() > 0)
             self.events.append(HostEvent("mix", f"{name or func} given a CPU tensor and a {mixed.type} tensor", call_site(),
-                                         mixed.type))
+                                         mixed.type, cpu))
         if t is not None and t.device.type != "cpu":
             if name in HOST_READS:
                 self.events.append(HostEvent("read", f"Tensor.{name}()", call_site(), t.device.type))
                 if t.device.type == "meta":
-                    return _placeholder(name, t)
+                    return self._answer(name, t)
             elif _moves_to_cpu(name, args, kwargs):
                 self.events.append(HostEvent("move", f"Tensor.{name}(cpu)", call_site(), t.device.type))
         return func(*args, **kwargs)
 
+    def _answer(self, name: str, t: torch.Tensor):
+        if self.answers:
+            op, value = self.answers.pop(0)
+            if op == name:
+                self.answered += 1
+                return value
+            self.answers = []  # out of step with the home forward: placeholders from here on
+        return _placeholder(name, t)
+
     def of_kind(self, kind: str) -> list[HostEvent]:
         return [e for e in self.events if e.kind == kind]
+
+
+class HostRecorder(TorchFunctionMode):
+    """The values a forward on the model's own device hands to Python, in order: what the meta
+    forward's host reads are answered with."""
+
+    def __init__(self):
+        super().__init__()
+        self.answers: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS and args and isinstance(args[0], torch.Tensor):
+            self.answers.append((name, out))
+        return out
 
 
 def _describe(x) -> str:
@@ -233,6 +276,7 @@ class ForeignRun:
     error_site: str | None = None
     data_dependent: bool = False  # stopped at an op whose output shape depends on the data (meta cannot run it)
     paths: list[str] = field(default_factory=list)  # which path each device-dependent module took
+    model: nn.Module | None = None  # the moved copy, as the forward left it
 
 
 def cuda_paths(model: nn.Module, pin: bool) -> list[str]:
@@ -256,24 +300,41 @@ def cuda_paths(model: nn.Module, pin: bool) -> list[str]:
 
 
 def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
-    """Move a copy of the model to ``device`` and run ``model(features)`` there, watched.
+    """Move a copy of the model to ``device`` and run its forward there (``checks.contract.logits``),
+    watched. On meta, host reads are answered with the values a forward on the model's own device
+    gave (that forward runs only when the meta one made host reads).
 
     Cached per device for the run: several audits read the same observation.
     """
     key = f"foreign:{device}"
     if key in target.cache:
         return target.cache[key]
+    run = _foreign_run(target, device, None)
+    if device.type == "meta" and run.host.of_kind("read"):
+        recorder = HostRecorder()
+        try:
+            with recorder:
+                run_model(target, probe_batch(target, 2)[0])
+        except Exception:  # noqa: BLE001: then the placeholders stay; the device audits report the forward
+            recorder.answers = []
+        if recorder.answers:
+            run = _foreign_run(target, device, recorder.answers)
+    target.cache[key] = run
+    return run
+
+
+def _foreign_run(target: AuditTarget, device: torch.device, answers: list | None) -> ForeignRun:
     model = copy_model(target.model)
     before = {n: t.device.type for n, t in _named_tensors(model)}
     model.to(device).eval()
     moved = [f"{n} {_describe(t)} (was {before[n]})" for n, t in _named_tensors(model) if n.startswith("prompt_learner.")]
     paths = cuda_paths(model, pin=device.type == "meta")
-    features, _ = sample_batch(target, batch=2, device=device)
+    features = probe_batch(target, 2, device=device)[0]
     trace = InputTrace(model, device)
-    run = ForeignRun(device, moved, trace, HostWatch(trace), paths=paths)
+    run = ForeignRun(device, moved, trace, HostWatch(trace, answers), paths=paths, model=model)
     try:
         with torch.no_grad(), run.trace, run.host:
-            out = model(features)
+            out = contract.logits(target, model, features)
         run.output = _describe(out)
     except Exception as e:  # noqa: BLE001: the failure is the observation
         run.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -284,7 +345,6 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
         frames = [f for f in traceback.extract_tb(e.__traceback__) if audited_code(f.filename)]
         if frames:
             run.error_site = f"{relpath(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})"
-    target.cache[key] = run
     return run
 
 

@@ -49,7 +49,8 @@ MORE = [
     # a plain mean over zero-padded frames only rescales the mean, and the model L2-normalises it: harmless
     ("temporal-padding", faults.padding_mask_ignored, Status.PASS, "with the mask change no logits"),
     ("temporal-padding", faults.no_mask_argument, Status.FAIL, "the model takes no mask"),
-    ("video-batch-independence", faults.batchnorm_video, Status.FAIL, "in training mode video"),
+    # batch statistics in training mode are BatchNorm's design (a WARN); in evaluation they would mix videos
+    ("video-batch-independence", faults.batchnorm_video, Status.WARN, "through BatchNorm's batch statistics only"),
     ("class-order", faults.checkpoint_other_classes, Status.FAIL, "the checkpoint's classnames orders the same 5 names"),
     ("logit-scale", faults.scale_exponentiated_twice, Status.FAIL, "stored exponentiated, then exponentiated again"),
     ("logit-scale", faults.scale_without_exp, Status.FAIL, "applied without its exp"),

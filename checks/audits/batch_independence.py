@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..locations import locate
 from ..models import text_features
-from ..text import encode, probe_classes, prompts_and_tokens, text_encoder
+from ..text import encode, probe_classes, prompts_and_tokens, text_location, view_note
 from ..tolerances import rel_diff, tolerance
 
 
@@ -18,10 +17,10 @@ from ..tolerances import rel_diff, tolerance
     fix="the classes are the batch dimension; a class encodes the same alone or with all others",
     remediation="remove the permute(1, 0, 2) pair around the transformer (open_clip >= 2.26 is batch-first) "
                 "and pass the causal mask",
+    needs=("text",),
 )
 def batch_independence(target: AuditTarget) -> Outcome:
     """Encode probe classes one at a time and compare with the all-class forward."""
-    te = text_encoder(target)
     n = len(target.classnames)
     if n < 2:
         raise Skip("one class: nothing to be independent of")
@@ -29,12 +28,12 @@ def batch_independence(target: AuditTarget) -> Outcome:
     together = text_features(target)
     idx = probe_classes(n)
     alone = torch.cat([encode(target, prompts[i:i + 1], tokens[i:i + 1]) for i in idx])
-    diff = rel_diff(alone, together[idx])
+    diff = rel_diff(alone, together[idx].to(alone.device))
     tol = tolerance(target)
     evidence = [f"{target.classnames[i]}: alone vs with all {n}: {float(d):.2e} (relative)" for i, d in zip(idx, diff)]
-    evidence.append(tol.note)
+    evidence += [tol.note, view_note(target)]
     metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), **tol.metrics()}
-    location = locate(type(te).forward, r"permute|transformer\(") or locate(type(te).forward)
+    location = text_location(target, r"permute|transformer\(")
     worst = idx[int(diff.argmax())]
     if float(diff.max()) > tol.value:
         return Outcome(Status.FAIL, f"{target.classnames[worst]!r} encodes differently alone than with the other "

@@ -5,9 +5,8 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..locations import locate
-from ..text import (encode, encode_text_references, eot_index, eot_token_id, probe_classes, prompts_and_tokens,
-                    text_encoder)
+from ..text import (clean_clip, encode, encode_text_references, eot_index, eot_token_id, probe_classes, prompts_and_tokens,
+                    text_location, view_note)
 from ..tolerances import rel_diff, tolerance
 
 
@@ -27,17 +26,17 @@ def _extend(prompts: torch.Tensor, tokens: torch.Tensor, extra: int) -> tuple[to
     remediation="pass attn_mask=clip_model.attn_mask (sliced to the prompt length) to the transformer; "
                 "pool at the EOT (or over positions <= EOT), never at the last position; on a tower without a "
                 "causal mask, run the full context length (no truncation)",
+    needs=("text",),
 )
 def causal_mask(target: AuditTarget) -> Outcome:
     """Scramble every position after each class's EOT (embeddings and ids) and re-encode."""
-    te = text_encoder(target)
-    if built_without_causal_mask(target.clip_model):
-        return without_causal_mask(target, te)
+    if built_without_causal_mask(target):
+        return without_causal_mask(target)
     prompts, tokens = prompts_and_tokens(target)
     idx = probe_classes(len(target.classnames))
     p, t = prompts[idx], tokens[idx]
     eot = eot_index(target, t)
-    evidence = []
+    evidence = [view_note(target)]
     extended = int(eot.min()) >= t.shape[1] - 1
     if extended:
         p, t = _extend(p, t, 2)
@@ -50,7 +49,7 @@ def causal_mask(target: AuditTarget) -> Outcome:
     noise = torch.randn(p.shape, generator=g).to(p.device, p.dtype) * p.float().std().to(p.dtype)
     p2 = torch.where(after.unsqueeze(-1), p + noise, p)
     top = (eot_token_id(target) or int(t.max())) - 1  # new ids stay below the EOT id: argmax still finds it
-    t2 = torch.where(after, torch.randint(1, max(top, 2), t.shape, generator=g).to(t.device), t)
+    t2 = torch.where(after, torch.randint(1, max(top, 2), t.shape, generator=g).to(t), t)
     if not extended:  # the model's own prompt length: an encoder failing there is an ERROR, not a SKIP
         base, moved = encode(target, p, t), encode(target, p2, t2)
     else:
@@ -67,7 +66,7 @@ def causal_mask(target: AuditTarget) -> Outcome:
     evidence.append(tol.note)
     metrics = {"classes": len(names), "positions_scrambled": int(after.sum()), "max_rel_change": float(diff.max()),
                **tol.metrics()}
-    location = locate(type(te).forward, r"attn_mask|mask") or locate(type(te).forward)
+    location = text_location(target, r"attn_mask|mask")
     worst = int(diff.argmax())
     if float(diff.max()) > tol.value:
         return Outcome(Status.FAIL, f"changing the tokens after EOT changed the pooled feature of {names[worst]!r} "
@@ -77,23 +76,23 @@ def causal_mask(target: AuditTarget) -> Outcome:
                    f"{len(names)} classes)", metrics, evidence, location)
 
 
-def built_without_causal_mask(clip) -> bool:
+def built_without_causal_mask(target: AuditTarget) -> bool:
     """Whether CLIP's open_clip text tower has no causal mask (False when unknown: no CLIP, another tower)."""
-    if clip is None:
+    if target.clip_model is None:
         return False
     try:
-        return getattr(reference.tower(clip), "attn_mask", None) is None
+        return getattr(reference.tower(clean_clip(target)), "attn_mask", None) is None
     except Skip:
         return False
 
 
-def without_causal_mask(target: AuditTarget, te) -> Outcome:
+def without_causal_mask(target: AuditTarget) -> Outcome:
     """A text tower built without a causal mask (open_clip's ``no_causal_mask``, MobileCLIP):
     every position, padding included, reaches the EOT by design, so the probe of what follows
     it does not apply. What must hold instead: the model's encoder, on its own prompt layout,
     equals encode_text at the full context length (a prompt cut to max(EOT) + 1, exact under a
     causal mask, is not here)."""
-    clip = target.clip_model
+    clip = clean_clip(target)
     text = reference.tower(clip)
     length = text.positional_embedding.shape[0]
     prompts, tokens = prompts_and_tokens(target)
@@ -101,7 +100,7 @@ def without_causal_mask(target: AuditTarget, te) -> Outcome:
     ids = tokens[idx]
     emb = text.token_embedding
     with torch.no_grad():  # the ids' own embeddings: placeholder tokens in the context slots
-        embedded = emb(ids.to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
+        embedded = emb(ids.long().to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
     ours = encode(target, embedded, ids)
     refs = encode_text_references(target, ids)
     diffs = {pool: rel_diff(ours, ref.to(ours.device)) for pool, ref in refs.items()}
@@ -109,7 +108,7 @@ def without_causal_mask(target: AuditTarget, te) -> Outcome:
     diff = diffs[pool]  # [k]
     tol = tolerance(target)
     L = tokens.shape[1]
-    evidence = [f"{type(clip).__name__}'s text tower has no causal mask (attn_mask None: built bidirectional, "
+    evidence = [f"{type(target.clip_model).__name__}'s text tower has no causal mask (attn_mask None: built bidirectional, "
                 f"open_clip's no_causal_mask): positions after the EOT reach it by design",
                 f"the model's prompts hold {L} of the {length} positions; encoded with their own ids' embeddings "
                 f"and compared with encode_text ({'EOT' if pool == 'eot' else 'mean'} pooling) on {length}",
@@ -117,7 +116,7 @@ def without_causal_mask(target: AuditTarget, te) -> Outcome:
     evidence += [f"{target.classnames[c]}: max|diff|/max|ref| = {float(d):.2e}" for c, d in zip(idx, diff)]
     metrics = {"classes": len(idx), "causal_mask": False, "prompt_length": L, "context_length": length,
                "max_rel_diff": float(diff.max()), **tol.metrics()}
-    location = locate(type(te).forward, r"attn_mask|mask") or locate(type(te).forward)
+    location = text_location(target, r"attn_mask|mask")
     worst = target.classnames[idx[int(diff.argmax())]]
     if float(diff.max()) > tol.value:
         cut = (f"its prompts are cut to {L} of the {length} positions, which only a causal mask makes exact: "

@@ -58,7 +58,7 @@ def folder_labels(ds, names: list[str], split: str) -> tuple[int, list[str]]:
     for i in probe_classes(len(ds), MAX_ITEMS):
         item = ds[i]
         meta = item[2] if isinstance(item, (tuple, list)) and len(item) == 3 else None
-        path = meta.get("path") if isinstance(meta, Mapping) else None
+        path = meta.get("path") if isinstance(meta, Mapping) else meta if isinstance(meta, (str, os.PathLike)) else None
         folder = Path(str(path)).parent.name if path else None
         if folder is None or key(folder) not in keys:
             continue

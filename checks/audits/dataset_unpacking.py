@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..inputs import collate_for, feature_dim
+from .. import contract
+from ..core import AuditTarget, Outcome, Status, audit
+from ..inputs import batch_mask, collate_for, feature_dim, home
 from ..locations import locate
 from ..models import copy_model, run_model, text_features
 from ..text import probe_classes
@@ -20,11 +22,23 @@ BATCH = 4
 
 
 def _label(value):
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
+    """The label as an int when it is an integer of any kind (Python, numpy, a 0-d integer tensor), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        integer = not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)
+        return int(value) if integer else None
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
     return None
+
+
+def _floating(features) -> bool:
+    if isinstance(features, torch.Tensor):
+        return features.dtype.is_floating_point
+    return isinstance(features, np.ndarray) and features.dtype.kind == "f"
 
 
 def check_item(item, i: int, n_cls: int, dim: int) -> list[str]:
@@ -33,12 +47,13 @@ def check_item(item, i: int, n_cls: int, dim: int) -> list[str]:
         size = len(item) if isinstance(item, (tuple, list)) else type(item).__name__
         return [f"item {i} is a {type(item).__name__} of {size} field(s): `features, label, meta = item` "
                 f"raises ValueError (expected (features, label, meta))"]
-    features, label, meta = item
+    features, label, _ = item  # meta may be anything: the trainer passes it along (a mask when it holds one)
     problems = []
-    if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
+    if not _floating(features):
         problems.append(f"item {i}: features are {type(features).__name__} "
                         f"{getattr(features, 'dtype', '')}, expected a float tensor")
     else:
+        features = torch.as_tensor(features)
         if features.dim() != 2 or features.shape[-1] != dim:
             problems.append(f"item {i}: features {list(features.shape)}, expected [T, {dim}]")
         if not bool(torch.isfinite(features).all()):
@@ -48,8 +63,6 @@ def check_item(item, i: int, n_cls: int, dim: int) -> list[str]:
         problems.append(f"item {i}: label {label!r} is not an integer")
     elif not 0 <= y < n_cls:
         problems.append(f"item {i}: label {y} outside [0, {n_cls})" + (" (labels start at 1?)" if y == n_cls else ""))
-    if not isinstance(meta, Mapping):
-        problems.append(f"item {i}: meta is {type(meta).__name__}, expected a dict")
     return problems
 
 
@@ -61,8 +74,9 @@ def check_batch(batch, n_cls: int, dim: int) -> list[str]:
     problems = []
     if not isinstance(features, torch.Tensor) or features.dim() != 3 or features.shape[-1] != dim:
         problems.append(f"batch features {list(getattr(features, 'shape', []))}, expected [B, T, {dim}]")
-    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.dim() != 1:
-        problems.append(f"batch labels {getattr(labels, 'dtype', type(labels).__name__)}, expected LongTensor [B]")
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+            or labels.dim() != 1:
+        problems.append(f"batch labels {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer tensor [B]")
     elif labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < n_cls):
         problems.append(f"batch labels in [{int(labels.min())}, {int(labels.max())}], expected [0, {n_cls})")
     return problems
@@ -117,17 +131,16 @@ def run_trainer(target: AuditTarget, loader) -> list[str]:
                 "order and features [T, D] in the model's embedding dim; videos of different lengths need a "
                 "collate function that pads and masks (videocoop.data.collate_samples): pass the one your "
                 "DataLoader uses as AuditTarget(collate_fn=...)",
+    needs=("data",),
 )
 def dataset_unpacking(target: AuditTarget) -> Outcome:
     """Read items and one batch of every dataset; push one batch through the trainer."""
     sets = target.datasets()
-    if not sets:
-        raise Skip("the target has no dataset")
     n_cls, dim = len(target.classnames), feature_dim(target)
     problems, evidence, metrics = [], [], {}
     for split, ds in sets:
         idx = probe_classes(len(ds), MAX_ITEMS)
-        labels, lengths = [], set()
+        labels, lengths, metas, kinds = [], set(), set(), set()
         for i in idx:
             item = ds[i]
             found = check_item(item, i, n_cls, dim)
@@ -135,6 +148,8 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
             if not found:
                 labels.append(_label(item[1]))
                 lengths.add(int(item[0].shape[0]))
+                metas.add(type(item[2]).__name__)
+                kinds.add(type(item[1]).__name__)
             if len(problems) > 20:
                 break
         metrics[f"{split}_items_checked"] = len(idx)
@@ -147,7 +162,8 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
                                 + (" (labels start at 1?)" if n_cls in out else ""))
         if labels:
             evidence.append(f"{split}: {len(idx)} of {len(ds)} items read; labels {min(labels)}..{max(labels)} "
-                            f"({len(set(labels))} distinct) for {n_cls} classes")
+                            f"({len(set(labels))} distinct, {'/'.join(sorted(kinds))}) for {n_cls} classes; meta "
+                            f"{'/'.join(sorted(metas))}")
         if problems:
             continue
         collate, how = collate_for(target, ds)
@@ -174,10 +190,13 @@ def dataset_unpacking(target: AuditTarget) -> Outcome:
                             f"{batch[1].tolist()}, meta keys {sorted(batch[2]) if isinstance(batch[2], Mapping) else type(batch[2]).__name__}")
             if split == "train" and target.trainer is not None:
                 evidence += run_trainer(target, loader)
+            elif split == "train" and (gap := contract.unmet(target, "forward")):
+                evidence.append(f"the model was not run on the batch: {gap}")
             elif split == "train":
-                mask = batch[2].get("mask") if isinstance(batch[2], Mapping) else None
-                logits = run_model(target, batch[0], mask)
-                evidence.append(f"model(batch features{', mask' if mask is not None else ''}) -> logits "
+                mask = batch_mask(batch[2])
+                device = home(target.model)
+                logits = run_model(target, batch[0].to(device), None if mask is None else mask.to(device))
+                evidence.append(f"the model's logits for the batch{' (with its mask)' if mask is not None else ''}: "
                                 f"{list(logits.shape)}")
                 if list(logits.shape) != [len(batch[1]), n_cls]:
                     problems.append(f"logits {list(logits.shape)}, expected [{len(batch[1])}, {n_cls}]")

@@ -5,9 +5,9 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..locations import locate
 from ..models import text_features
-from ..text import class_word_list, cosine_matrix, probe_classes, prompts_and_tokens, stats, text_encoder
+from ..text import (class_word_list, clean_clip, cosine_matrix, probe_classes, prompts_and_tokens, stats, text_location,
+                    view_note)
 from ..tolerances import tolerance
 
 #: FAIL: some class has a twin within numerical noise (margin = 1 - cosine to its nearest class).
@@ -29,7 +29,7 @@ _SHADES = " .:-=+*#%@"
 def reference_poolings(target: AuditTarget) -> tuple[dict[str, torch.Tensor], list[str]]:
     """EOT and mean pooling of the same text-transformer states, and CLIP's encode_text of the
     class names (in a hand-written prompt, and bare), all from open_clip alone
-    (:mod:`checks.reference`), with evidence lines saying how each was computed.
+    (:mod:`checks.reference`: the suite's clean CLIP), with evidence lines saying how each was computed.
 
     The states come from the model's own plain pass when it ran CLIP's transformer batch-first
     (captured by :func:`checks.text.plain_text_features`), else from CLIP's transformer run on the
@@ -37,8 +37,9 @@ def reference_poolings(target: AuditTarget) -> tuple[dict[str, torch.Tensor], li
     max(EOT)+1 positions (:func:`~checks.reference.fast_encode_text`), shown equal to
     ``clip.encode_text`` at the full context length on a sample of the prompts here.
     """
-    clip = target.clip_model
+    clip = clean_clip(target)
     prompts, tokens = prompts_and_tokens(target)
+    tokens = tokens.long()
     hidden = target.cache.get("hidden")
     source = "the model's own pass through CLIP's transformer"
     if hidden is None:
@@ -97,19 +98,24 @@ def heatmap(features: torch.Tensor, names: list[str], k: int = HEATMAP_CLASSES) 
     remediation="FAIL: look at text-encoder-parity, causal-mask and batch-independence, which name the "
                 "usual causes (kept permute, dropped mask, wrong EOT index). WARN: the pooling narrows the "
                 "spread CLIP gives the names; compare the other pooling in the table (--text-pool)",
+    needs=("text",),
 )
 def eot_collapse(target: AuditTarget) -> Outcome:
     """Pairwise cosine, margins and effective rank of the class features, beside the references."""
-    te = text_encoder(target)
     n = len(target.classnames)
     if n < 2:
         raise Skip("one class: nothing to tell apart")
-    configured = text_features(target)
+    configured = text_features(target).cpu()
     rows = {"model (configured pooling)": configured}
-    how = []
+    how = [view_note(target)]
     if target.clip_model is not None and target.tokenizer is not None:
-        refs, how = reference_poolings(target)
-        rows.update(refs)
+        try:
+            refs, how_refs = reference_poolings(target)
+        except Skip as e:
+            how.append(f"no reference rows: {e}")
+        else:
+            rows.update({k: v.cpu() for k, v in refs.items()})
+            how += how_refs
     table = {name: stats(f) for name, f in rows.items()}
     mine = table["model (configured pooling)"]
     natural = table.get(NATURAL)
@@ -139,7 +145,7 @@ def eot_collapse(target: AuditTarget) -> Outcome:
     names = list(target.classnames)
     extra = {"table": table, "heatmap": heatmap(f, names),
              "cosine": cosine_matrix(f[:HEATMAP_CLASSES]).tolist()}  # drawn as a PNG beside the report
-    location = locate(type(te).forward, r"pool|argmax|mean\(") or locate(type(te).forward)
+    location = text_location(target, r"pool|argmax|mean\(")
     if mine["min_margin"] < COLLAPSE_MARGIN:
         twins = int((cos > 1 - COLLAPSE_MARGIN).sum()) // 2
         return Outcome(Status.FAIL, f"classes indistinguishable: {twins} pair(s) with cosine > {1 - COLLAPSE_MARGIN} "

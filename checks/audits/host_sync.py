@@ -5,11 +5,11 @@ import warnings
 
 import torch
 
+from .. import contract
 from ..core import AuditTarget, Outcome, Status, audit
-from ..inputs import sample_batch
-from ..locations import locate
+from ..inputs import probe_batch
 from ..models import copy_model
-from ..text import text_encoder
+from ..text import text_location
 from ..trace import foreign_run
 
 
@@ -22,13 +22,16 @@ from ..trace import foreign_run
     remediation="replace Python loops over .item() values by tensor ops (gather, a mask of positions "
                 "<= EOT); keep index tensors on the device",
     correctness=False,
+    needs=("forward",),
 )
 def host_sync(target: AuditTarget) -> Outcome:
     """Forward on meta, recording every host read; on CUDA also torch.cuda.set_sync_debug_mode."""
-    te = text_encoder(target)
     run = foreign_run(target, torch.device("meta"))
     events = run.host.events
     evidence = [f"meta forward: {len(events)} host read(s)/copies recorded" + (f"; raised {run.error}" if run.error else "")]
+    if run.host.answered:
+        evidence.append(f"{run.host.answered} host read(s) on meta answered with the values the forward on the model's "
+                        f"own device read, so the forward went on as it does there")
     sites: dict[str, int] = {}
     for e in events:
         sites[f"{e.op} at {e.site}"] = sites.get(f"{e.op} at {e.site}", 0) + 1
@@ -40,20 +43,20 @@ def host_sync(target: AuditTarget) -> Outcome:
                         f"({run.error}) at {run.error_site}: it waits for the device on CUDA")
     if torch.cuda.is_available():
         model = copy_model(target.model).cuda().eval()
-        x, _ = sample_batch(target, batch=2, device="cuda")
+        x = probe_batch(target, 2, device="cuda")[0]
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             warnings.simplefilter("always")
             torch.cuda.synchronize()
             old = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                model(x)
+                contract.logits(target, model, x)
             finally:
                 torch.cuda.set_sync_debug_mode(old)
         syncs = [w for w in caught if "synchroniz" in str(w.message)]
         metrics["cuda_syncs"] = len(syncs)
         evidence.append(f"cuda forward under set_sync_debug_mode('warn'): {len(syncs)} synchronizing call(s)")
-    location = locate(type(te).forward)
+    location = text_location(target)
     if events:
         location = events[0].site.split(" ")[0]
     if events or run.data_dependent or metrics.get("cuda_syncs"):

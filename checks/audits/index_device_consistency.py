@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 
 from ..core import AuditTarget, Outcome, Status, audit, device_note, foreign_device
-from ..inputs import sample_batch
-from ..locations import locate
+from ..inputs import probe_batch
 from ..models import run_model
-from ..text import text_encoder
+from ..text import text_location
 from ..trace import foreign_run
 
 
@@ -20,15 +19,15 @@ from ..trace import foreign_run
         "moves a tensor to the CPU",
     remediation="build index tensors from a buffer (tokenized_prompts.argmax(-1)) or with "
                 "device=x.device; drop .cpu()/.to('cpu') from the forward",
+    needs=("forward",),
 )
 def index_device_consistency(target: AuditTarget) -> Outcome:
     """Forward on the foreign device (and on meta too when that is CUDA), tracing each submodule's inputs."""
-    te = text_encoder(target)
     devices = [foreign_device()]
     if devices[0].type != "meta":
         devices.append(torch.device("meta"))  # meta also proves the path needs no data on the host
     evidence, problems, metrics, runs, partial, cpu_index = [], [], {}, {}, [], []
-    location = locate(type(te).forward, r"argmax|eot|index") or locate(type(te).forward)
+    location = text_location(target, r"argmax|eot|index")
     for device in devices:
         run = foreign_run(target, device)
         runs[device.type] = {"moved": run.moved, "path": run.trace.path(), "error": run.error, "paths": run.paths}
@@ -93,7 +92,5 @@ def index_device_consistency(target: AuditTarget) -> Outcome:
 
 
 def cpu_forward(target: AuditTarget) -> None:
-    """The forward on the CPU, on the same inputs; raises what the model raises."""
-    param = next(iter(target.model.parameters()), None)
-    x, _ = sample_batch(target, batch=2, device=param.device if param is not None else "cpu")
-    run_model(target, x)
+    """The forward on the model's own device, on the same inputs; raises what the model raises."""
+    run_model(target, probe_batch(target, 2)[0])

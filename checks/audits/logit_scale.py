@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..inputs import sample_batch
+from ..inputs import probe_videos
 from ..locations import locate
-from ..models import text_features, video_copy
-from ..tolerances import FP32_TOL, logits_tolerance, rel_diff
+from ..models import copy_model, preserved_modes, run_model, text_features
+from ..tolerances import FP32_TOL, rel_diff, video_tolerance
 
 BATCH = 4
 
@@ -31,13 +31,23 @@ def scales(target: AuditTarget) -> tuple[float, str, torch.Tensor | None, float 
     """
     own = getattr(target.model, "logit_scale", None)
     own = own if isinstance(own, torch.Tensor) else None
+    trains = trains_scale(target)
     clip = getattr(target.clip_model, "logit_scale", None) if target.clip_model is not None else None
     clip_log = _log(clip) if isinstance(clip, torch.Tensor) else None
-    if own is not None and (clip_log is None or getattr(target.model, "trains_logit_scale", False)):
+    if own is not None and (clip_log is None or trains):
         return _log(own), "model.logit_scale", own, clip_log
     if clip_log is not None:
         return clip_log, "clip_model.logit_scale", own, clip_log
     raise Skip("neither the model nor its CLIP model has a logit_scale: nothing to hold the logits to")
+
+
+def trains_scale(target: AuditTarget) -> bool:
+    """Whether the model says it trains its logit scale: ``model.trains_logit_scale``, or the target
+    declares ``logit_scale`` a trainable CLIP tensor (``trainable_clip``)."""
+    import fnmatch
+
+    return bool(getattr(target.model, "trains_logit_scale", False)) or any(
+        fnmatch.fnmatchcase("logit_scale", p) for p in target.trainable_clip)
 
 
 @audit(
@@ -50,16 +60,15 @@ def scales(target: AuditTarget) -> tuple[float, str, torch.Tensor | None, float 
     remediation="normalise both features (F.normalize(x, dim=-1)) before the product; compute "
                 "logit_scale.exp() once in forward from the stored log-scale (CLIP stores log(100)); keep "
                 "logit_scale frozen (a buffer, or requires_grad_(False)) or set model.trains_logit_scale = True",
+    needs=("forward",),
 )
 def logit_scale(target: AuditTarget) -> Outcome:
     """Logits of a batch against exp(logit_scale) x the cosine of the model's own video and text features."""
     log_scale, name, own, clip_log = scales(target)
     scale = _exp(log_scale)
-    model, made = video_copy(target)
-    x, _ = sample_batch(target, batch=BATCH, frames=4)
-    with torch.no_grad():
-        model.eval()
-        logits = model(x).float()  # [B, n_cls]
+    model, made = copy_model(target.model), "a copy of the model"
+    x = probe_videos(target, BATCH)
+    logits = run_model(target, x, model=model).float()  # [B, n_cls]
     own_log = None if own is None else _log(own)
     evidence = [f"expected scale exp({name}) = exp({log_scale:.4g}) = {scale:.4g}"
                 + (f"; model.logit_scale holds {own_log:.4g}" if own is not None and name != "model.logit_scale" else ""),
@@ -74,7 +83,7 @@ def logit_scale(target: AuditTarget) -> Outcome:
                   f"exponentiated again in the forward" if math.isclose(own_log, math.exp(clip_log), rel_tol=1e-3)
                   else f"model.logit_scale holds {own_log:.4g}, CLIP's is {clip_log:.4g}")
     problems = []
-    trains = bool(getattr(target.model, "trains_logit_scale", False))
+    trains = trains_scale(target)
     if own is not None and own.requires_grad and not trains:
         problems.append("model.logit_scale requires grad: CLIP's temperature would train (CoOp keeps it frozen; set "
                         "model.trains_logit_scale = True if that is meant)")
@@ -86,31 +95,35 @@ def logit_scale(target: AuditTarget) -> Outcome:
         problems.insert(0, f"the logits are not finite ({int((~torch.isfinite(logits)).sum())} of {logits.numel()} "
                         f"inf/NaN): {why}")
         return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
-    tol = max(logits_tolerance(logits), FP32_TOL)
+    tol = max(video_tolerance(target).value, FP32_TOL)
     if float(logits.abs().max()) > scale * (1 + tol):
         problems.insert(0, f"logits reach {float(logits.abs().max()):.4g}, beyond exp({name}) = {scale:.4g}: "
                         + (stored or "a cosine is at most 1, so the features are not L2-normalised before the product"))
-    encode_video = getattr(model, "encode_video", None)
-    if callable(encode_video):
-        with torch.no_grad():
-            video = F.normalize(encode_video(x).float(), dim=-1)  # [B, E]
-        text = F.normalize(text_features(target).float(), dim=-1)  # [n_cls, E]
-        cos = video @ text.t()  # [B, n_cls]
+    parts = features(target, model, x)
+    if parts is not None:
+        video, text, rows, how, norms = parts
+        cos = video[rows] @ text.t()  # [rows, n_cls]
+        logits = logits[rows]
         diff = rel_diff(logits, scale * cos)
         fitted = float((logits * cos).sum() / cos.pow(2).sum().clamp_min(1e-12))
         metrics.update(max_rel_diff=float(diff.max()), fitted_scale=fitted)
-        evidence.append(f"exp({name}) x cos(normalised encode_video, normalised text features) vs the logits: "
+        evidence.append(f"exp({name}) x cos(normalised encode_video, normalised text features) vs the logits{how}: "
                         f"{float(diff.max()):.2e} (relative; tolerance {tol:g}); the logits fit a scale of {fitted:.4g}")
         if float(diff.max()) > tol and not problems:
+            off_unit = float((norms - 1).abs().max())
             if math.isclose(fitted, log_scale, rel_tol=0.05):
                 why = f"the scale is applied without its exp (the logits fit {fitted:.4g} = {name} itself)"
+            elif off_unit > 1e-3:
+                why = (f"the features are not L2-normalised before the product (encode_video's norms "
+                       f"{float(norms.min()):.3g} to {float(norms.max()):.3g})")
             elif not math.isclose(fitted, scale, rel_tol=0.05):
                 why = stored or f"the logits fit a scale of {fitted:.4g}, not {scale:.4g}"
             else:
                 why = "the features are not L2-normalised before the product"
             problems.append(f"logits differ from exp({name}) x cosine by {float(diff.max()):.2e} (relative): {why}")
     else:
-        evidence.append("the model has no encode_video: only the bound |logit| <= exp(logit_scale) is checked")
+        evidence.append("no encode_video or no text features to hold the logits to: only the bound |logit| <= "
+                        "exp(logit_scale) is checked")
     if problems:
         return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
     kept = "" if own is None else f"; model.logit_scale {'trained, as the model says' if own.requires_grad else 'frozen'}"
@@ -118,3 +131,24 @@ def logit_scale(target: AuditTarget) -> Outcome:
            else f": the bound holds (largest |logit| {float(logits.abs().max()):.4g})")
     return Outcome(Status.PASS, f"logits = exp({name}) x cosine = {scale:.4g} x cosine{fit}{kept}",
                    metrics, evidence, location)
+
+
+def features(target: AuditTarget, model, x: torch.Tensor):
+    """``(video [B, E], text [n_cls, E], rows, how, norms [B])``, both L2-normalised: the model's
+    ``encode_video`` (``norms``: its own norms) and the class text features its forward computes; for
+    prompts conditioned on each video, row 0 only (the text view's video). None when the model has no
+    ``encode_video`` or no text view."""
+    encode_video = getattr(model, "encode_video", None)
+    if not callable(encode_video):
+        return None
+    try:
+        text = F.normalize(text_features(target).float(), dim=-1)  # [n_cls, E]
+        with preserved_modes(model), torch.no_grad():
+            model.eval()  # as the logits were computed
+            raw = encode_video(x).float()  # [B, E]
+    except Skip:
+        return None
+    video, norms = F.normalize(raw, dim=-1), raw.norm(dim=-1)
+    if target.cache.get("conditioned"):
+        return video, text, slice(0, 1), " (video 0: the text is conditioned on each video)", norms
+    return video, text, slice(None), "", norms

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .. import contract
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..inputs import training_batch
 from ..locations import locate
@@ -35,11 +35,12 @@ def _nonfinite(t: torch.Tensor) -> int:
     remediation="keep the trainable tensors in fp32 (fp32 master weights: the context fp32, CLIP in half, as "
                 "--precision fp16 does), or use amp with a GradScaler; with Adam in half precision, a larger eps "
                 "(1e-4) at least avoids the division by zero",
+    needs=("loss",),
 )
 def optimizer_step(target: AuditTarget) -> Outcome:
     """Take STEPS steps of the run's optimiser on a copy; look for non-finite losses and tensors."""
     model = copy_model(target.model).train()
-    if hasattr(model, "text_encoder"):
+    if isinstance(getattr(model, "text_encoder", None), torch.nn.Module):
         model.text_encoder.eval()  # frozen CLIP runs without dropout, as train_one_epoch runs it
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not trainable:
@@ -64,8 +65,7 @@ def optimizer_step(target: AuditTarget) -> Outcome:
     losses = []
     for step in range(1, STEPS + 1):
         opt.zero_grad(set_to_none=True)
-        logits = model(x) if mask is None else model(x, mask)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = contract.loss(target, model, x, y, mask).float()
         losses.append(float(loss.detach()))
         metrics["losses"] = losses
         if not torch.isfinite(loss):

@@ -8,7 +8,7 @@ import torch
 from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
 from ..locations import locate
-from ..text import class_word_list, eot_token_id, need_clip, prompt_learner, prompts_and_tokens, text_encoder
+from ..text import class_word_list, clean_clip, eot_token_id, prompts_and_tokens, text_location
 
 
 def find(row: list[int], sub: list[int]) -> int:
@@ -75,21 +75,24 @@ def find_rows(prompt: torch.Tensor, emb: torch.Tensor) -> int:
         "argmax-style pooling reads that EOT",
     remediation="use fewer context tokens or shorter display names; for tokenizers whose EOT is not the "
                 "largest id, pool at (tokens == eot_id).argmax(-1)",
+    needs=("text", "clip", "tokenizer"),
 )
 def prompt_tokenization(target: AuditTarget) -> Outcome:
     """Re-tokenise each class's words: whole in ``tokenized_prompts``, placed as said in the prompt embeddings."""
-    text = reference.tower(need_clip(target, tokenizer=True))
+    text = reference.tower(clean_clip(target))
     token_embedding = text.token_embedding
     context_length = text.positional_embedding.shape[0]
-    pl = prompt_learner(target)
-    te = text_encoder(target)
-    tokens = pl.tokenized_prompts.cpu()
+    pl = getattr(target.model, "prompt_learner", None)
+    te = getattr(target.model, "text_encoder", None)
+    tokens = prompts_and_tokens(target)[1].cpu().long()
     eot_id = eot_token_id(target)
-    position = getattr(pl, "class_token_position", "end")
-    n_ctx = context_count(pl)
+    n_ctx = context_count(pl) if pl is not None else None
+    # the layout's word for where the class goes; CoOp's default (end) when it has context slots and
+    # says nothing; None: a layout that states no position (learned tokens on both sides), not judged
+    position = getattr(pl, "class_token_position", "end" if n_ctx else None)
     # Context slots before the class in each CoOp layout: middle puts the first n_ctx // 2
     # there, so with one slot it is laid out as front is (CoOp splits the same way).
-    before_expected = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}.get(position) if n_ctx else None
+    before_expected = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}.get(position) if n_ctx and position else None
     decode = getattr(target.tokenizer, "decode", None)
     words = class_word_list(target)
     prompts = prompts_and_tokens(target)[0]  # [n_cls, L, width]
@@ -122,13 +125,15 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
         n_merged += merged
         merged_note = f"; matched by text: BPE merged its ends into {decode(row[start:end]).split()!r}" if merged else ""
         with torch.no_grad():
-            at = find_rows(prompts[c], token_embedding(torch.tensor(row[start:end])).to(prompts.device))
+            at = find_rows(prompts[c], token_embedding(torch.tensor(row[start:end], device=token_embedding.weight.device))
+                           .to(prompts.device))
         start, end = (at, at + end - start) if at >= 0 else (start, end)  # not in the embeddings: the ids say
         before = start - 1  # positions between SOS and the class: the context slots before it
         where = ("front" if before == 0 else "end" if before == n_ctx else "middle") if n_ctx else \
             ("front" if start == 1 else "end" if eot - end <= 1 else "middle")
         slots = f"after {before} of {n_ctx} context slots" if n_ctx else f"read as {where!r}"
-        misplaced = before != before_expected if before_expected is not None else where != position
+        misplaced = position is not None and (before != before_expected if before_expected is not None
+                                              else where != position)
         if misplaced:
             n_misplaced += 1
             said = f" ({before_expected} before it)" if before_expected is not None else ""
@@ -147,10 +152,12 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
     evidence += problems
     metrics = {"classes": len(words), "eot_problems": n_eot_bad, "pool_index_problems": n_pool_bad,
                "classes_cut": n_missing, "misplaced": n_misplaced, "merged_with_punctuation": n_merged}
-    location = locate(type(pl).__init__, r"tokeniz\w*\(") or locate(type(pl))
+    owner = type(pl) if pl is not None else type(target.model)
+    location = locate(owner.__init__, r"tokeniz\w*\(") or locate(owner) or text_location(target)
     if problems:
         return Outcome(Status.FAIL, f"{len(problems)} prompt problem(s): {problems[0]}", metrics, evidence, location)
-    return Outcome(Status.PASS, f"all {len(words)} prompts whole, class tokens at the {position}, one EOT each, "
+    where = f"at the {position}" if position else "where the prompts put them (the layout states no position to hold)"
+    return Outcome(Status.PASS, f"all {len(words)} prompts whole, class tokens {where}, one EOT each, "
                    f"pooled index = EOT", metrics, evidence, location)
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from torch import nn
+
 from .. import reference
-from ..core import AuditTarget, Outcome, Status, audit
-from ..locations import locate
+from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..models import forward_text_features
-from ..text import (encode, encode_text_references, need_clip, plain_text_features, probe_classes, prompts_and_tokens,
-                    text_encoder)
+from ..text import (clean_clip, encode, encode_text_references, plain_text_features, probe_classes, prompts_and_tokens,
+                    text_location, view_note)
 from ..tolerances import rel_diff, tolerance
 
 #: The words put in the context slots: any real text works; this one reads naturally.
@@ -16,6 +17,20 @@ TEMPLATE = "a video of a person doing an action in a short clip recorded by a ca
 
 
 REFERENCES = {"eot": "encode_text (EOT pooling)", "mean": "encode_text's states mean-pooled over 0..EOT"}
+
+
+def added_in_tower(target: AuditTarget) -> list[str]:
+    """Parameters the model holds inside a CLIP text transformer that the clean CLIP's has not (deep
+    prompts in its blocks): the model's text path is then not ``encode_text`` by design."""
+    clean = reference.tower(clean_clip(target)).transformer
+    names = {n for n, _ in clean.named_parameters()}
+    layers = len(clean.resblocks)
+    added = []
+    for prefix, module in target.model.named_modules():
+        blocks = getattr(module, "resblocks", None)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) == layers and hasattr(module, "width"):
+            added += [f"{prefix}.{n}" for n, _ in module.named_parameters() if n not in names]
+    return added
 
 
 def context_slots(prompts: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
@@ -34,16 +49,20 @@ def context_slots(prompts: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor
     remediation="make the text encoder run exactly encode_text's modules on the prompt embeddings: "
                 "positional embedding, transformer with clip_model.attn_mask (batch-first on open_clip 3.x, "
                 "no permute), ln_final, the EOT token, text_projection",
+    needs=("text", "clip", "tokenizer"),
 )
 def text_encoder_parity(target: AuditTarget) -> Outcome:
     """Fill the context slots with a template's embeddings and compare to encode_text."""
-    clip = need_clip(target, tokenizer=True)
-    te = text_encoder(target)
-    text = reference.tower(clip)
+    added = added_in_tower(target)
+    if added:
+        raise Skip(f"the model's text path holds {len(added)} tensor(s) inside CLIP's text blocks that clean CLIP's "
+                   f"have not (e.g. {added[0]}: deep prompts): it is not encode_text by design, so there is nothing "
+                   f"to be equal to; causal-mask, batch-independence and eot-collapse judge it")
+    text = reference.tower(clean_clip(target))
     prompts, tokens = prompts_and_tokens(target)
     emb = text.token_embedding
     with torch.no_grad():
-        embedded = emb(tokens.to(emb.weight.device)).to(prompts.device)  # [n_cls, L, width]
+        embedded = emb(tokens.long().to(emb.weight.device)).to(prompts.device)  # [n_cls, L, width]
     slots = context_slots(prompts, embedded)
     idx = probe_classes(len(target.classnames))
     template = target.tokenizer([TEMPLATE])[0]
@@ -51,16 +70,16 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     ids = tokens[idx].clone()
     for row in range(len(idx)):
         where = slots[idx[row]].nonzero().flatten().to(ids.device)
-        ids[row, where] = words.to(ids.device)[torch.arange(len(where)) % len(words)]
+        ids[row, where] = words.to(ids)[torch.arange(len(where)) % len(words)]
     with torch.no_grad():
-        filled = emb(ids.to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
+        filled = emb(ids.long().to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
         ours = encode(target, filled, ids)
         refs = encode_text_references(target, ids)
     tol = tolerance(target)
     diffs = {pool: rel_diff(ours, ref.to(ours.device)) for pool, ref in refs.items() if ref.shape == ours.shape}
     if not diffs:
         return Outcome(Status.FAIL, f"text encoder output {list(ours.shape)} vs encode_text "
-                       f"{list(refs['eot'].shape)}", {"classes": len(idx)}, [], locate(type(te).forward))
+                       f"{list(refs['eot'].shape)}", {"classes": len(idx)}, [], text_location(target))
     pool = min(diffs, key=lambda k: float(diffs[k].max()))
     diff = diffs[pool]  # [k]
     worst = int(diff.argmax())
@@ -68,15 +87,17 @@ def text_encoder_parity(target: AuditTarget) -> Outcome:
     evidence = [f"context slots found from the model: {int(slots.sum(1).min())}-{int(slots.sum(1).max())} per class "
                 f"(positions where prompt_learner() differs from token_embedding(tokenized_prompts))",
                 f"template {TEMPLATE!r} written into the slots of {len(idx)} classes; encode_text on {length} positions",
-                "both references from open_clip alone: clip.encode_text, and the states of that same pass pooled with "
-                "CLIP's ln_final and projection (checks.reference; nothing of videocoop's text path)"]
+                "both references from the suite's own clean CLIP (open_clip's text tower of the same architecture, "
+                "CLIP's weights in it; checks.reference): its encode_text, and the states of that same pass pooled "
+                "with its ln_final and projection (nothing of the model's CLIP modules, nothing of videocoop's)",
+                view_note(target)]
     evidence += [f"closest reference: {REFERENCES[pool]}; other: " + ", ".join(
         f"{REFERENCES[k]} {float(d.max()):.2e}" for k, d in diffs.items() if k != pool)]
     evidence += [f"{target.classnames[c]}: max|diff|/max|ref| = {float(d):.2e}" for c, d in zip(idx, diff)]
     evidence.insert(2, tol.note)
     metrics = {"classes": len(idx), "max_rel_diff": float(diff.max()), **tol.metrics(), "pooling": pool,
                "context_slots": int(slots.sum(1).max())}
-    location = locate(type(te).forward)
+    location = text_location(target)
     if not slots.any():
         evidence.append("no context slot differs from its token embedding: compared the prompts as they are")
     # The comparison above runs the CoOp call; training runs whatever the model's forward

@@ -3,6 +3,7 @@ random-weight CLIP and fixed class names, its context drawn from a fixed seed.""
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 
 import torch
@@ -32,9 +33,13 @@ def clean(clip, tok, names, **kwargs) -> AuditTarget:
 
 
 def with_encoder(clip, tok, names, encoder_cls, **kwargs) -> AuditTarget:
+    """The clean model with another text encoder. An encoder whose ``pool_states`` takes no shared
+    prefix is written for the plain path, so it runs the plain path on every device."""
     target = clean(clip, tok, names, **kwargs)
     te = target.model.text_encoder
-    target.model.text_encoder = encoder_cls(clip, pool=te.pool, eot_token_id=te.eot_token_id).requires_grad_(False)
+    plain = "prefix" not in inspect.signature(encoder_cls.pool_states).parameters
+    target.model.text_encoder = encoder_cls(clip, pool=te.pool, eot_token_id=te.eot_token_id,
+                                            shared_prefix="off" if plain else "auto").requires_grad_(False)
     return target
 
 

@@ -22,8 +22,8 @@ def plain_tokenized_prompts(clip, tok, names) -> AuditTarget:
 class CpuEotEncoder(TextEncoder):
     """Takes the EOT index on the CPU (``.cpu()`` in the encoder)."""
 
-    def pool_states(self, x, eot):
-        return super().pool_states(x, eot.cpu())
+    def pool_states(self, x, eot, prefix=None):
+        return super().pool_states(x, eot.cpu(), prefix)
 
 
 def eot_index_on_cpu(clip, tok, names) -> AuditTarget:

@@ -15,7 +15,7 @@ class PermuteNoMaskEncoder(TextEncoder):
     """CoOp's ``permute(1, 0, 2)`` kept on open_clip's batch-first transformer; the mask
     dropped to silence the resulting shape error."""
 
-    def forward(self, prompts, tokenized_prompts):
+    def forward(self, prompts, tokenized_prompts, layout=None):  # a port's two-argument call; the layout unused
         x = (prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype)
         x = x.permute(1, 0, 2)  # [L, n_cls, width]: open_clip reads it as batch L, sequence n_cls
         x = self.transformer(x)
@@ -31,7 +31,7 @@ def permute_no_mask(clip, tok, names) -> AuditTarget:
 class NoMaskEncoder(TextEncoder):
     """The transformer run without CLIP's causal mask."""
 
-    def forward(self, prompts, tokenized_prompts):
+    def forward(self, prompts, tokenized_prompts, layout=None):  # a port's two-argument call; the layout unused
         x = self.transformer((prompts + self.positional_embedding[: prompts.shape[1]]).to(self.dtype))  # no attn_mask
         rows = torch.arange(x.shape[0], device=x.device)
         return self.project(self.ln_final(x[rows, tokenized_prompts.argmax(-1)])).float()
@@ -68,7 +68,7 @@ class FullContextEncoder(TextEncoder):
     """CoOp's ``prompts + self.positional_embedding``: all 77 positions, so the model's own
     (truncated) prompts do not fit: every encode raises."""
 
-    def forward(self, prompts, tokenized_prompts):
+    def forward(self, prompts, tokenized_prompts, layout=None):  # a port's two-argument call; the layout unused
         x = self.transformer(prompts + self.positional_embedding, attn_mask=self.attn_mask)  # [n_cls, 77, width]
         return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()
 
@@ -82,7 +82,7 @@ class FixedLengthEncoder(TextEncoder):
 
     length = 0
 
-    def forward(self, prompts, tokenized_prompts):
+    def forward(self, prompts, tokenized_prompts, layout=None):  # a port's two-argument call; the layout unused
         n = self.length
         x = self.transformer(prompts + self.positional_embedding[:n], attn_mask=self.attn_mask[:n, :n])  # [n_cls, n, w]
         return self.project(self.pool_states(x, eot_positions(tokenized_prompts, self.eot_token_id))).float()

@@ -42,8 +42,10 @@ AUDITS = {
         "버퍼가 model.to(device)를 따라감",
         "tokenized_prompts(CoOp 원본은 일반 속성)가 model.to(device) 이후에도 CPU에 남아, 텍스트 인코더가 "
         "CPU 인덱스로 장치 텐서를 인덱싱함",
-        "tokenized_prompts, token_prefix, token_suffix가 등록된 버퍼이며, 어떤 모듈도 일반 텐서 속성을 갖지 않음",
-        "forward가 읽는 모든 텐서를 self.name = tensor 대신 self.register_buffer(name, tensor)로 등록하십시오",
+        "옮긴 사본의 순전파가 읽는 모델의 모든 텐서(이름과 무관: 파라미터, 버퍼, 남겨진 일반 텐서 속성 없음)가 "
+        "장치에 있음",
+        "forward가 읽는 모든 텐서를 self.name = tensor 대신 self.register_buffer(name, tensor)로 등록하고, "
+        "tensor.to(device)의 결과를 버리지 말고 보관하십시오(텐서 자체는 옮겨지지 않음)",
     ),
     "index-device-consistency": (
         "순전파의 모든 텐서가 모델 장치에 있음",
@@ -94,13 +96,15 @@ AUDITS = {
         "트랜스포머 주변의 permute(1, 0, 2) 쌍을 제거하고(open_clip >= 2.26은 batch-first) 인과 마스크를 전달하십시오",
     ),
     "gradient-flow": (
-        "그래디언트가 컨텍스트에 도달하고 CLIP은 고정됨",
+        "그래디언트가 학습 대상에 도달하고 CLIP은 고정됨",
         "컨텍스트가 그래디언트를 받지 못하거나(detach, no_grad 텍스트 경로), CLIP 가중치가 학습 가능하게 남아 "
         "변하거나, 옵티마이저가 학습 가능한 집합과 다른 텐서를 가짐",
-        "옵티마이저 한 스텝 후 모든 학습 텐서가 유한하고 0이 아닌 그래디언트를 받아 변했고, 모든 CLIP 텐서는 "
-        "그래디언트가 없고 비트 단위로 같으며, 옵티마이저가 정확히 학습 가능한 집합을 가짐",
+        "옵티마이저 한 스텝 후 모든 학습 텐서가 유한하고 0이 아닌 그래디언트를 받아 변했고, 깨끗한 CLIP의 모든 "
+        "텐서(이름과 값으로 대조)는 대상이 학습한다고 선언하지 않는 한(trainable_clip) 그래디언트가 없고 비트 단위로 "
+        "같으며, 고정된 파라미터는 변하지 않았고, 옵티마이저가 학습 가능한 집합을 가짐",
         "clip_model.requires_grad_(False)로 CLIP을 고정하고, [p for p in model.parameters() if p.requires_grad]로 "
-        "옵티마이저를 만들며, 학습 중 프롬프트를 detach하거나 텍스트 인코더를 torch.no_grad()로 감싸지 마십시오",
+        "옵티마이저를 만들며, 학습 중 프롬프트를 detach하거나 텍스트 인코더를 torch.no_grad()로 감싸지 마십시오. "
+        "CLIP 텐서를 의도적으로 학습한다면(미세 조정) AuditTarget(trainable_clip=['text_encoder.*'])로 선언하십시오",
     ),
     "prompt-tokenization": (
         "프롬프트가 맞게 들어가고, 클래스가 레이아웃 위치에 있으며 EOT에서 풀링됨",
@@ -141,11 +145,14 @@ AUDITS = {
     ),
     "video-batch-independence": (
         "각 비디오가 배치와 무관하게 점수화됨",
-        "배치 축 평균, 배치 통계(BatchNorm), 배치 전체에 걸친 시간 모듈 어텐션(batch_first 누락)이 비디오를 섞음: 한 "
-        "비디오의 로짓이 배치 동료에 따라 바뀌고, 다른 배치 크기로 평가하면 다른 수치가 나옴",
-        "각 비디오의 로짓이 혼자, 배치의 절반, 배치 전체에서(eval 모드) 그리고 학습 모드의 절반과 전체 배치에서 같음",
-        "프레임 축(dim 1)으로만 줄이고 배치 축(dim 0)으로는 줄이지 마십시오. 비디오 특징에는 BatchNorm 대신 LayerNorm을 "
-        "쓰고, [B, T, D]용 시간 트랜스포머는 batch_first=True로 만드십시오",
+        "배치 축 평균, 평가 중의 배치 통계, 배치 전체에 걸친 시간 모듈 어텐션(batch_first 누락), 각 비디오가 아닌 배치에 "
+        "조건화된 프롬프트가 비디오를 섞음: 한 비디오의 로짓이 배치 동료에 따라 바뀌고, 다른 배치 크기로 평가하면 다른 "
+        "수치가 나옴",
+        "매 순전파마다 텍스트 쪽까지 다시 계산한 각 비디오의 로짓이 혼자, 배치의 절반, 배치 전체에서(eval 모드) 그리고 "
+        "학습 모드의 절반과 전체 배치에서 같음(학습 모드의 BatchNorm 배치 통계는 설계이므로 WARN)",
+        "프레임 축(dim 1)으로만 줄이고 배치 축(dim 0)으로는 줄이지 마십시오. 프롬프트는 배치가 아닌 각 비디오에 "
+        "조건화하고, BatchNorm은 평가용 running 통계를 유지하며(track_running_stats=True), [B, T, D]용 시간 "
+        "트랜스포머는 batch_first=True로 만드십시오",
     ),
     "class-order": (
         "프롬프트, 분할, 체크포인트의 클래스 순서가 일치함",
