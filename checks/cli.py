@@ -299,4 +299,22 @@ def selftest(args: argparse.Namespace, argv: list[str]) -> int:
     cleans = [r for r in rows if r.clean is not None]
     print(f"{'FAILED' if bad else 'OK'}: {sum(r.caught for r in rows)} of {len(rows)} planted faults caught, "
           f"{sum(r.clean_ok for r in cleans)} of {len(cleans)} clean cases passed ({time.perf_counter() - start:.1f} s)")
-    return ExitCode.FAILED if bad else ExitCode.OK
+    start = time.perf_counter()
+    zoo_ok = run_foreign_zoo(start)
+    return ExitCode.FAILED if bad or not zoo_ok else ExitCode.OK
+
+
+def run_foreign_zoo(start: float) -> bool:
+    """The foreign zoo's table (checks.faults.zoo): models of the families our users bring, each family's
+    planted faults under the audit that names them; True when nothing was a false alarm or missed."""
+    from . import zoo
+    from .faults import NAMES, tiny_clip
+
+    print("\nthe foreign zoo (checks.faults.zoo): clean models of other prompt-learning families, and their "
+          "families' own faults")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = zoo.run_zoo(*tiny_clip(), list(NAMES))
+    print(zoo.format_zoo(runs))
+    print(zoo.summary_line(runs, time.perf_counter() - start))
+    return zoo.ok(runs)

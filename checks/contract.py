@@ -170,9 +170,9 @@ def _text(target: AuditTarget) -> str | None:
         return "the prompt learner has no tokenized_prompts: declare AuditTarget(token_ids=lambda model: ...) [n_cls, L]"
     if target.encode_text is None and not isinstance(getattr(model, "text_encoder", None), nn.Module):
         return f"{type(model).__name__} has no text_encoder: declare AuditTarget(encode_text=lambda model, prompts, ids: ...)"
-    from .text import view
+    from .text import compute_view
 
-    p, ids = view(target)
+    p, ids = compute_view(target)
     if p.dim() != 3 or p.shape[0] != n or ids.shape != p.shape[:2]:
         return (f"prompts {list(p.shape)} and ids {list(ids.shape)} are not [n_cls={n}, L, width] and [n_cls, L]: "
                 f"declare prompts= and token_ids= giving them")

@@ -90,15 +90,21 @@ def project(clip: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
+def _on(clip: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of CLIP's text tower (a model on CUDA meets a reference on the CPU)."""
+    return x.to(tower(clip).positional_embedding.device)
+
+
 def eot_pool(clip: nn.Module, states: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
     """CLIP's pooling of transformer states ``[n, L, width]`` at ``eot`` ``[n]``: ln_final, the row, projection."""
+    states = _on(clip, states)
     rows = torch.arange(states.shape[0], device=states.device)
     return project(clip, tower(clip).ln_final(states)[rows, eot.to(states.device)]).float()
 
 
 def mean_pool(clip: nn.Module, states: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
     """The seed's pooling with CLIP's modules: ln_final, the mean over positions 0..EOT, projection ``[n, E]``."""
-    x = tower(clip).ln_final(states)  # [n, L, width]
+    x = tower(clip).ln_final(_on(clip, states))  # [n, L, width]
     keep = torch.arange(x.shape[1], device=x.device)[None, :] <= eot.to(x.device)[:, None]  # [n, L]
     mean = (x * keep.unsqueeze(-1).to(x.dtype)).sum(1) / keep.sum(1, keepdim=True).to(x.dtype)
     return project(clip, mean).float()
@@ -128,7 +134,7 @@ def transformer_states(clip: nn.Module, embeddings: torch.Tensor) -> torch.Tenso
     t = tower(clip)
     cast = t.transformer.get_cast_dtype() if hasattr(t.transformer, "get_cast_dtype") else embeddings.dtype
     L = embeddings.shape[1]
-    x = embeddings.to(cast) + t.positional_embedding[:L].to(cast)
+    x = _on(clip, embeddings).to(cast) + t.positional_embedding[:L].to(cast)
     mask = getattr(t, "attn_mask", None)
     with torch.no_grad():
         return t.transformer(x, attn_mask=None if mask is None else mask[:L, :L])

@@ -25,7 +25,17 @@ PROBE_CLASSES = 8
 def view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompts ``[n_cls, L, width]`` and ids ``[n_cls, L]`` the text encoder gets, computed once
     per run: ``contract.prompts`` for the probe video (the first video of every probe batch) when the
-    prompts are conditioned on each video, ``[B, n_cls, L, width]``."""
+    prompts are conditioned on each video, ``[B, n_cls, L, width]``.
+
+    Raises:
+        Skip: the target does not give a text path (what to declare is in the message).
+    """
+    contract.preflight(target, ("text",))
+    return compute_view(target)
+
+
+def compute_view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`view` without the preflight (the preflight itself reads it)."""
     if "text_view" not in target.cache:
         from .inputs import probe_videos
 

@@ -11,7 +11,7 @@ import torch
 
 from .core import CheckResult, Status, get_audit, list_audits
 from .faults import SEED
-from .faults.zoo import FAMILIES, Family, Fault
+from .faults.zoo import Family, Fault
 from .runner import run_audit, run_audits
 
 #: One letter per status in the table.
@@ -41,10 +41,13 @@ def _seeded(call):
         return call()
 
 
-def run_zoo(clip, tok, names, families=FAMILIES, progress=None) -> list[FamilyRun]:
-    """Every audit on each family's clean model; each planted fault under its audit (targets built afresh)."""
+def run_zoo(clip, tok, names, families=None, progress=None) -> list[FamilyRun]:
+    """Every audit on each family's clean model; each planted fault under its audit (targets built afresh).
+    ``families``: :data:`~checks.faults.zoo.FAMILIES` when None."""
+    from .faults import zoo
+
     runs = []
-    for family in families:
+    for family in zoo.FAMILIES if families is None else families:
         clean = _seeded(lambda: {r.id: r for r in run_audits(family.clean(clip, tok, names))})
         run = FamilyRun(family, clean)
         for fault in family.faults:
@@ -84,6 +87,42 @@ def format_zoo(runs: list[FamilyRun]) -> str:
         out += [f"  MISSED {f.make.__name__} under {f.audit}: expected FAIL with {f.words!r}, got "
                 f"{r.status.value.upper()}: {r.message}" for f, r in run.missed()]
     return "\n".join(out)
+
+
+def format_markdown(runs: list[FamilyRun]) -> str:
+    """The table as docs/foreign_models.md shows it: audits down, families across; a SKIP's reason as a
+    numbered note under the table; a planted fault caught by an audit marked in its cell."""
+    notes: dict[str, int] = {}
+    rows = []
+    for a in list_audits():
+        cells = []
+        for run in runs:
+            r = run.clean.get(a)
+            text = r.status.value.upper() if r is not None else "-"
+            if r is not None and r.status == Status.SKIP:
+                text += f" ({notes.setdefault(r.message, len(notes) + 1)})"
+            for fault, result in run.faults:
+                if fault.audit == a:
+                    text += f"; fault {'FAIL' if caught(fault, result) else result.status.value.upper() + ' (missed)'}"
+            cells.append(text)
+        rows.append(f"| `{a}` | " + " | ".join(cells) + " |")
+    head = "| audit | " + " | ".join(run.family.name for run in runs) + " |"
+    out = [head, "|" + "---|" * (len(runs) + 1), *rows, ""]
+    out += [f"{n}. {message}" for message, n in notes.items()]
+    return "\n".join(out)
+
+
+def ok(runs: list[FamilyRun]) -> bool:
+    """No false alarm on a clean model, no ERROR, every planted fault caught."""
+    counts = summary(runs)
+    return counts["false_fail"] == 0 and counts["error"] == 0 and counts["caught"] == counts["faults"]
+
+
+def summary_line(runs: list[FamilyRun], seconds: float) -> str:
+    counts = summary(runs)
+    return (f"{'OK' if ok(runs) else 'FAILED'}: the zoo: {counts['families']} families, {counts['false_fail']} false "
+            f"FAIL, {counts['error']} ERROR, {counts['caught']} of {counts['faults']} planted faults caught "
+            f"({seconds:.1f} s)")
 
 
 def summary(runs: list[FamilyRun]) -> dict[str, int]:

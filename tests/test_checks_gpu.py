@@ -39,3 +39,24 @@ def test_selftest_on_cuda(capsys):
     out = capsys.readouterr().out
     n = len(list_audits()) + 1  # every audit's planted fault, and the runner's own
     assert "device audits on CUDA" in out and f"OK: {n} of {n} planted faults caught" in out
+
+
+def test_a_model_on_cuda_gets_the_cpu_verdicts(tiny_clip, classnames):
+    """A training script hands the suite its model on CUDA: it is audited there (inputs built on CUDA) and
+    gets the verdicts of the same model on the CPU (issue 19: 6 FAILs and 1 ERROR before)."""
+    import dataclasses
+
+    from checks.faults.zoo import layouts
+
+    on_cuda = layouts.on_accelerator(*tiny_clip, classnames)
+    assert next(on_cuda.model.parameters()).device.type == "cuda"
+    on_cpu = dataclasses.replace(on_cuda, model=on_cuda.rebuild(), cache={})
+    there, here = run_audits(on_cuda), run_audits(on_cpu)
+    assert [(r.id, r.status) for r in there] == [(r.id, r.status) for r in here], [(r.id, r.message) for r in there]
+
+
+def test_the_foreign_zoo_on_cuda(tiny_clip, classnames):
+    from checks import zoo
+
+    runs = zoo.run_zoo(*tiny_clip, classnames)
+    assert zoo.ok(runs), zoo.format_zoo(runs)

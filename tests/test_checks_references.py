@@ -4,6 +4,7 @@ import re
 
 import pytest
 import torch
+from open_clip.transformer import ResidualAttentionBlock
 
 from checks import Status, faults, run_audits
 from videocoop.model import TextEncoder
@@ -46,3 +47,52 @@ def test_checks_never_builds_a_reference_from_videocoops_text_path():
         text = path.read_text()
         imports = [line for line in text.splitlines() if re.match(r"\s*(from|import) videocoop", line)]
         assert not [line for line in imports if re.search(r"text_encoder|shared_prefix|TextEncoder|SharedLayout", line)], path
+
+
+def test_the_reference_is_a_clean_clip_whatever_the_model_did_to_its_own(tiny_clip):
+    """Deep prompts replace CLIP's text blocks: the suite's reference is open_clip's tower of the same
+    architecture with CLIP's weights, so it is clean CLIP exactly, not the prompted model handed over."""
+    from checks.faults.zoo.deep_prompts import prompted_clip
+    from checks.reference import clean_clip
+
+    clip, tok = tiny_clip
+    prompted = prompted_clip(clip)
+    ids = tok(["a video of a person jumping.", "brush hair"])
+    with torch.no_grad():
+        assert torch.equal(clean_clip(prompted).encode_text(ids), clip.encode_text(ids))
+        assert (prompted.encode_text(ids) - clip.encode_text(ids)).abs().max() > 0.1  # the prompted tower differs
+
+
+class BrokenAtFullLength(ResidualAttentionBlock):
+    """A text block of the user's that fails on the full context (the model itself runs shorter prompts)."""
+
+    def forward(self, q_x, k_x=None, v_x=None, attn_mask=None):
+        if q_x.shape[1] == 77:
+            raise RuntimeError("this block was never meant for 77 positions")
+        return super().forward(q_x, k_x, v_x, attn_mask)
+
+
+def test_a_reference_never_runs_the_models_own_clip_modules(tiny_clip, classnames):
+    """The old references ran the user's clip_model.encode_text: a block of theirs that breaks only there was
+    reported as 'the model raised'. The clean reference never runs it."""
+    import copy
+
+    clip = copy.deepcopy(tiny_clip[0])
+    for block in clip.transformer.resblocks:
+        block.__class__ = BrokenAtFullLength  # the user's own block class, CLIP's weights in it
+    (r,) = run_audits(faults.clean(clip, tiny_clip[1], classnames), ["text-encoder-parity"])
+    assert r.status == Status.PASS, (r.message, r.evidence)
+
+
+def test_a_crash_inside_the_reference_is_the_audits_error(tiny_clip, classnames, monkeypatch):
+    from open_clip.transformer import TextTransformer
+
+    def broken(self, text):
+        raise ZeroDivisionError("inside the reference")
+
+    monkeypatch.setattr(TextTransformer, "forward", broken)
+    (r,) = run_audits(faults.clean(*tiny_clip, classnames), ["text-encoder-parity"])
+    assert r.status == Status.ERROR and "model raised" not in r.message
+    assert r.message.startswith("the audit crashed: ZeroDivisionError: inside the reference at "
+                                "checks/audits/text_encoder_parity.py:")
+    assert "in checks/reference.py:" in r.message and r.location.startswith("checks/reference.py:")

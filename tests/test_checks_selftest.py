@@ -4,12 +4,14 @@ import torch
 
 from checks import Status, faults, list_audits
 from checks.cli import main
+from checks.faults import zoo
 
 
 def test_selftest_catches_every_planted_fault(capsys):
     assert main(["--selftest"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()
+    own = out.split("the foreign zoo", 1)[0]
+    rows = {line.split()[0]: line for line in own.splitlines()
             if line.split() and line.split()[0] in list_audits() and "(runner:" not in line}
     assert set(rows) == set(list_audits())  # all seventeen, each on its own line
     for audit_id, line in rows.items():
@@ -19,16 +21,36 @@ def test_selftest_catches_every_planted_fault(capsys):
     n = len(list_audits())  # every audit's planted fault, and the runner's own
     assert f"OK: {n + 1} of {n + 1} planted faults caught, {n} of {n} clean cases passed" in out
     assert ("device audits on CUDA" if torch.cuda.is_available() else "device audits on the meta device") in out
+    families, planted = len(zoo.FAMILIES), sum(len(f.faults) for f in zoo.FAMILIES)
+    assert f"OK: the zoo: {families} families, 0 false FAIL, 0 ERROR, {planted} of {planted} planted faults caught" in out
+    table = out.split("the foreign zoo", 1)[1]
+    assert all(f.name in table for f in zoo.FAMILIES) and "MISSED" not in table and "FALSE ALARM" not in table
 
 
-def test_a_missed_fault_exits_1(monkeypatch, capsys):
+@pytest.fixture
+def no_zoo(monkeypatch):
+    """The self-test's own planted faults alone (the zoo has its own tests below)."""
+    monkeypatch.setattr(zoo, "FAMILIES", ())
+
+
+def test_a_false_alarm_in_the_zoo_exits_1(monkeypatch, capsys):
+    family = zoo.FAMILIES[0]
+    monkeypatch.setattr(zoo, "FAMILIES", (family._replace(clean=zoo.cocoop.cocoop_permute_kept, faults=()),))
+    monkeypatch.setattr(faults, "PLANTED", {k: v for k, v in faults.PLANTED.items() if k == "host-sync"})
+    monkeypatch.setattr("checks.selftest.list_audits", lambda: ["host-sync"])
+    assert main(["--selftest"]) == 1
+    out = capsys.readouterr().out
+    assert "FALSE ALARM batch-independence: FAIL" in out and "FAILED: the zoo: 1 families" in out
+
+
+def test_a_missed_fault_exits_1(no_zoo, monkeypatch, capsys):
     monkeypatch.setitem(faults.PLANTED, "host-sync", faults.Planted(faults.clean, Status.WARN, "Tensor.item()"))
     assert main(["--selftest"]) == 1
     out = capsys.readouterr().out
     assert "MISSED" in out and "missed: host-sync on clean: expected WARN" in out and f"FAILED: {len(list_audits())} of {len(list_audits()) + 1}" in out
 
 
-def test_a_false_alarm_on_the_clean_case_exits_1(monkeypatch, capsys):
+def test_a_false_alarm_on_the_clean_case_exits_1(no_zoo, monkeypatch, capsys):
     monkeypatch.setattr(faults, "with_data", lambda clip, tok, names, **kw: faults.plain_tokenized_prompts(clip, tok, names))
     assert main(["--selftest"]) == 1
     out = capsys.readouterr().out

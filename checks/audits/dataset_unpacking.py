@@ -112,8 +112,9 @@ def run_trainer(target: AuditTarget, loader) -> list[str]:
     trainer = target.trainer
     probe = CachedTextModel(copy_model(target.model), text_features(target))
     opt = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-3)
-    tr = trainer.train_one_epoch(probe, loader, opt, torch.device("cpu"))
-    ev = trainer.validate(probe, loader, torch.device("cpu"), list(target.classnames))
+    device = home(target.model)  # the trainer moves each batch to the device the model is on
+    tr = trainer.train_one_epoch(probe, loader, opt, device)
+    ev = trainer.validate(probe, loader, device, list(target.classnames))
     shapes = "; ".join(f"features {f}, mask {m}" for f, m in probe.seen)
     return [f"{trainer.__name__}.train_one_epoch + validate on one batch (class text features computed once, "
             f"the model's own video path and logits): the model received {shapes}",

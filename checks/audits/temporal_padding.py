@@ -56,7 +56,7 @@ def temporal_padding(target: AuditTarget) -> Outcome:
     except Exception as e:  # noqa: BLE001: the model took T frames and refuses T + PAD: a fixed frame count
         raise Skip(f"the model takes {T} frames and refuses {T + PAD} ({type(e).__name__}: "
                    f"{(str(e).splitlines() or [''])[0][:100]}): a fixed frame count, so its videos are never padded"
-                   + ("" if target.frames else f" (AuditTarget(frames={T}) says so)")) from e
+                   + ("" if target.frames else f" (declare AuditTarget(frames={T}) to say so)")) from e
     diff = rel_diff(out.float(), base.float())  # [B]
     tol = video_tolerance(target)
     call = f"model(features + {PAD} zero frames, mask {list(mask.shape)})" if masked else \

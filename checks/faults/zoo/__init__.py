@@ -52,6 +52,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("deep-prompts", "ViFi-CLIP / MaPLe: learned tokens inside CLIP's text blocks", deep_prompts.deep_prompts, (
         Fault(deep_prompts.deep_prompts_plain_tokens, "buffer-device-sync", "tokenized_prompts"),
     )),
+    Family("text-finetune", "ViFi-CLIP fine-tuning: CLIP's text tower trains, declared", deep_prompts.text_finetune, (
+        Fault(deep_prompts.text_finetune_prompt_optimizer, "gradient-flow", "misses"),
+    )),
     Family("clip-adapter", "CLIP-Adapter: template text, a residual adapter on the video feature", adapter.adapter, (
         Fault(adapter.adapter_host_tokens, "index-device-consistency", "CPU tensor meets"),
     )),
@@ -61,6 +64,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("bf16-head", "a masked temporal attention in bf16", heads.bf16_head, (
         Fault(heads.bf16_head_mask_dropped, "temporal-padding", "counts the padding"),
     )),
+    Family("host-trim", "a head trimming padding with a host read", heads.host_trim, ()),
     Family("numpy-labels", "numpy int64 labels, a path string as meta", layouts.numpy_labels, (
         Fault(layouts.numpy_labels_from_one, "dataset-unpacking", "labels start at 1"),
     )),

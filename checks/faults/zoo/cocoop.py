@@ -87,6 +87,12 @@ class AliasedTokens(CoCoOpVideo):
         return self.tokenized_prompts
 
 
+def load_learner(model, state) -> None:
+    """CoCoOp's ``load_model``: the saved prompt learner without its token buffers, ``strict=False``."""
+    state = {k: v for k, v in state.items() if k not in ("token_prefix", "token_suffix")}
+    model.prompt_learner.load_state_dict(state, strict=False)
+
+
 def _target(cls, clip, tok, names, encoder=None):
     model = seeded(cls, clip, tok, names)
     if encoder is not None:
@@ -97,6 +103,8 @@ def _target(cls, clip, tok, names, encoder=None):
         logits=lambda m, x, mask: m(x, mask=mask),
         loss=lambda m, x, y, mask: m(x, y, mask=mask),  # the training forward returns the loss
         prompts=lambda m, v: m.prompt_learner(m.condition(m.encode_video(v))),  # [B, n_cls, L, width]
+        save_state=lambda m: m.prompt_learner.state_dict(),  # what CoCoOp's trainer saves, buffers included
+        load_state=load_learner,
     )
 
 

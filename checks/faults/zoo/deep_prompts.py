@@ -3,8 +3,11 @@ text blocks are replaced by blocks that overwrite the context positions with lea
 their own before running, so the CLIP model the user hands over is itself modified and its
 ``encode_text`` is no longer clean CLIP's.
 
-Planted, as ViFi-CLIP has it: ``tokenized_prompts`` a plain attribute of the learner, aliased on
-the model.
+ViFi-CLIP's other recipe fine-tunes CLIP's text tower itself: those tensors train by design, which
+the target declares (``trainable_clip``).
+
+Planted, as ViFi-CLIP has them: ``tokenized_prompts`` a plain attribute of the learner, aliased on
+the model; and a fine-tuning run whose optimiser is still built over the prompt learner only.
 """
 from __future__ import annotations
 
@@ -86,3 +89,22 @@ def deep_prompts(clip, tok, names):
 
 def deep_prompts_plain_tokens(clip, tok, names):
     return _target(PlainTokensVideo, clip, tok, names)
+
+
+def _finetune_target(clip, tok, names, make_optimizer):
+    own = copy.deepcopy(clip)  # its text tower trains: a copy of its own, the CLIP handed in untouched
+    model = seeded(CoOpVideo, own, tok, names)
+    model.text_encoder.requires_grad_(True)
+    return make_target(model, names, own, tok, videos(clip, names),
+                       description="ViFi-CLIP fine-tuning: CLIP's text tower trains with the context",
+                       trainable_clip=("text_encoder.*",), make_optimizer=make_optimizer)
+
+
+def text_finetune(clip, tok, names):
+    return _finetune_target(clip, tok, names, lambda m: torch.optim.AdamW(
+        [p for p in m.parameters() if p.requires_grad], lr=1e-5))
+
+
+def text_finetune_prompt_optimizer(clip, tok, names):
+    """The prompt-learning trainer's optimiser kept for fine-tuning: the text tower never steps."""
+    return _finetune_target(clip, tok, names, lambda m: torch.optim.AdamW(m.prompt_learner.parameters(), lr=1e-5))

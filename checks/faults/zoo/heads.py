@@ -1,5 +1,6 @@
 """Temporal heads on a CoOp text path: a BatchNorm head (running statistics that a training forward
-updates by design), and a temporal transformer computing in bf16 with its padding masked.
+updates by design), a temporal transformer computing in bf16 with its padding masked, and a head that
+trims the batch's trailing padding with a host read (correct everywhere; a sync on CUDA).
 
 Planted: a BatchNorm built without running statistics (``track_running_stats=False``, so evaluation
 normalises with the batch's own statistics and a video's logits depend on its batch-mates), and the
@@ -86,3 +87,20 @@ def bf16_head(clip, tok, names):
 def bf16_head_mask_dropped(clip, tok, names):
     return _head_target(_trained(seeded(Bf16MaskDropped, clip, tok, names)), clip, tok, names,
                         "a bf16 temporal attention run without its padding mask")
+
+
+class TrimmedHead(CoOpVideo):
+    """Cuts the frames after the batch's longest video, the length read on the host (``int(...)``):
+    right on every device, a sync on CUDA; on the meta device the read must get the real length."""
+
+    def encode_video(self, features, mask=None):
+        if mask is None:
+            mask = features.abs().sum(dim=-1) > 0  # [B, T]: zero frames are padding
+        T = int(mask.sum(dim=1).max())  # the longest video, read back to the host
+        frames = list(F.normalize(features[:, :T], dim=-1).unbind(dim=1))  # T frames of [B, D]
+        return F.normalize(masked_mean(torch.stack(frames, dim=1), mask[:, :T]), dim=-1)  # [B, E]
+
+
+def host_trim(clip, tok, names):
+    return _head_target(seeded(TrimmedHead, clip, tok, names), clip, tok, names,
+                        "a head that trims padding with a host read")

@@ -2,6 +2,10 @@
 class features near CLIP's features of a hand-written template; the forward returns
 ``(logits, score)`` and the trainer adds ``w * score`` to the cross-entropy.
 
+Like upstream, the learner also holds a meta-net that nothing uses and that does not train, and the
+optimiser is built over the whole learner (``build_optimizer(self.model.prompt_learner)``): it holds
+frozen tensors that never move (a WARN of gradient-flow, not a FAIL).
+
 Planted, as KgCoOp has it: the template's features kept as a plain attribute
 (``self.text_features = ...``), which ``.to()`` leaves on the CPU.
 """
@@ -9,6 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from videocoop.clip import embed_dim
 
 from ..clean import seeded
 from .common import CoOpVideo, videos
@@ -25,6 +32,8 @@ class KgCoOpVideo(CoOpVideo):
         with torch.no_grad():
             hand = clip.encode_text(tok([TEMPLATE.format(n.replace("_", " ")) for n in names]))  # [n_cls, E]
         self.keep(F.normalize(hand, dim=-1))
+        dim = embed_dim(clip)
+        self.prompt_learner.meta_net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True)).requires_grad_(False)
 
     def keep(self, features: torch.Tensor) -> None:
         self.register_buffer("text_features_old", features)
@@ -52,7 +61,8 @@ def _target(cls, clip, tok, names):
     return make_target(seeded(cls, clip, tok, names), names, clip, tok, videos(clip, names),
                        description="KgCoOp: CoOp + a loss towards the hand-written template's features; "
                                    "forward -> (logits, score)",
-                       logits=lambda m, x, mask: m(x, mask)[0], loss=_loss)
+                       logits=lambda m, x, mask: m(x, mask)[0], loss=_loss,
+                       make_optimizer=lambda m: torch.optim.SGD(m.prompt_learner.parameters(), lr=2e-3))
 
 
 def kgcoop(clip, tok, names):
