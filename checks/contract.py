@@ -160,8 +160,11 @@ def _text(target: AuditTarget) -> str | None:
         pl = getattr(model, "prompt_learner", None)
         if pl is None:
             return f"{type(model).__name__} has no prompt_learner (no learned prompts in the CoOp layout): {declare}"
-        required = [p.name for p in inspect.signature(pl.forward).parameters.values()
-                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        try:
+            params = inspect.signature(pl.forward).parameters.values()
+        except (TypeError, ValueError):
+            params = []
+        required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if required:
             return (f"prompt_learner() takes {', '.join(required)} (prompts conditioned on each video): declare "
                     f"AuditTarget(prompts=lambda model, videos: ...) giving [B, n_cls, L, width] for the videos")
@@ -176,6 +179,11 @@ def _text(target: AuditTarget) -> str | None:
     if p.dim() != 3 or p.shape[0] != n or ids.shape != p.shape[:2]:
         return (f"prompts {list(p.shape)} and ids {list(ids.shape)} are not [n_cls={n}, L, width] and [n_cls, L]: "
                 f"declare prompts= and token_ids= giving them")
+    with torch.no_grad():
+        out = encode_text(target, model, p[:1], ids[:1])
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        return (f"the text encoder returned {describe(out)} for one class's prompt, not [1, E]: declare "
+                f"AuditTarget(encode_text=lambda model, prompts, ids: ...)")
     return None
 
 

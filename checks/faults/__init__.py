@@ -18,6 +18,8 @@ One module per audit group, every name importable from here:
 - ``data``: datasets whose items, labels, class lists or features.json go wrong
 - ``extraction``: extractors that go wrong the way hand-written ones do
 - ``targets``: zero-argument factories for ``python -m checks --target checks.faults:NAME``
+- ``zoo``: correct models of the other prompt-learning families our users bring, not built on ours,
+  each with its family's own faults (``checks.faults.zoo.FAMILIES``; ``--selftest`` runs them too)
 """
 # ruff: noqa: F401  (the names below are re-exported: `checks.faults.NAME` is the contract)
 from __future__ import annotations
