@@ -3,9 +3,12 @@
 ``run_audits(target)`` returns one :class:`CheckResult` per audit; ``python -m checks``
 builds the target, runs them and writes the reports.
 
-The audits judge any model in the CoOp layout, so checks uses videocoop only through the
-small surface below (a test holds this list to the imports). The references a model is held
-to come from open_clip alone (:mod:`checks.reference`), never from videocoop's text path.
+The audits judge any model of the CoOp family: the CoOp layout by default, and where a model
+differs, what its target declares (:mod:`checks.contract`; docs/foreign_models.md). So checks
+uses videocoop only through the small surface below (a test holds this list to the imports).
+The references a model is held to come from open_clip alone, a clean CLIP the suite rebuilds
+with the target's weights (:mod:`checks.reference`), never from videocoop's text path or the
+CLIP modules the model runs.
 
 The audits and the runner:
 
