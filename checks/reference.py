@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from open_clip.transformer import LayerScale, TextTransformer, text_global_pool
+from open_clip.transformer import LayerScale, ResidualAttentionBlock, TextTransformer, text_global_pool
 from torch import nn
 
 from .core import Skip
@@ -210,6 +210,11 @@ def clean_clip(clip: nn.Module) -> CleanCLIP:
         Skip: not an open_clip text tower, or a tensor the clean tower needs is missing from ``clip``.
     """
     t = tower(clip)
+    block = t.transformer.resblocks[0] if len(getattr(t.transformer, "resblocks", ())) else None
+    if not isinstance(block, ResidualAttentionBlock):  # open_clip's custom blocks (qk-norm, scaled heads...)
+        raise Skip(f"no clean reference of {type(clip).__name__}'s text tower: its blocks are "
+                   f"{type(block).__name__}, not open_clip's default residual attention blocks, whose options "
+                   f"cannot be read back from the modules")
     try:
         config = text_config(t)
     except (AttributeError, IndexError, TypeError) as e:

@@ -96,3 +96,16 @@ def test_a_crash_inside_the_reference_is_the_audits_error(tiny_clip, classnames,
     assert r.message.startswith("the audit crashed: ZeroDivisionError: inside the reference at "
                                 "checks/audits/text_encoder_parity.py:")
     assert "in checks/reference.py:" in r.message and r.location.startswith("checks/reference.py:")
+
+
+def test_no_reference_is_made_up_for_blocks_it_cannot_read_back(tiny_clip):
+    """Custom blocks (open_clip's qk-norm ones, say) carry options the modules do not show: no reference, said so."""
+    import copy
+
+    from checks import Skip
+    from checks.reference import clean_clip
+
+    clip = copy.deepcopy(tiny_clip[0])
+    clip.transformer.resblocks[0] = torch.nn.Identity()
+    with pytest.raises(Skip, match="not open_clip's default residual attention blocks"):
+        clean_clip(clip)
