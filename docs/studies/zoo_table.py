@@ -28,7 +28,9 @@ except ImportError:  # the audits before the contract (zoo_before.txt) had no ma
 if __name__ == "__main__":
     torch.set_num_threads(1)
     start = time.perf_counter()
-    runs = run_zoo(*tiny_clip(), NAMES)
+    from checks.faults import zoo
+
+    runs = run_zoo(*tiny_clip(), NAMES, families=zoo.FAMILIES + getattr(zoo, "NEW_FAMILIES", ()))
     print(format_markdown(runs) if "--markdown" in sys.argv else format_zoo(runs))
     counts = summary(runs)
     print(f"{counts['families']} families: {counts['false_fail']} false FAIL, {counts['error']} ERROR, "
