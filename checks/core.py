@@ -154,6 +154,23 @@ class AuditTarget:
             design (fine-tuning, a trained logit scale).
         save_state, load_state: ``(model) -> dict`` and ``(model, state)``: the model's own
             checkpoint writer and loader.
+
+    Past one prompt per class (:data:`checks.contract.DECLARATIONS` says each one's default):
+        prompts_per_class, combine: K prompts per class (a template ensemble): ``prompts`` gives
+            ``[K, n_cls, L, width]`` (``[B, K, n_cls, L, width]`` per video), ``token_ids`` ``[K, n_cls, L]``;
+            ``combine`` says how the K prompts' scores become one: ``"features"`` (the mean of the normalised
+            text features), ``"probabilities"`` (each prompt's softmax, averaged), ``"max"`` (of the logits).
+        output: ``"logits"`` or ``"probabilities"``: what the evaluation forward returns (None: detected).
+        encode_video: ``(model, features, mask) -> [B, E]``, the video feature the scores use.
+        text_features: ``(model, features, mask) -> [n_cls, E]``, ``[B, n_cls, E]`` (text conditioned on each
+            video), ``[K, n_cls, E]`` or ``[B, K, n_cls, E]``: the class text the scores use.
+        for_classes: ``(model, classnames) -> model``: the model scoring these classes instead.
+        temporal, temporal_kind: ``(model, frames [B, T, D]) -> [B, T, D]``, the temporal head before
+            pooling, and the operation it is (:data:`checks.contract.TEMPORAL_KINDS`).
+        train_step: ``(model, (features, labels, mask), optimizer) -> loss``: one step of the user's own
+            training loop, with its precision handling (the declared training step).
+        eval_temperature: the fixed temperature evaluation applies by design where training applies
+            ``exp(logit_scale)``.
     """
 
     model: nn.Module
@@ -181,6 +198,17 @@ class AuditTarget:
     trainable_clip: Sequence[str] = ()
     save_state: Callable[[nn.Module], dict] | None = None
     load_state: Callable[[nn.Module, dict], None] | None = None
+    # past one prompt per class: ensembles, text per video, no learned context, what a forward leaves behind
+    prompts_per_class: int = 1
+    combine: str | None = None
+    output: str | None = None
+    encode_video: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    text_features: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    for_classes: Callable[[nn.Module, list[str]], nn.Module] | None = None
+    temporal: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    temporal_kind: str | None = None
+    train_step: Callable[[nn.Module, tuple, torch.optim.Optimizer], Any] | None = None
+    eval_temperature: float | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):

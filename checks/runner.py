@@ -64,9 +64,11 @@ def run_audits(target: Any, ids: Sequence[str] | None = None,
 
     Raises:
         VideoCoopError: an unknown audit id (the message lists the valid ones), an unknown
-            device, or ``"cuda"`` without CUDA.
+            device, ``"cuda"`` without CUDA, or a declaration naming no known option (``combine``,
+            ``output``, ``temporal_kind``).
     """
     target = on_its_device(AuditTarget.coerce(target))
+    contract.check_declarations(target)
     specs = [get_audit(i) for i in (ids or list_audits())]
     results = []
     with audit_device(device):

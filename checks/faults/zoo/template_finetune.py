@@ -27,7 +27,7 @@ class DrawnTemplateVideo(nn.Module):
     def __init__(self, clip, tok, names):
         super().__init__()
         own = copy.deepcopy(clip)  # fine-tuned: a text tower of its own, the CLIP handed in untouched
-        self.text = IdsTextTower(own)  # trains
+        self.text = IdsTextTower(own).requires_grad_(True)  # trains
         self.logit_scale = nn.Parameter(clip.logit_scale.detach().clone())  # trains
         self.register_buffer("template_ids", template_ids(tok, names))  # [K, n_cls, 77]
         self.register_buffer("drawn", torch.zeros(len(names), dtype=torch.long))  # the last step's templates
@@ -37,8 +37,8 @@ class DrawnTemplateVideo(nn.Module):
         self.drawn = torch.zeros(ids.shape[1], dtype=torch.long, device=self.drawn.device)
 
     def encode_video(self, features, mask=None):
-        x = F.normalize(features.to(self.logit_scale.dtype), dim=-1)
-        return F.normalize(masked_mean(x, mask), dim=-1)  # [B, E]
+        x = F.normalize(features.float(), dim=-1).to(self.logit_scale.dtype)  # in fp32: a zero frame stays 0, not NaN
+        return F.normalize(masked_mean(x, mask).float(), dim=-1).to(x.dtype)  # [B, E]
 
     def eval_scale(self) -> torch.Tensor:
         return self.logit_scale.exp()
