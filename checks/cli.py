@@ -21,6 +21,7 @@ from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, 
 from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
 
+from .classes import rebuilt_for_classes
 from .core import AuditTarget, get_audit, list_audits, resolve_device
 from .locations import locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
@@ -158,6 +159,12 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
     names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
     checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)
+    prompts = train.load_prompts(cfg)
+    # another class list: the model built over it, the learned context carried over (class-specific context
+    # cannot carry over to a class list it was not trained on: class-list-response says what to declare)
+    for_classes = None if cfg.csc else rebuilt_for_classes(lambda classes: train.build_model(
+        cfg, classes, built.clip_model, built.tokenizer, prompts=prompts, run_classes=built.protocol.all_classnames if built.protocol else None),
+        built.classnames)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,
@@ -166,6 +173,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
         train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
+        for_classes=for_classes, temporal_kind="attention" if cfg.temporal_agg == "transformer" else None,
     )
 
 

@@ -17,6 +17,7 @@ import torch
 from . import contract
 from .core import AuditSpec, AuditTarget, CheckResult, Outcome, Skip, Status, audit_device, get_audit, list_audits
 from .locations import locate, relpath
+from .models import handed_over
 
 #: Evidence lines kept per result; the rest are counted, not shown.
 MAX_EVIDENCE = 14
@@ -32,6 +33,7 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
     try:
         if target.cache.get("no_values"):
             raise Skip(target.cache["no_values"])
+        handed_over(target)  # before any forward of the audits' own (the preflight's probe) can leave state behind
         contract.preflight(target, spec.needs)
         out = spec.func(target)
         if out.status == Status.PASS and not (out.metrics or out.evidence):

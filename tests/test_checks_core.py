@@ -9,7 +9,8 @@ from videocoop.utils.errors import VideoCoopError
 PUBLIC_IDS = ["buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
               "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",
               "host-sync", "checkpoint-roundtrip", "feature-model-match", "temporal-padding", "video-batch-independence",
-              "class-order", "logit-scale", "optimizer-step", "extraction-parity"]
+              "class-order", "logit-scale", "optimizer-step", "extraction-parity", "forward-state", "class-list-response",
+              "temporal-operation", "temperature"]
 
 
 def test_public_ids_in_report_order():

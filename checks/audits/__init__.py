@@ -18,4 +18,8 @@ from . import (  # noqa: F401  (order = report order)
     logit_scale,
     optimizer_step,
     extraction_parity,
+    forward_state,
+    class_list_response,
+    temporal_operation,
+    temperature,
 )

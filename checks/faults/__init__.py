@@ -17,6 +17,7 @@ One module per audit group, every name importable from here:
 - ``model``: what trains, what a checkpoint keeps, precision, the video path, the logit scale
 - ``data``: datasets whose items, labels, class lists or features.json go wrong
 - ``extraction``: extractors that go wrong the way hand-written ones do
+- ``state``: what a forward leaves behind, another class list, the temporal operation, the temperature
 - ``targets``: zero-argument factories for ``python -m checks --target checks.faults:NAME``
 - ``zoo``: correct models of the other prompt-learning families our users bring, not built on ours,
   each with its family's own faults (``checks.faults.zoo.FAMILIES``; ``--selftest`` runs them too)
@@ -44,6 +45,8 @@ from .model import (BatchCentred, BatchNormVideo, ContextOnlyCheckpoint, HalfTex
                     fp16_text_float_features, logit_scale_trainable, max_over_padding, no_mask_argument,
                     nothing_trainable, own_clip_copy_trainable, padding_mask_ignored, scale_exponentiated_twice,
                     scale_without_exp, transformer_mask_ignored, unnormalised_video)
+from .state import (CachedText, FixedEvalScale, StaleText, Unordered, class_list_clean, fixed_eval_temperature,
+                    temporal_clean, temporal_positions_dropped, text_cache_left_behind, text_cache_stale_classes)
 from .targets import (bare_model, bare_model_without_classnames, broken_factory, clean_target, item_loop_target,
                       plain_attribute_target)
 from .text import (FixedLengthEncoder, FullContextEncoder, LastPositionEncoder, NoMaskEncoder, PermuteNoMaskEncoder,
@@ -80,11 +83,18 @@ PLANTED: dict[str, Planted] = {
     "logit-scale": Planted(unnormalised_video, Status.FAIL, "not L2-normalised"),
     "optimizer-step": Planted(fp16_context_adam, Status.FAIL, "turned prompt_learner.ctx inf"),
     "extraction-parity": Planted(bgr_frames, Status.FAIL, "stored features differ from CLIP's"),
+    "forward-state": Planted(text_cache_left_behind, Status.FAIL, "text_cache"),
+    "class-list-response": Planted(text_cache_stale_classes, Status.FAIL, "returned logits for"),
+    "temporal-operation": Planted(temporal_positions_dropped, Status.FAIL, "ignores frame order"),
+    "temperature": Planted(fixed_eval_temperature, Status.FAIL, "fixed temperature"),
 }
 
 #: Audits whose clean case needs a target of its own (the default clean model's data names no
-#: source videos, so extraction-parity has nothing to compare there: SKIP).
-CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean}
+#: source videos, so extraction-parity has nothing to compare there: SKIP; it declares no other class list
+#: and has no temporal head).
+CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean,
+                                                "class-list-response": class_list_clean,
+                                                "temporal-operation": temporal_clean}
 
 #: The runner's own planted fault: a model that raises on its own data is a FAIL naming its
 #: exception (``(audit it runs under, fault)``), never an ERROR.

@@ -14,7 +14,7 @@ base-to-novel evaluation at the end of a run, the run's pictures, and ``build``/
 - :mod:`.trainer`: ``fit`` (the run: epochs, evaluation, checkpoints, the summary).
 """
 from ..utils.distributed import DEVICES, resolve_device
-from .builder import TrainSetup, build, build_model
+from .builder import TrainSetup, build, build_model, load_prompts
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .config import OPTIMIZERS, PROGRESS, TrainConfig, resolve_clip
 from .ddp import TrainStep
@@ -24,6 +24,6 @@ from .trainer import fit
 
 __all__ = [
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "EvalResult", "TrainConfig",
-    "TrainResult", "TrainSetup", "TrainStep", "TrainingDiverged", "build", "build_model", "fit", "load_checkpoint", "make_optimizer",
+    "TrainResult", "TrainSetup", "TrainStep", "TrainingDiverged", "build", "build_model", "fit", "load_checkpoint", "load_prompts", "make_optimizer",
     "make_scheduler", "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
 ]
