@@ -76,13 +76,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("on-accelerator", "a CoOp port already on the accelerator", layouts.on_accelerator, (
         Fault(layouts.on_accelerator_host_mask, "index-device-consistency", "CPU tensor meets"),
     )),
-)
-
-#: Past one prompt per class (issue 23): template ensembles, text conditioned on each video, prompts with no
-#: learned context, and fine-tuning on a drawn template; their faults live in what a forward leaves behind,
-#: the temporal operation, the precision of the step and the temperature. Not in FAMILIES until the audits
-#: that judge them exist (docs/studies/zoo_table.py runs them: the "before" table).
-NEW_FAMILIES = (
+    # past one prompt per class: template ensembles, text conditioned on each video, prompts with no learned
+    # context, fine-tuning on a drawn template; their faults live in what a forward leaves behind, the temporal
+    # operation, the precision of the step and the temperature
     Family("template-ensemble", "ActionCLIP evaluation: 16 templates per class, probabilities averaged; a width-3 "
            "convolution over 8 frames", ensemble.template_ensemble, (
                Fault(ensemble.template_ensemble_view, "temporal-operation", "not a convolution of width 3"),
