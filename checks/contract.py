@@ -383,9 +383,9 @@ def _temporal(target: AuditTarget) -> str | None:
     kinds = ", ".join(TEMPORAL_KINDS)
     module = getattr(target.model, "temporal", None)
     if target.temporal is None and not isinstance(module, nn.Module):
-        return (f"{type(target.model).__name__} declares no temporal head (no model.temporal module): for one, declare "
-                f"AuditTarget(temporal=lambda model, frames: ... [B, T, D] before pooling, temporal_kind=...), the "
-                f"kind one of {kinds}")
+        return (f"the model declares no temporal head and has no model.temporal module (a mean or max over the frames "
+                f"has no temporal operation to hold): for one, declare AuditTarget(temporal=lambda model, frames: ... "
+                f"[B, T, D] before pooling, temporal_kind=...), the kind one of {kinds}")
     if target.temporal_kind is None:
         return f"the temporal head's operation is not declared: declare AuditTarget(temporal_kind=...), one of {kinds}"
     from .inputs import probe_videos
