@@ -65,7 +65,7 @@ DECLARATIONS = {
     "temporal": "temporal(model, frames [B, T, D]) -> [B, T, D], the temporal head before pooling; default "
                 "model.temporal(frames)",
     "temporal_kind": "the temporal head's operation: " + ", ".join(f"{k} ({v})" for k, v in TEMPORAL_KINDS.items()),
-    "train_step": "train_step(model, (features, labels, mask), optimizer) -> loss: one step of the user's own loop "
+    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss: one step of the user's own loop "
                   "with its precision handling (the declared training step); default zero_grad, loss, backward, step",
     "eval_temperature": "the fixed temperature evaluation applies by design, where training applies exp(logit_scale)",
 }
@@ -102,13 +102,12 @@ def loss(target: AuditTarget, model: nn.Module, features, labels, mask=None) -> 
     return F.cross_entropy(out, labels.long())
 
 
-def train_step(target: AuditTarget, model: nn.Module, batch, optimizer) -> torch.Tensor:
-    """One training step on ``batch`` ``(features, labels, mask)``: the target's declared step (the user's
-    own loop step, precision handling included), else zero_grad, :func:`loss`, backward, step. Returns the loss."""
+def train_step(target: AuditTarget, model: nn.Module, features, labels, mask, optimizer) -> torch.Tensor:
+    """One training step of the batch: the target's declared step (the user's own loop step, precision handling
+    included), else zero_grad, :func:`loss`, backward, step. Returns the loss."""
     if target.train_step is not None:
-        value = target.train_step(model, batch, optimizer)
-        return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-    features, labels, mask = batch
+        value = target.train_step(model, features, labels, mask, optimizer)
+        return value if isinstance(value, torch.Tensor) else torch.tensor(float("nan") if value is None else float(value))
     optimizer.zero_grad(set_to_none=True)
     value = loss(target, model, features, labels, mask)
     value.backward()

@@ -167,7 +167,7 @@ class AuditTarget:
         for_classes: ``(model, classnames) -> model``: the model scoring these classes instead.
         temporal, temporal_kind: ``(model, frames [B, T, D]) -> [B, T, D]``, the temporal head before
             pooling, and the operation it is (:data:`checks.contract.TEMPORAL_KINDS`).
-        train_step: ``(model, (features, labels, mask), optimizer) -> loss``: one step of the user's own
+        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``: one step of the user's own
             training loop, with its precision handling (the declared training step).
         eval_temperature: the fixed temperature evaluation applies by design where training applies
             ``exp(logit_scale)``.
@@ -207,7 +207,7 @@ class AuditTarget:
     for_classes: Callable[[nn.Module, list[str]], nn.Module] | None = None
     temporal: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     temporal_kind: str | None = None
-    train_step: Callable[[nn.Module, tuple, torch.optim.Optimizer], Any] | None = None
+    train_step: Callable[..., Any] | None = None
     eval_temperature: float | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 

@@ -141,9 +141,8 @@ def test_logit_scale_judges_text_conditioned_on_each_video_per_video(tiny_clip):
 # --- optimizer-step through the declared training step -------------------------------------------------------------
 
 
-def masters_step(model, batch, optimizer):
+def masters_step(model, features, labels, mask, optimizer):
     """The fp32 master weights trick: the optimiser holds fp32 copies; the fp16 weights are written from them."""
-    features, labels, mask = batch
     optimizer.zero_grad()
     model.zero_grad(set_to_none=True)
     value = template_finetune.loss(model, features, labels, mask)

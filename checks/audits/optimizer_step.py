@@ -73,7 +73,7 @@ def optimizer_step(target: AuditTarget) -> Outcome:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED + step)  # the reference step draws what step 1 drew (a template per class)
             if declared:
-                loss, bad_grad = contract.train_step(target, model, (x, y, mask), opt).detach().float(), set()
+                loss, bad_grad = contract.train_step(target, model, x, y, mask, opt).detach().float(), set()
             else:
                 opt.zero_grad(set_to_none=True)
                 loss = contract.loss(target, model, x, y, mask).float()

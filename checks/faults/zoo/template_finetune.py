@@ -72,9 +72,8 @@ def loss(model, features, labels, mask):
     return F.cross_entropy(model(features, mask).float(), labels)
 
 
-def train_step(model, batch, optimizer):
+def train_step(model, features, labels, mask, optimizer):
     """The user's loop step: zero the gradients, the loss, backward, step."""
-    features, labels, mask = batch
     optimizer.zero_grad()
     value = loss(model, features, labels, mask)
     value.backward()
@@ -82,10 +81,9 @@ def train_step(model, batch, optimizer):
     return value
 
 
-def fp16_train_step(model, batch, optimizer):
+def fp16_train_step(model, features, labels, mask, optimizer):
     """Upstream's step for fp16 weights: ``convert_models_to_fp32(model)``, ``optimizer.step()``,
     ``convert_weights(model)``: every update is rounded back to fp16, no fp32 copy keeps it."""
-    features, labels, mask = batch
     optimizer.zero_grad()
     value = loss(model, features, labels, mask)
     value.backward()
