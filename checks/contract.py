@@ -93,11 +93,12 @@ def logits(target: AuditTarget, model: nn.Module, features: torch.Tensor, mask: 
 
 def loss(target: AuditTarget, model: nn.Module, features, labels, mask=None) -> torch.Tensor:
     """The training loss of a batch (a scalar), as the target says to compute it: by default the
-    cross-entropy of the logits, or of the probabilities when the output is probabilities."""
+    cross-entropy of the logits, or the NLL of the probabilities when the target declares its output is
+    probabilities (undeclared, a training loop would apply cross-entropy's softmax to them again)."""
     if target.loss is not None:
         return target.loss(model, features, labels, mask)
     out = logits(target, model, features, mask).float()
-    if output_kind(target)[0] == "probabilities":
+    if target.output == "probabilities":
         return F.nll_loss(out.clamp_min(1e-12).log(), labels.long())
     return F.cross_entropy(out, labels.long())
 

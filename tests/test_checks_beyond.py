@@ -17,6 +17,7 @@ from checks import Status, faults, run_audits
 from checks.faults import zoo
 from checks.faults.zoo import context_free, ensemble, template_finetune, xclip
 from videocoop import VideoCoopError
+from videocoop.clip import embed_dim
 
 NAMES = faults.NAMES
 
@@ -86,6 +87,20 @@ def test_the_output_is_detected_as_probabilities_and_said(tiny_clip):
     r = one(target, "logit-scale")
     assert r.status == Status.PASS and r.metrics["output"] == "probabilities", r.message
     assert any("detected: the forward's rows are non-negative and sum to 1" in e for e in r.evidence)
+
+
+def test_the_default_loss_of_declared_probabilities_is_their_nll(tiny_clip):
+    """Declared probabilities train on their NLL; undeclared, the default stays the cross-entropy a training loop
+    applies (which softmaxes them again: a fault when it is not the design)."""
+    from checks import contract
+
+    target = ensemble.template_ensemble(*tiny_clip, NAMES)
+    x, y = torch.randn(2, 8, embed_dim(tiny_clip[0]), generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3])
+    with torch.no_grad():
+        p = target.model.eval()(x)  # [2, n_cls], rows summing to 1
+        assert torch.allclose(contract.loss(target, target.model, x, y), F.nll_loss(p.log(), y))
+        target.output = None
+        assert torch.allclose(contract.loss(target, target.model, x, y), F.cross_entropy(p, y))
 
 
 # --- logit-scale past one prompt per class -----------------------------------------------------------------------
