@@ -22,6 +22,7 @@ from videocoop.train import (
     train_one_epoch,
     validate,
 )
+from videocoop.train.record import class_list_hash
 from videocoop.utils.errors import VideoCoopError
 
 
@@ -66,6 +67,11 @@ def test_training_raises_accuracy_and_writes_every_output(synth, tmp_path):
     ev = fit(dataclasses.replace(_cfg(synth, tmp_path, epochs=6), eval_only=True))
     assert ev["top1"] == pytest.approx(summary["best_top1"])
     assert json.loads((out / "eval.json").read_text())["top1"] == ev["top1"]
+    # both record their protocol: which model, how many frames and views, which prompt, which classes
+    assert summary["protocol"]["model_selection"].startswith("last epoch") and summary["protocol"]["views"] == 1
+    assert summary["protocol"]["classes_sha256"] == class_list_hash(synth["classnames"])
+    assert summary["protocol"]["prompt"]["template"].endswith("{class}.")
+    assert ev["protocol"]["model_selection"].startswith(f"{out / 'checkpoint_best.pt'} (epoch {summary['best_epoch']})")
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
