@@ -22,10 +22,12 @@ The audits and the runner:
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names
+    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
+    videocoop.train  TrainStep, train_one_epoch: train's own step under torchrun (checks.distributed)
+    videocoop.utils.distributed  World: the processes of that step
 
 The planted faults (:mod:`checks.faults`), models and extractors built on ours:
 

@@ -148,7 +148,7 @@ def test_silent_unless_asked(run, pytester):
 @pytest.mark.parametrize("args,words", [
     (["--audit-only", "eot-collapse", "--audit-report", "r.md"], "--audit-only and --audit-report need --audit-target"),
     (["--audit-target", "tests.targets"], "must look like pkg.module:factory"),
-    (["--audit-target", "tests.targets:coop_clean", "--audit-only", "eot-colapse"], "valid audits: buffer-device-sync"),
+    (["--audit-target", "tests.targets:coop_clean", "--audit-only", "eot-colapse"], "valid audits: determinism, learning-signal, buffer-device-sync"),
     (["--audit-target", "tests.targets:coop_clean", "--audit-device", "tpu"], "invalid choice: 'tpu'"),
     pytest.param(["--audit-target", "tests.targets:coop_clean", "--audit-device", "cuda"],
                  "no CUDA device is present", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA here")),

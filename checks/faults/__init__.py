@@ -16,7 +16,11 @@ One module per audit group, every name importable from here:
 - ``text``: the prompt learner and text encoder computing the wrong class features
 - ``model``: what trains, what a checkpoint keeps, precision, the video path, the logit scale
 - ``data``: datasets whose items, labels, class lists or features.json go wrong
+- ``splits``: splits that leak or are not what they claim (split-integrity)
+- ``distributed``: steps of several processes written wrong, and our trainer's (distributed-equivalence)
 - ``extraction``: extractors that go wrong the way hand-written ones do
+- ``training``: what training sees and repeats (dropout in evaluation, unseeded noise, a scale applied again in
+  the loss, probabilities for logits, logits that ignore the video, a schedule at 0, a learning rate of 0)
 - ``targets``: zero-argument factories for ``python -m checks --target checks.faults:NAME``
 - ``zoo``: correct models of the other prompt-learning families our users bring, not built on ours,
   each with its family's own faults (``checks.faults.zoo.FAMILIES``; ``--selftest`` runs them too)
@@ -35,6 +39,7 @@ from .device import (ArangeRowsEncoder, BoolMaskEncoder, CpuBiasEncoder, CpuCuda
                      ItemLoopEncoder, ListEotEncoder, SharedPathCpuCopy, arange_without_device, bool_mask_pooling,
                      cpu_bias, eot_index_on_cpu, eot_list_index, item_loop, meta_refused, plain_tokenized_prompts,
                      shared_path_cpu_copy)
+from .distributed import distributed_clean, gather_without_grad, no_all_reduce, scalar_gathered, world_size_scaled
 from .extraction import (EXTRACT_FRAMES, BGRPreprocess, DevicePathPreprocess, NextFrameSampling, bgr, bgr_frames,
                          extracted, extraction_clean, fault_videos, imagenet_normalised, imagenet_stats, next_frames,
                          other_tower, stretched, stretched_resize)
@@ -44,8 +49,13 @@ from .model import (BatchCentred, BatchNormVideo, ContextOnlyCheckpoint, HalfTex
                     fp16_text_float_features, logit_scale_trainable, max_over_padding, no_mask_argument,
                     nothing_trainable, own_clip_copy_trainable, padding_mask_ignored, scale_exponentiated_twice,
                     scale_without_exp, transformer_mask_ignored, unnormalised_video)
+from .splits import (WithItems, base_novel_overlap, class_without_videos, duplicate_class_names, kshot_clean,
+                     unequal_shots, val_copies_train, val_reextracts_train)
 from .targets import (bare_model, bare_model_without_classnames, broken_factory, clean_target, item_loop_target,
                       plain_attribute_target)
+from .training import (FunctionalDropout, RandomCrops, SoftmaxForward, UnseededNoise, VideoIgnored, eval_dropout,
+                       loss_scaled_twice, loss_summed, random_val_crops, schedule_at_zero, sgd_lr_zero, softmax_in_forward,
+                       unseeded_training_noise, video_ignored)
 from .text import (FixedLengthEncoder, FullContextEncoder, LastPositionEncoder, NoMaskEncoder, PermuteNoMaskEncoder,
                    PrefixOnlySharedEncoder, WrongEotIdEncoder, coop_front_ids, cut_without_causal_mask,
                    fixed_prompt_length, full_context_positions, last_position, no_causal_mask, permute_no_mask,
@@ -80,11 +90,36 @@ PLANTED: dict[str, Planted] = {
     "logit-scale": Planted(unnormalised_video, Status.FAIL, "not L2-normalised"),
     "optimizer-step": Planted(fp16_context_adam, Status.FAIL, "turned prompt_learner.ctx inf"),
     "extraction-parity": Planted(bgr_frames, Status.FAIL, "stored features differ from CLIP's"),
+    "determinism": Planted(eval_dropout, Status.FAIL, "dropout at"),
+    "learning-signal": Planted(loss_scaled_twice, Status.FAIL, "scales the logits again"),
+    "split-integrity": Planted(val_copies_train, Status.FAIL, "in two splits"),
+    "distributed-equivalence": Planted(world_size_scaled, Status.FAIL, "the world size"),
 }
+
+#: Further planted faults, each under the audit whose job its root cause is (the self-test runs them after
+#: PLANTED's, and no other audit may FAIL for them: tests/test_checks_causes.py).
+ALSO_PLANTED: tuple[tuple[str, Planted], ...] = (
+    ("determinism", Planted(unseeded_training_noise, Status.FAIL, "two seeded trainings differ")),
+    ("determinism", Planted(random_val_crops, Status.FAIL, "differs from read to read")),
+    ("learning-signal", Planted(loss_summed, Status.FAIL, "summed over the batch")),
+    ("learning-signal", Planted(softmax_in_forward, Status.FAIL, "returns probabilities")),
+    ("learning-signal", Planted(video_ignored, Status.FAIL, "does not read the video")),
+    ("learning-signal", Planted(schedule_at_zero, Status.FAIL, "holds the learning rate at 0")),
+    ("split-integrity", Planted(val_reextracts_train, Status.FAIL, "near-identical")),
+    ("split-integrity", Planted(duplicate_class_names, Status.FAIL, "repeat once '_' reads as a space")),
+    ("split-integrity", Planted(class_without_videos, Status.FAIL, "has no videos")),
+    ("split-integrity", Planted(base_novel_overlap, Status.FAIL, "are base classes too")),
+    ("split-integrity", Planted(unequal_shots, Status.FAIL, "not 2 per class")),
+    ("distributed-equivalence", Planted(gather_without_grad, Status.FAIL, "differ from one")),
+    ("distributed-equivalence", Planted(no_all_reduce, Status.FAIL, "not all-reduced")),
+    ("distributed-equivalence", Planted(scalar_gathered, Status.FAIL, "differ from one")),
+    ("optimizer-step", Planted(sgd_lr_zero, Status.FAIL, "changed no trainable tensor")),
+)
 
 #: Audits whose clean case needs a target of its own (the default clean model's data names no
 #: source videos, so extraction-parity has nothing to compare there: SKIP).
-CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean}
+CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean,
+                                                "distributed-equivalence": distributed_clean}
 
 #: The runner's own planted fault: a model that raises on its own data is a FAIL naming its
 #: exception (``(audit it runs under, fault)``), never an ERROR.
