@@ -283,3 +283,27 @@ def test_torchrun_two_processes_write_the_same_files_as_one(src, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("extract: 6 written, 0 skipped as done, 0 failed") == 1  # rank 0 speaks for all
     assert files(tmp_path / "two") == files(tmp_path / "one")
+
+
+# --------------------------------------------------------------------------- extraction-parity
+
+
+def test_frames_without_timestamps_are_extracted_and_pass_extraction_parity(tiny_clip):
+    """Raw H.264 streams (no container: no timestamps, no seeking back): the extractor times the
+    frames by the frame rate and the audit, timing them the same way, passes; its planted faults
+    still fail on the same videos."""
+    from checks import Status, run_audits
+    from checks import faults
+
+    clean = faults.extraction_untimed(*tiny_clip)
+    assert len(clean.dataset) == 2
+    payload = torch.load(clean.dataset.files[0][0], weights_only=True)
+    assert payload["frame_times"] == [i / 8 for i in payload["frame_indices"]] and payload["source_fps"] == 8.0
+    (r,) = run_audits(clean, ["extraction-parity"])
+    assert r.status == Status.PASS, (r.message, r.evidence)
+    for fault, message in ((faults.bgr, "stored features differ from CLIP's"),
+                           (faults.NextFrameSampling(FRAMES), "recorded, the sampling in features.json")):
+        kwargs = {"sampling": fault} if isinstance(fault, Sampling) else {"preprocess": fault}
+        target = faults.extracted(*tiny_clip, videos=faults.untimed_videos(), **kwargs)
+        (r,) = run_audits(target, ["extraction-parity"])
+        assert r.status == Status.FAIL and message in r.message, (r.message, r.evidence)
