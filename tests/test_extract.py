@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,6 +174,87 @@ def test_fps_sampling_and_packed_output(src, tmp_path):
         assert torch.equal(packed[i].features, per_file[i].features)
     payload = torch.load(per_file.files[0][0], weights_only=True)
     assert payload["frame_indices"] == [0, 2, 4, 6]
+
+
+def test_fps_extraction_holds_a_bounded_number_of_frames(tmp_path, tiny_clip, monkeypatch):
+    """--fps keeps every frame of a long video: the frames held at full resolution at once stay
+    within the stated bound (two pieces without workers: the one being decoded, the one being
+    preprocessed), not the video's length. Measured by tracemalloc's peak, with every decoded
+    frame a numpy copy so that it counts (PyAV's own arrays live in FFmpeg's memory)."""
+    import tracemalloc
+
+    from videocoop.video import decode
+    from videocoop.video.extractor import FPS_FRAMES_GUESS
+    from videocoop.video.synthetic import encode_video, pattern_frames
+
+    frames, height, width = 96, 240, 320
+    encode_video(tmp_path / "src" / "long" / "a.mp4", pattern_frames("slide", (220, 40, 40), frames, height, width,
+                                                                     np.random.default_rng(0)), fps=8)
+    _, entries = find_videos(tmp_path / "src")
+    clip, _ = tiny_clip
+    ex = Extractor(clip, TINY_MODEL, "random:0", Sampling(num_frames=None, fps=8.0), Preprocess.from_model(clip),
+                   torch.device("cpu"), batch_size=32, num_workers=0)
+    real_rgb = decode._rgb
+    monkeypatch.setattr(decode, "_rgb", lambda frame: real_rgb(frame).copy())
+    frame_bytes = height * width * 3
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        (result,) = list(ex.run([entries]))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * FPS_FRAMES_GUESS * frame_bytes, peak / frame_bytes  # measured: 21.7 (197 before: every frame twice)
+    assert result.features.shape == (frames, 32) and result.indices == list(range(frames))
+    assert ex.piece_frames() == FPS_FRAMES_GUESS
+
+
+class _Dropping:
+    """A PyAV container whose decoder never shows the frame at ``pts`` (as for a not-coded frame)."""
+
+    def __init__(self, container, pts):
+        self._c, self._pts = container, pts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._c.close()
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def decode(self, *args, **kwargs):
+        return (f for f in self._c.decode(*args, **kwargs) if f.pts != self._pts)
+
+
+def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_path, tiny_clip, monkeypatch):
+    """Seeking hands pieces over, then finds a frame the decoder does not show: the pieces so far
+    are void (RESTART) and the video's features are the plain decode's."""
+    import av
+
+    from videocoop.video.synthetic import encode_video, pattern_frames
+
+    path = encode_video(tmp_path / "src" / "c" / "a.mkv", pattern_frames("spin", (50, 80, 230), 40, 48, 64,
+                                                                          np.random.default_rng(0)), fps=8)
+    with av.open(str(path)) as c:
+        missing = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size)[20]
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _Dropping(real_open(*a, **k), missing))
+    _, entries = find_videos(tmp_path / "src")
+    clip, _ = tiny_clip
+    pre = Preprocess.from_model(clip)
+    ex = Extractor(clip, TINY_MODEL, "random:0", Sampling(num_frames=None, fps=8.0), pre, torch.device("cpu"),
+                   batch_size=4, num_workers=0)
+    from videocoop.video.decode import RESTART, iter_frames
+
+    assert RESTART in list(iter_frames(path, Sampling(num_frames=None, fps=8.0), piece=ex.piece_frames()))
+    (result,) = list(ex.run([entries]))
+    plain = read_frames(path, Sampling(num_frames=None, fps=8.0), seek=False)
+    assert plain.length == 39 and (result.indices, result.times, result.length) == (plain.indices, plain.times, 39)
+    with torch.no_grad():
+        expected = clip.encode_image(pre(plain.frames))  # [T, D]
+    assert torch.allclose(result.features, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_plain_progress_prints_at_chunk_ends_on_stderr(capsys):

@@ -196,7 +196,7 @@ def _extractor_location(sourced: list[tuple[str, object, dict]]) -> str | None:
     if {info.get("source") for _, _, info in sourced} == {"videocoop extract"}:
         from videocoop.video import Extractor
 
-        return locate(Extractor._encode_chunk, r"resize_crop|encode\(")
+        return locate(Extractor._take, r"resize_crop")
     return locate(type(sourced[0][1]))
 
 

@@ -219,6 +219,7 @@ def iter_frames(path: str | os.PathLike, sampling: Sampling, *, piece: int | Non
             for part in _seeking(path, sampling, piece):
                 given = True
                 yield part
+                del part  # not held while the next piece is decoded
             return
         except _Disagree:
             if given:
@@ -245,13 +246,14 @@ def _rgb(frame) -> np.ndarray:
 
 
 class _Pieces:
-    """Collects the kept frames, in order, into pieces of at most ``size``."""
+    """Collects the kept frames, in order, into pieces of at most ``size``: each decoded frame
+    is copied into its piece's array at once, so a piece's frames are held once."""
 
     def __init__(self, path, indices: list[int], times: list[float], size: int | None):
         self.path, self.indices, self.times, self.length = path, indices, times, len(times)
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         self.fps = (len(times) - 1) / span if span > 0 else 0.0
-        self.size, self.k, self.arrays, self.shape = size or len(indices), 0, [], None
+        self.size, self.k, self.start, self.buffer = size or len(indices), 0, 0, None
 
     @property
     def done(self) -> bool:
@@ -263,18 +265,22 @@ class _Pieces:
 
     def add(self, i: int, array: np.ndarray) -> Iterator[Frames]:
         """Frame ``i`` decoded: it fills every kept place it has (short videos repeat frames)."""
-        if self.shape is None:
-            self.shape = array.shape
-        elif array.shape != self.shape:
-            raise VideoDecodeError(f"{self.path}: frames change size within the video ({self.shape} and {array.shape})")
         while not self.done and self.wanted == i:
-            self.arrays.append(array)
+            if self.buffer is None:
+                self.start = self.k
+                n = min(self.size, len(self.indices) - self.k)
+                self.buffer = np.empty((n, *array.shape), np.uint8)  # [t, H, W, 3]
+            elif array.shape != self.buffer.shape[1:]:
+                raise VideoDecodeError(f"{self.path}: frames change size within the video "
+                                       f"({self.buffer.shape[1:]} and {array.shape})")
+            self.buffer[self.k - self.start] = array
             self.k += 1
-            if len(self.arrays) == self.size or self.done:
-                kept = self.indices[self.k - len(self.arrays):self.k]
-                frames = torch.from_numpy(np.stack(self.arrays))  # [t, H, W, 3]
-                self.arrays = []
-                yield Frames(frames, kept, [self.times[j] for j in kept], self.length, self.fps, last=self.done)
+            if self.k - self.start == len(self.buffer):
+                kept = self.indices[self.start:self.k]
+                buffer, self.buffer = self.buffer, None
+                yield Frames(torch.from_numpy(buffer), kept, [self.times[j] for j in kept], self.length, self.fps,
+                             last=self.done)
+                del buffer  # the piece is the consumer's now: hold no reference while decoding the next
 
 
 def _plain(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
