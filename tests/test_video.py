@@ -207,6 +207,25 @@ def test_frames_without_timestamps_are_timed_by_the_frame_rate(tmp_path):
             assert [frame_number(f) for f in got.frames] == got.indices
 
 
+def test_avi_keyframes_are_sought_by_their_decoding_time(tmp_path, monkeypatch):
+    """AVI's index holds decoding times, and with B-frames a keyframe is shown after it is
+    decoded (pts 16, dts 13 here): seeking to its decoding time lands on it, where its
+    presentation time landed on the next keyframe and sent the video to the plain path
+    (decoding every frame twice)."""
+    path = encode_video(tmp_path / "v.avi", pattern_frames("spin", (50, 80, 230), 60, 48, 64, np.random.default_rng(0)),
+                        fps=25, gop=25)
+    with av.open(str(path)) as c:
+        assert any(p.dts < p.pts for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe and p.dts)
+    counts = {"decoded": 0}
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
+    for sampling in (Sampling(4), Sampling(8), Sampling(num_frames=None, fps=2.0)):
+        counts["decoded"] = 0
+        fast = read_frames(path, sampling)
+        assert counts["decoded"] <= 60, (sampling, counts)  # the plain path decodes 120
+        assert torch.equal(fast.frames, read_frames(path, sampling, seek=False).frames)
+
+
 def test_frames_are_rgb(tmp_path):
     """A red, a green and a blue video decode with the strong channel where it was encoded."""
     for channel in range(3):

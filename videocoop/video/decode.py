@@ -301,10 +301,12 @@ def _plain(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
     raise VideoDecodeError(f"{path}: a second decode gave fewer frames ({out.k} of {len(out.indices)} kept)")
 
 
-def _packets(path, container, stream) -> tuple[list[int], list[int]]:
-    """Every packet's timestamp in presentation order and the keyframes', from one demux pass,
-    where the packets are the frames (else :class:`_Disagree`)."""
-    pts, keyframes = [], []
+def _packets(path, container, stream) -> tuple[list[int], list[int], dict[int, int]]:
+    """Every packet's timestamp in presentation order, the keyframes', and each keyframe's
+    decoding timestamp (AVI's index holds those: seeking by the presentation time can land
+    on the next keyframe), from one demux pass, where the packets are the frames (else
+    :class:`_Disagree`)."""
+    pts, keyframes, seek_at = [], [], {}
     pictures = PictureCount(stream.codec_context.extradata) if stream.codec_context.name == "mpeg4" else None
     for packet in container.demux(stream):
         if packet.size == 0:  # the demuxer's flush packet
@@ -313,6 +315,8 @@ def _packets(path, container, stream) -> tuple[list[int], list[int]]:
             raise _Disagree
         pts.append(packet.pts)
         keyframes.append(packet.is_keyframe)
+        if packet.is_keyframe:
+            seek_at[packet.pts] = packet.pts if packet.dts is None else min(packet.dts, packet.pts)
         if pictures is not None:
             pictures.add(bytes(packet))
     if not pts:
@@ -322,7 +326,8 @@ def _packets(path, container, stream) -> tuple[list[int], list[int]]:
     order = sorted(range(len(pts)), key=pts.__getitem__)
     if len({pts[i] for i in order}) != len(pts):
         raise _Disagree
-    return [pts[i] for i in order], [pts[i] for i in order if keyframes[i]] or [min(pts)]
+    keys = [pts[i] for i in order if keyframes[i]] or [min(pts)]
+    return [pts[i] for i in order], keys, seek_at
 
 
 def _seeking(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
@@ -331,7 +336,7 @@ def _seeking(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
     :class:`_Disagree`: a decoder that shows a frame per two packets (field pairs) or none
     for one (an invisible or not-coded frame) would shift the frames silently."""
     with _opened(path) as (container, stream):
-        pts, key_pts = _packets(path, container, stream)
+        pts, key_pts, seek_at = _packets(path, container, stream)
         time_base = stream.time_base or Fraction(1, 1)
         times = [float((p - pts[0]) * time_base) for p in pts]
         out = _Pieces(path, sampling.indices(times), times, piece)
@@ -340,17 +345,32 @@ def _seeking(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
         while not out.done:
             i = out.wanted
             key = key_pts[max(bisect.bisect_right(key_pts, pts[i]) - 1, 0)]
-            if decoder is None or after is None or key > pts[after - 1]:  # a keyframe lies ahead: jump to it
-                container.seek(key, stream=stream, backward=True)
-                decoder, after = container.decode(stream), None
-            j = -1
-            for frame in decoder:
-                j = position.get(frame.pts, -1)
-                if j < 0 or (after is not None and j != after):
-                    raise _Disagree
-                after = j + 1
-                if j >= i:
-                    break
-            if j != i:
+            frame = None
+            if decoder is not None and after is not None and key <= pts[after - 1]:  # no keyframe ahead: go on
+                frame, after = _decode_to(decoder, position, i, after)
+            else:  # jump to the keyframe: by its presentation time, else by its decoding time (AVI's index)
+                for at in dict.fromkeys((key, seek_at.get(key, key))):
+                    container.seek(at, stream=stream, backward=True)
+                    decoder = container.decode(stream)
+                    frame, after = _decode_to(decoder, position, i, None)
+                    if frame is not None:
+                        break
+            if frame is None:
                 raise _Disagree
             yield from out.add(i, _rgb(frame))
+
+
+def _decode_to(decoder, position: dict[int, int], i: int, after: int | None):
+    """Decode up to the frame at position ``i``: ``(frame, the position after it)``, or
+    ``(None, None)`` when the first frame after a seek (``after`` None) lies past it. Every
+    frame must be the next packet (:class:`_Disagree`)."""
+    for frame in decoder:
+        j = position.get(frame.pts, -1)
+        if j < 0 or (after is not None and j != after):
+            raise _Disagree
+        if after is None and j > i:
+            return None, None  # the seek landed past the frame
+        after = j + 1
+        if j >= i:
+            return frame, after
+    raise _Disagree  # the decoder ended first
