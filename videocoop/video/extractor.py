@@ -83,6 +83,7 @@ class DecodedPieces(IterableDataset):
 
     def _pieces(self, c: int, v: int, path) -> Iterator[dict]:
         base = {"chunk": c, "video": v, "error": None, "restart": False}
+        last = False
         try:
             if not path.is_file():
                 raise VideoDecodeError(f"{path} does not exist")
@@ -90,13 +91,14 @@ class DecodedPieces(IterableDataset):
                 if part is RESTART:
                     yield {**base, "restart": True}
                 else:
+                    last = part.last
                     yield {**base, "frames": part.frames, "indices": part.indices, "times": part.times,
                            "length": part.length, "fps": part.fps, "last": part.last}
                 del part  # not held while the next piece is decoded
-        except VideoDecodeError as e:
-            yield {**base, "error": str(e)}
         except Exception as e:  # noqa: BLE001 (a video must never stop the run; the reason is recorded)
-            yield {**base, "error": f"cannot decode {path}: {type(e).__name__}: {e}"}
+            if not last:  # an error closing the file after the last piece changes nothing
+                yield {**base, "error": str(e) if isinstance(e, VideoDecodeError) else
+                       f"cannot decode {path}: {type(e).__name__}: {e}"}
 
 
 def default_workers() -> int:
