@@ -347,7 +347,7 @@ def test_overwrite_leaves_exactly_what_features_json_describes(src, tmp_path, pa
     4-frame features into a 6-frame folder), the failure is recorded, the user's own files stay."""
     videos = tmp_path / "videos"
     shutil.copytree(src, videos)
-    shutil.copytree(src / "train" / "red_slide", videos / "train" / "blue_spin")  # a third class, removed below
+    shutil.copytree(src / "train" / "red_slide", videos / "train" / "blue spin")  # a third class, removed below
     out = tmp_path / "out"
     extract(cfg(videos, out, num_frames=4, packed=packed))
     feature_root = out / "per-file" if packed else out
@@ -357,12 +357,12 @@ def test_overwrite_leaves_exactly_what_features_json_describes(src, tmp_path, pa
     torch.save({"mine": 1}, out / "runs" / "r1" / "checkpoint.pt")
     (videos / "train" / "red_slide" / "red_slide_train00.mp4").unlink()
     (videos / "train" / "green_rise" / "green_rise_train01.mp4").write_bytes(b"not a video any more")
-    shutil.rmtree(videos / "train" / "blue_spin")
+    shutil.rmtree(videos / "train" / "blue spin")
     summary = extract(cfg(videos, out, num_frames=6, packed=packed, overwrite=True))
     assert (summary.written, summary.failed) == (4, 1)
     assert _held(feature_root) == {"train/green_rise/green_rise_train00.pt": 6, "train/red_slide/red_slide_train01.pt": 6,
                                    "val/green_rise/green_rise_val00.pt": 6, "val/red_slide/red_slide_val00.pt": 6}
-    assert not (feature_root / "train" / "blue_spin").exists()
+    assert not (feature_root / "train" / "blue spin").exists()
     failures = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
     assert [f["source"] for f in failures] == ["train/green_rise/green_rise_train01.mp4"]
     train = PackedFeatureDataset(out / "train") if packed else FeatureDataset(out / "train")

@@ -209,8 +209,8 @@ def _set_aside(out: Path, entries: list[VideoEntry]) -> None:
             if made_here:
                 splits.append(here)
         elif made_here:
-            listed = (here / CLASSNAMES_FILE).read_text().split() if CLASSNAMES_FILE in names else []
-            roots.setdefault(here, set()).update(listed)
+            listed = (here / CLASSNAMES_FILE).read_text(encoding="utf-8").splitlines() if CLASSNAMES_FILE in names else []
+            roots.setdefault(here, set()).update(c.strip() for c in listed if c.strip())
     aside = out / REPLACED_DIR
 
     def move(path: Path) -> None:
