@@ -18,6 +18,7 @@ The audits and the runner:
     videocoop.data   VideoSample, collate_samples: our datasets' items and the collate that pads them
     videocoop.data   frame_indices: the segment-middle frames extraction-parity decodes
     videocoop.video  Extractor: where extraction-parity points when videocoop extract made the features
+    videocoop.video  FrameClock: the frame times extraction-parity samples by, the extractor's (no timestamps too)
 
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
