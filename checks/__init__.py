@@ -25,6 +25,8 @@ the pytest plugin:
 
     videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
+    videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
+    videocoop.utils  read_lines: the reader of text lists (--classnames FILE)
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
 

@@ -94,7 +94,7 @@ def test_manifest_rows(tmp_path):
     assert root == tmp_path.resolve() and [(e.label, e.out) for e in entries] == [
         ("jump", "jump/a.pt"), ("jump", "jump/gone.pt"), ("run", "run/b.pt")]
     (tmp_path / "bad.csv").write_text("path,label\nclips/a.mp4,\n")
-    with pytest.raises(VideoCoopError, match="row 2 needs both"):
+    with pytest.raises(VideoCoopError, match="bad.csv, line 2: needs both a path and a label"):
         find_videos(manifest=tmp_path / "bad.csv")
     with pytest.raises(VideoCoopError, match="none of the 3 videos"):
         find_videos(tmp_path / "clips", manifest=tmp_path / "list.csv")
@@ -396,16 +396,16 @@ def test_a_stopped_overwrite_resumes_without_old_files(src, tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["--num-frames", "4", "--fps", "2"], "not allowed with argument"),
     (["--precision", "fp8"], "invalid choice"),
-    (["--num-frames", "0"], "num_frames must be an integer >= 1"),
+    (["--num-frames", "0"], "num_frames must be an integer from 1 to 10000"),
     (["--batch-size", "0"], "batch_size must be >= 1"),
 ])
 def test_bad_flags_are_usage_errors(src, tmp_path, capsys, argv, match):
     code = main(["extract", "--videos", str(src), "--out", str(tmp_path), "--clip-model", TINY_MODEL, *argv])
-    assert code == 4 and match in capsys.readouterr().err
+    assert code == 2 and match in capsys.readouterr().err
 
 
 def test_missing_source_is_a_usage_error(tmp_path, capsys):
-    assert main(["extract", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 4
+    assert main(["extract", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a folder" in capsys.readouterr().err
 
 

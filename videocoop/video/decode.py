@@ -30,10 +30,12 @@ import av
 import numpy as np
 import torch
 
+from ..data.sampling import MAX_FRAMES
 from ..utils.errors import VideoCoopError
 from .mpeg4 import PictureCount
 
 SAMPLING_METHODS = ("segment-middle", "fps")
+MAX_FPS = 1000  # frames per second past any video's rate: a typo, whose frame list would not fit in memory
 
 
 class VideoDecodeError(VideoCoopError):
@@ -68,10 +70,12 @@ class Sampling:
     def __post_init__(self):
         if (self.num_frames is None) == (self.fps is None):
             raise VideoCoopError(f"sample by num_frames or by fps, exactly one; got num_frames={self.num_frames}, fps={self.fps}")
-        if self.num_frames is not None and (not isinstance(self.num_frames, int) or self.num_frames < 1):
-            raise VideoCoopError(f"num_frames must be an integer >= 1, got {self.num_frames!r}")
-        if self.fps is not None and not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise VideoCoopError(f"fps must be a number > 0, got {self.fps!r}")
+        if self.num_frames is not None and (not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool)
+                                            or not 1 <= self.num_frames <= MAX_FRAMES):
+            raise VideoCoopError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {self.num_frames!r}")
+        if self.fps is not None and not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps)
+                                         and 0 < self.fps <= MAX_FPS):
+            raise VideoCoopError(f"fps must be a number above 0 and at most {MAX_FPS}, got {self.fps!r}")
 
     @property
     def method(self) -> str:
@@ -238,7 +242,20 @@ def _opened(path):
     except VideoDecodeError:  # a VideoCoopError is a ValueError: not PyAV's
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError, RuntimeError, MemoryError) as e:
-        raise VideoDecodeError(f"cannot decode {path}: {type(e).__name__}: {e}") from e
+        raise VideoDecodeError(f"cannot decode {path}: {type(e).__name__}: {e}{_what_it_is(path)}") from e
+
+
+def _what_it_is(path: str | os.PathLike) -> str:
+    """What a file that is not a video is, where its first bytes tell (a web page saved under a
+    video's name, by a download that got the page instead of the video)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    except OSError:
+        return ""
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")):
+        return " (it is an HTML page, not a video: a download that saved the web page; download the video itself)"
+    return " (it is empty)" if not head else ""
 
 
 def _rgb(frame) -> np.ndarray:

@@ -39,7 +39,8 @@ from ..data.packed import INDEX_FILE
 from ..utils.config import config_from_dict
 from ..utils.distributed import World, destroy_process_group, init_process_group, world_from_env
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_bytes, write_text
+from ..utils.files import write_bytes, write_text
+from ..utils.readers import read_json_object
 from ..utils.progress import PROGRESS, Progress
 from .decode import Sampling
 from .extractor import SOURCE, Extracted, Extractor, Failed
@@ -48,6 +49,7 @@ from .sources import VideoEntry, chunked, find_videos
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = ("float16", "float32")
 RUN_FILE = "extract.json"  # the settings of the run that is filling DST; a rerun must match them
+RUN_FIELDS = {"format": str, "version": int, "settings": dict, "config": dict}  # its keys' types
 FAILURES_FILE = "failures.jsonl"
 PER_FILE_DIR = "per-file"  # with --packed: the per-video files the packed splits are made from
 REPLACED_DIR = ".replaced"  # with --overwrite: the previous run's files, until the new run is done
@@ -182,11 +184,12 @@ def _check_previous_run(out: Path, settings: dict, overwrite: bool) -> None:
     path = out / RUN_FILE
     if overwrite or not path.is_file():
         return
-    old = read_json_object(path, "pass --overwrite to start over, or choose another --out").get("settings", {})
+    old = read_json_object(path, "pass --overwrite to start over, or choose another --out", fields=RUN_FIELDS,
+                           required=("settings",))["settings"]
     diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
     if diff:
-        raise VideoCoopError(f"{out} holds features extracted with other settings ({'; '.join(diff)}); pass --overwrite "
-                             f"to redo them with these, or choose another --out")
+        raise VideoCoopError(f"{out} holds features extracted with other settings ({'; '.join(diff)}, as {path} "
+                             f"records them); pass --overwrite to redo them with these, or choose another --out")
 
 
 def _set_aside(out: Path, entries: list[VideoEntry]) -> None:
