@@ -18,12 +18,15 @@ The audits and the runner:
     videocoop.data   VideoSample, collate_samples: our datasets' items and the collate that pads them
     videocoop.data   frame_indices: the segment-middle frames extraction-parity decodes
     videocoop.video  Extractor: where extraction-parity points when videocoop extract made the features
+    videocoop.video  FrameClock: the frame times extraction-parity samples by, the extractor's (no timestamps too)
 
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
     videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
+    videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
+    videocoop.utils  read_lines: the reader of text lists (--classnames FILE)
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
     videocoop.train  TrainStep, train_one_epoch: train's own step under torchrun (checks.distributed)

@@ -1,8 +1,9 @@
-"""``python -m checks``: build the target, run the audits, write the reports, exit 0 / 1 / 4."""
+"""``python -m checks``: build the target, run the audits, write the reports, exit 0 / 1 / 2."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import shlex
 import sys
@@ -16,9 +17,10 @@ from pathlib import Path
 import torch
 
 from videocoop import VideoCoopError, train
-from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args
+from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args, print_user_error
 from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
+from videocoop.utils import read_lines
 
 from .audits.determinism import environment_line
 from .core import AuditTarget, get_audit, list_audits, resolve_device
@@ -81,7 +83,7 @@ def limit_threads() -> str:
 def read_classnames(value: str) -> list[str]:
     """``--classnames``: a file with one name per line, or a comma-separated list."""
     if os.path.isfile(value):
-        names = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = read_lines(value, comments=False)
     else:
         names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
@@ -101,18 +103,23 @@ def load_target(spec: str, classnames: list[str] | None = None) -> AuditTarget:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise VideoCoopError(f"--target {spec}: cannot import {module_name!r} ({e})") from e
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):  # one it imports
+            raise VideoCoopError(f"--target {spec}: importing {module_name} raised {_raised(e, module_name)}") from e
+        raise VideoCoopError(f"--target {spec}: cannot import {module_name!r} ({e}); run from the folder that holds "
+                             f"it, or install it") from e
+    except (Exception, SystemExit) as e:  # noqa: BLE001: the user's module failed: one line, where, no traceback
+        raise VideoCoopError(f"--target {spec}: importing {module_name} raised {_raised(e, module_name)}") from e
     func = getattr(module, func_name, None)
     if not callable(func):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise VideoCoopError(f"--target {spec}: {module_name} has no function {func_name!r}; it has: {', '.join(names)}")
+        where = f" ({relpath(module.__file__)})" if getattr(module, "__file__", None) else ""
+        raise VideoCoopError(f"--target {spec}: {module_name}{where} has no function {func_name!r}; it has: "
+                             f"{', '.join(names) or 'none'}")
     try:
         built = func()
-    except Exception as e:  # noqa: BLE001: the user's factory failed: one line, where, no traceback
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        raise VideoCoopError(f"--target {spec}: {func_name}() raised {type(e).__name__}: "
-                             f"{(str(e).splitlines() or [''])[0]} (at {relpath(where.filename)}:{where.lineno})") from e
+    except (Exception, SystemExit) as e:  # noqa: BLE001: the user's factory failed: one line, where, no traceback
+        raise VideoCoopError(f"--target {spec}: {func_name}() raised {_raised(e)}") from e
     if classnames is not None and isinstance(built, AuditTarget):
         raise VideoCoopError(f"--classnames is for a --target that returns a bare model; {func_name}() returned an "
                              f"AuditTarget, whose classnames are used")
@@ -122,6 +129,26 @@ def load_target(spec: str, classnames: list[str] | None = None) -> AuditTarget:
     if not target.description:
         target.description = f"{type(target.model).__name__} from --target {spec}"
     return target
+
+
+def _raised(e: BaseException, module: str | None = None) -> str:
+    """An exception of the user's code in one line: its type, its first line, and where in their
+    files it was raised (the last frame outside Python's and the installed packages' own files;
+    a SyntaxError's own file and line; else the file of the ``module`` being imported)."""
+    text = (str(e).splitlines() or [""])[0]
+    if isinstance(e, SyntaxError) and e.filename and not e.filename.startswith("<"):
+        return f"{type(e).__name__}: {e.msg} (at {relpath(e.filename)}:{e.lineno})"
+    frames = traceback.extract_tb(e.__traceback__)
+    library = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.__file__)})
+    own = [f for f in frames if not f.filename.startswith((*library, "<")) and
+           os.path.dirname(f.filename) != os.path.dirname(__file__)]
+    if own:
+        return f"{type(e).__name__}: {text} (at {relpath(own[-1].filename)}:{own[-1].lineno})"
+    try:
+        spec = importlib.util.find_spec(module) if module else None  # found: its import ran it
+    except (Exception, SystemExit):  # noqa: BLE001: its package's import fails too; said without a file
+        spec = None
+    return f"{type(e).__name__}: {text}" + (f" (in {relpath(spec.origin)})" if spec and spec.origin else "")
 
 
 def _given_train_flags(argv: list[str]) -> list[str]:
@@ -225,7 +252,8 @@ def write_step_summary(results, info: RunInfo, report: str, lang: str = "en") ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m checks``; returns the exit code (0 ok, 1 failed, 4 usage error)."""
+    """Run ``python -m checks``; returns the exit code (0 ok, 1 failed, 2 a bad flag or input, printed as one
+    paragraph; the traceback too with ``VIDEOCOOP_TRACEBACK=1``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -256,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_audits(target, ids, spawn=args.spawn)
         info = run_info(target, shlex.join(["python", "-m", "checks", *argv]), time.perf_counter() - start)
     except (UsageError, VideoCoopError) as e:
-        print(str(e), file=sys.stderr)
+        print_user_error(str(e))
         return ExitCode.USAGE
     print_summary(results)
     write_report(results, info, args.report, args.lang)
@@ -276,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def selftest(args: argparse.Namespace, argv: list[str]) -> int:
     """``--selftest``: the table of audit -> caught / missed; 0 when every fault is caught and every
-    clean case passes, 1 otherwise, 4 on a usage error (CUDA demanded and absent, other flags)."""
+    clean case passes, 1 otherwise, 2 on a usage error (CUDA demanded and absent, other flags)."""
     from .selftest import device_line, format_table, run_selftest
 
     rest, skip = [], False

@@ -68,13 +68,13 @@ def test_bare_model_target(tmp_path):
 
 
 def test_bare_model_without_classnames(tmp_path, capsys):
-    """Exit 4 saying exactly what a bare model needs; --classnames (a list or a classnames.txt) gives it."""
+    """Exit 2 saying exactly what a bare model needs; --classnames (a list or a classnames.txt) gives it."""
     argv = ["--target", "checks.faults:bare_model_without_classnames", "--only", "causal-mask,class-order",
             "--report", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
-    assert main(argv) == 4
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "bare model without class names (5 prompts): give them with --classnames FILE" in err
-    assert main(argv + ["--classnames", "a,b,c"]) == 4
+    assert main(argv + ["--classnames", "a,b,c"]) == 2
     assert "3 class names for VideoFeatureCLIP, whose prompt_learner holds 5 prompts" in capsys.readouterr().err
     names = tmp_path / "classnames.txt"
     names.write_text("".join(f"{c}\n" for c in ["ApplyEyeMakeup", "jump", "brush_hair", "PlayingCello", "ride_bike"]))
@@ -92,8 +92,8 @@ def test_bare_model_without_classnames(tmp_path, capsys):
     (["--lang", "fr"], "invalid choice"),
     (["--target", "checks.faults:broken_factory"], "broken_factory() raised RuntimeError: checkpoint file not found"),
 ])
-def test_usage_errors_exit_4_without_traceback(argv, words, capsys):
-    assert main(argv) == 4
+def test_usage_errors_exit_2_without_traceback(argv, words, capsys):
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
 
@@ -118,7 +118,7 @@ def test_own_model_from_train_flags(tmp_path):
 
 
 def test_train_flags_do_not_mix_with_target(capsys):
-    assert main(["--target", "checks.faults:clean_target", "--n-ctx", "4"]) == 4
+    assert main(["--target", "checks.faults:clean_target", "--n-ctx", "4"]) == 2
     assert "do not apply" in capsys.readouterr().err
 
 

@@ -65,8 +65,8 @@ def test_rich_progress_runs(data_dir, tmp_path, capsys):
         (["train", "--feature-dir", "x", "--epochs", "0"], "epochs must be >= 1"),
     ],
 )
-def test_usage_errors_exit_4_without_traceback(argv, message, capsys):
-    assert main(argv) == ExitCode.USAGE == 4
+def test_usage_errors_exit_2_without_traceback(argv, message, capsys):
+    assert main(argv) == ExitCode.USAGE == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -75,7 +75,7 @@ def test_bad_data_is_a_usage_error(data_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
     (bad / "a").mkdir(parents=True)
     (bad / "a" / "v.npy").write_bytes(b"garbage")
-    assert main(["train", "--feature-dir", str(bad), "--clip-model", TINY_MODEL, "--output-dir", str(tmp_path / "o")]) == 4
+    assert main(["train", "--feature-dir", str(bad), "--clip-model", TINY_MODEL, "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(bad / "a" / "v.npy") in err and "Traceback" not in err
 
@@ -96,15 +96,15 @@ def test_help_and_module_entry_point():
     assert main(["--help"]) == ExitCode.OK
     build_parser()  # builds without side effects
     proc = subprocess.run([sys.executable, "-m", "videocoop", "train", "--optimizer", "x"], capture_output=True, text=True)
-    assert proc.returncode == 4 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_interrupt_exits_2_and_points_to_resume(monkeypatch, capsys):
+def test_interrupt_exits_130_and_points_to_resume(monkeypatch, capsys):
     import videocoop.cli.train as train_command
 
     def interrupted(cfg):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_command, "fit", interrupted)
-    assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 2
+    assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 130
     assert "--resume" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_manifest(folder):
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b"this is not a tensor", r"bad\.pt is not a valid \.pt file: it is damaged or in another format; a valid one holds"),
+        (b"this is not a tensor", r"bad\.pt: not a valid \.pt file: it is damaged or in another format; a valid one holds"),
         (torch.ones(3, D + 1), "has dim 9; the chosen CLIP embeds in 8"),
         (torch.tensor([[float("nan")] * D]), "NaN or inf"),
         (torch.tensor([[float("inf")] * D]), "NaN or inf"),
@@ -154,7 +154,7 @@ def test_bad_files_are_named(folder, content, match):
 
 def test_widths_must_agree_without_a_clip(folder):
     _write(folder, "c_class", "wide", torch.randn(2, D + 2))
-    with pytest.raises(VideoCoopError, match="wide.pt has dim 10"):
+    with pytest.raises(VideoCoopError, match="wide.pt: has dim 10"):
         FeatureDataset(folder)
 
 
@@ -219,8 +219,8 @@ def test_classnames_txt_lines_are_unique(folder):
 def test_manifest_row_without_label_is_named(folder):
     manifest = folder / "list.csv"
     manifest.write_text("path,label\nb_class/v1.pt,b_class\nc_class/v4.pt, \n")
-    with pytest.raises(VideoCoopError, match=r"list.csv row 3 has no label"):
+    with pytest.raises(VideoCoopError, match=r"list.csv, line 3: needs both a path and a label"):
         FeatureDataset(folder, manifest=manifest)
     manifest.write_text("path,label\nb_class/v1.pt\n")  # a short row: csv gives None
-    with pytest.raises(VideoCoopError, match=r"list.csv row 2 has no label"):
+    with pytest.raises(VideoCoopError, match=r"list.csv, line 2: needs both a path and a label"):
         FeatureDataset(folder, manifest=manifest)

@@ -167,11 +167,11 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
 @pytest.mark.parametrize(
     "damage, match",
     [
-        (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"cannot read .*packed\.json"),
-        (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json is not a JSON object"),
-        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"features\.npy is not a valid \.npy file: it is damaged"),
-        (lambda p: (p / "offsets.npy").unlink(), r"offsets\.npy is missing"),
-        (lambda p: (p / "labels.npy").write_bytes(b"x" * 100), r"labels\.npy is not a valid \.npy file: it is damaged or in another format; "),
+        (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"packed\.json, line 1, column 12: not valid JSON"),
+        (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json: holds \[\] \(a list\), not a JSON object"),
+        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"features\.npy: not a valid \.npy file: it is cut short"),
+        (lambda p: (p / "offsets.npy").unlink(), r"offsets\.npy: missing from the packed split"),
+        (lambda p: (p / "labels.npy").write_bytes(b"x" * 100), r"labels\.npy: not a valid \.npy file: it is damaged or in another format; "),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy")[:-1]), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy") * 2), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "labels.npy", np.load(p / "labels.npy")[:-1]), r"labels\.npy must hold 9"),
@@ -179,7 +179,7 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
     ],
 )
 def test_a_damaged_packed_split_is_refused_by_name(split, tmp_path, damage, match):
-    # a VideoCoopError: the CLI exits 4 with the message, no traceback
+    # a VideoCoopError: the CLI exits 2 with the message, no traceback
     packed = tmp_path / "packed"
     pack(split, packed, dtype="float32")
     damage(packed)

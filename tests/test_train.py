@@ -141,7 +141,7 @@ def test_a_corrupt_config_json_is_a_user_error(synth, tmp_path):
     fit(_cfg(synth, tmp_path, epochs=2))
     (tmp_path / "out" / "summary.json").unlink()  # stopped after epoch 2 of 2, say
     (tmp_path / "out" / "config.json").write_text('{"epochs": 4, "lr"')
-    with pytest.raises(VideoCoopError, match="cannot read .*config.json.*--overwrite"):
+    with pytest.raises(VideoCoopError, match=r"config.json, line 1, column \d+: not valid JSON.*--overwrite"):
         fit(_cfg(synth, tmp_path, epochs=2, resume=True))
 
 
@@ -230,7 +230,7 @@ def test_clip_identity_comes_from_features_json(synth, tmp_path):
     write_feature_info(bare, {"clip_model": TINY_MODEL, "weights": "random:1", "num_frames": 6, "dim": 32})
     assert build(cfg).cfg.clip_seed == 1
     write_feature_info(bare, {"clip_model": TINY_MODEL, "weights": "random:abc", "num_frames": 6, "dim": 32})
-    with pytest.raises(VideoCoopError, match=r"weights 'random:abc'; random weights are written random:<integer seed>"):
+    with pytest.raises(VideoCoopError, match=r"features.json, key \"weights\": found 'random:abc'; random weights are written random:<seed>"):
         build(cfg)
 
 

@@ -41,8 +41,8 @@ from .device import (ArangeRowsEncoder, BoolMaskEncoder, CpuBiasEncoder, CpuCuda
                      shared_path_cpu_copy)
 from .distributed import distributed_clean, gather_without_grad, no_all_reduce, scalar_gathered, world_size_scaled
 from .extraction import (EXTRACT_FRAMES, BGRPreprocess, DevicePathPreprocess, NextFrameSampling, bgr, bgr_frames,
-                         extracted, extraction_clean, fault_videos, imagenet_normalised, imagenet_stats, next_frames,
-                         other_tower, stretched, stretched_resize)
+                         extracted, extraction_clean, extraction_untimed, fault_videos, imagenet_normalised,
+                         imagenet_stats, next_frames, other_tower, stretched, stretched_resize, untimed_videos)
 from .model import (BatchCentred, BatchNormVideo, ContextOnlyCheckpoint, HalfTextPort, MaskIgnored, NoMaskArgument,
                     ScaleWithoutExp, UnnormalisedVideo, batch_mean_centring, batchnorm_video, checkpoint_misses_buffers,
                     checkpoint_misses_temporal, clip_trainable, fp16_context_adam, fp16_context_sgd,

@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_json
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.files import write_json
+from ..utils.readers import read_json_object, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +99,16 @@ def read_class_list(path: str | os.PathLike) -> list[str]:
     CSV whose header has a ``name`` column (ViFi-CLIP's ``labels/*_base_labels.csv``).
 
     Raises:
-        VideoCoopError: unreadable or empty file.
+        InputError: unreadable, not UTF-8 (:func:`~videocoop.utils.readers.read_lines`), or empty.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VideoCoopError(f"cannot read the base class list {path}: {e}") from e
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    lines = read_lines(path)
     if lines and "name" in [c.strip() for c in lines[0].split(",")]:
         names = [(row.get("name") or "").strip() for row in csv.DictReader(io.StringIO("\n".join(lines)),
                                                                              skipinitialspace=True)]
         lines = [n for n in names if n]
     if not lines:
-        raise VideoCoopError(f"the base class list {path} names no classes; write one class name per line")
+        raise InputError(path, "names no classes (the base class list of --base-classes)",
+                         fix="write one class name per line")
     return lines
 
 

@@ -23,9 +23,10 @@ from ..data.features import check_feature_info, load_feature_file, read_feature_
 from ..data.layout import FEATURE_SUFFIXES, INFO_FILE
 from ..data.samples import VideoSample, collate_samples
 from ..data.sampling import frame_indices
-from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_text
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.files import write_text
 from ..utils.progress import Progress
+from ..utils.readers import read_json_object
 from ..video.decode import Sampling
 from ..video.extractor import Extracted, Extractor, Failed, default_workers
 from ..video.preprocess import Preprocess
@@ -81,7 +82,10 @@ def load_run(run_dir: str | os.PathLike):
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise VideoCoopError(f"{run} holds no training run (no config.json); pass the --output-dir of a `videocoop train`")
-    cfg = TrainConfig.from_dict(read_json_object(run / "config.json", "it is written by videocoop train"))
+    cfg = TrainConfig.from_file(run / "config.json")
+    if cfg.clip_model is None:  # training writes the CLIP it resolved: a config without one is not a run's
+        raise InputError(run / "config.json", 'no key "clip_model"; a run\'s config names the CLIP it trained on',
+                         fix="videocoop train writes it; restore it from the run")
     path = next((run / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (run / n).is_file()), None)
     if path is None:
         raise VideoCoopError(f"{run} has no {CHECKPOINT_BEST} or {CHECKPOINT_LAST}: the run has not finished an epoch")
@@ -108,15 +112,18 @@ def run_classes(run_dir: str | os.PathLike, classnames: list[str]) -> list[str]:
     return lists[0] + lists[1]
 
 
-def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] | None = None):
+def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] | None = None,
+                    path: str | os.PathLike | None = None):
     """The run's model with its learned tensors, and its CLIP, on ``device``.
 
     Built by the builder training used (:func:`videocoop.train.builder.build_model`) from the
-    run's resolved config; the strict load of the checkpoint refuses any difference.
+    run's resolved config; the strict load of the checkpoint refuses any difference (named, with
+    the checkpoint's ``path``: :func:`~videocoop.train.checkpoint.check_checkpoint`).
     ``classes``: every class of the run's data (:func:`run_classes`), which its prompts file
     may name; default the checkpoint's.
     """
     from ..train.builder import build_model, load_prompts, load_run_clip
+    from ..train.checkpoint import check_checkpoint
 
     if cfg.initial_prompts_file and not Path(cfg.initial_prompts_file).is_file():
         raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
@@ -124,6 +131,8 @@ def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] |
     prompts = load_prompts(cfg)
     clip_model, tokenizer = load_run_clip(cfg)
     model = build_model(cfg, state["classnames"], clip_model, tokenizer, prompts=prompts, run_classes=classes)
+    if path is not None:
+        check_checkpoint(state, path, trainable=model.trainable_state_dict())
     model.load_trainable_state_dict(state["trainable"])
     clip_model.to(device)
     return model.to(device).eval(), clip_model
@@ -135,7 +144,10 @@ def _run_sampling(cfg, num_frames: int | None, fps: float | None) -> Sampling:
         return Sampling(num_frames=num_frames if fps is None else None, fps=fps)
     info = read_feature_info(cfg.feature_dir) if cfg.feature_dir and Path(cfg.feature_dir).is_dir() else None
     if info is not None and isinstance(info.get("sampling"), dict):
-        return Sampling.from_dict(info["sampling"])
+        try:
+            return Sampling.from_dict(info["sampling"])
+        except VideoCoopError as e:
+            raise InputError(Path(cfg.feature_dir) / INFO_FILE, str(e), at='key "sampling"') from e
     if cfg.num_frames is not None:
         return Sampling(num_frames=cfg.num_frames)
     raise VideoCoopError(f"cannot tell how the run's training features were sampled ({cfg.feature_dir}/{INFO_FILE} "
@@ -229,7 +241,7 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
     dev = resolve_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random CLIP weights: the run already said so when it trained
-        model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]))
+        model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]), path=ckpt)
     out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt))
     if features is not None:
         root = Path(features)

@@ -22,15 +22,17 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 from ..data.protocols import apply_protocols, harmonic_mean, split_seed_of
 from ..train.config import EXECUTION_KEYS, TrainConfig
 from ..train.record import describe_protocol
-from ..train.rundir import run_state, same_setting
+from ..train.rundir import read_summary, run_state, same_setting
 from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_json, write_text
+from ..utils.files import write_json, write_text
+from ..utils.readers import read_json_object
 from .zeroshot import DEFAULT_TEMPLATES, RESULT_FILE, config_from_train, zero_shot
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ SWEEP_FILE = "sweep.json"
 ZERO_SHOT_DIR = "zeroshot"
 # Settings that vary per run of a sweep, or are actions: not part of what the runs share.
 PER_RUN_KEYS = ("shots", "seed", "output_dir", "resume", "eval_only", "overwrite")
+SWEEP_FIELDS = {"settings": dict, "shots": list[int], "seeds": list[int]}  # the types of sweep.json's keys
+#: The numbers of the zero-shot row's result (zeroshot.json) that the table reads.
+ZERO_SHOT_FIELDS = {"top1": Real, "top5": Real, "base_top1": Real, "novel_top1": Real, "hm": Real}
 
 
 @dataclass
@@ -116,7 +121,7 @@ def _check_root(cfg: SweepConfig, root: Path) -> None:
     path = root / SWEEP_FILE
     new = _shared_settings(cfg)
     if path.is_file():
-        old = read_json_object(path, "choose another --output-dir").get("settings", {})
+        old = read_json_object(path, "choose another --output-dir", fields=SWEEP_FIELDS, required=("settings",))["settings"]
         diff = [k for k in sorted(set(old) | set(new)) if not same_setting(k, old.get(k), new.get(k))]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
@@ -211,12 +216,13 @@ def collect(cfg: SweepConfig) -> dict:
     root = Path(cfg.output_dir)
     found: dict[int, list[dict]] = {}
     if cfg.zero_shot and (root / ZERO_SHOT_DIR / RESULT_FILE).is_file():
-        found[0] = [read_json_object(root / ZERO_SHOT_DIR / RESULT_FILE)]
+        found[0] = [read_json_object(root / ZERO_SHOT_DIR / RESULT_FILE, "run the sweep again", fields=ZERO_SHOT_FIELDS,
+                                     required=("top1", "top5"))]
     for shots in sorted(cfg.shots):
         for seed in cfg.seeds:
             path = root / run_name(shots, seed) / "summary.json"
             if path.is_file():
-                found.setdefault(shots, []).append(read_json_object(path))
+                found.setdefault(shots, []).append(read_summary(path))
     return found
 
 

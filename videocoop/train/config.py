@@ -10,15 +10,19 @@ from pathlib import Path
 
 from ..clip.loader import PRECISIONS
 from ..data.layout import INFO_FILE
+from ..data.sampling import MAX_FRAMES
 from ..model.prompt_learner import POSITIONS
 from ..model.text_encoder import POOLS
 from ..model.video_clip import TEMPORAL_AGGS
 from ..utils.config import config_from_dict
-from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object
+from ..utils.errors import ConfigError, InputError, VideoCoopError
+from ..utils.readers import read_json_object
 from ..utils.progress import PROGRESS
+from ..utils.seeding import MAX_SEED, check_seed
 
 OPTIMIZERS = ("sgd", "adamw")
+# DataLoader processes past which the number cannot be meant (each holds a copy of the dataset).
+MAX_WORKERS = 256
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
 EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every",
@@ -94,19 +98,18 @@ class TrainConfig:
         carried over.
 
         Raises:
-            VideoCoopError: an unreadable file, or unknown keys.
+            InputError: an unreadable file, unknown keys, or a value of another type than its
+                field's, naming the file and the key.
         """
         d = read_json_object(path, "a config file holds a JSON object of `videocoop train` settings")
-        try:
-            return cls.from_dict({k: v for k, v in d.items() if k not in ACTION_KEYS})
-        except VideoCoopError as e:
-            raise VideoCoopError(f"{path}: {e}") from e
+        return config_from_dict(cls, {k: v for k, v in d.items() if k not in ACTION_KEYS}, what="config", path=path)
 
     def check(self) -> None:
         """Validate choices and ranges before anything is loaded.
 
         Raises:
-            VideoCoopError: naming the bad value and the valid options.
+            ConfigError: naming the bad value, its key and the valid options (a VideoCoopError
+                where the conflict is between flags: --resume and --eval-only).
         """
         choices = {
             "optimizer": OPTIMIZERS, "precision": PRECISIONS, "class_token_position": POSITIONS,
@@ -114,7 +117,7 @@ class TrainConfig:
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid and not (key == "precision" and self.precision is None):
-                raise VideoCoopError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
+                raise ConfigError(key, f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(valid)}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "n_ctx": self.n_ctx,
                     "check_every": self.check_every}
         for key in ("num_frames", "shots"):
@@ -122,26 +125,33 @@ class TrainConfig:
                 positive[key] = getattr(self, key)
         for key, value in positive.items():
             if value < 1:
-                raise VideoCoopError(f"{key} must be >= 1, got {value}")
+                raise ConfigError(key, f"{key} must be >= 1, got {value}")
         for key in ("lr", "warmup_lr", "weight_decay", "momentum", "warmup_epochs", "num_workers"):
             if getattr(self, key) < 0:
-                raise VideoCoopError(f"{key} must be >= 0, got {getattr(self, key)}")
+                raise ConfigError(key, f"{key} must be >= 0, got {getattr(self, key)}")
+        for key, most in (("num_frames", MAX_FRAMES), ("num_workers", MAX_WORKERS)):
+            if getattr(self, key) is not None and getattr(self, key) > most:
+                raise ConfigError(key, f"{key} must be at most {most}, got {getattr(self, key)}")
+        for key in ("seed", "split_seed", "clip_seed"):
+            if getattr(self, key) is not None:
+                check_seed(key, getattr(self, key))
         if not self.feature_dir:
-            raise VideoCoopError("no training features: pass --feature-dir DIR (a folder of <class>/<video>.pt|.npy)")
-        for key in ("feature_dir", "val_feature_dir", "initial_prompts_file"):
+            raise ConfigError("feature_dir", "no training features: pass --feature-dir DIR (a folder of "
+                                             "<class>/<video>.pt|.npy)")
+        for key in ("feature_dir", "val_feature_dir", "initial_prompts_file", "clip_checkpoint"):
             path = getattr(self, key)
-            if path and not os.path.exists(path):
-                raise VideoCoopError(f"{key.replace('_', '-')} {path} does not exist")
+            if (path or (key == "clip_checkpoint" and path is not None)) and not os.path.exists(path):
+                raise ConfigError(key, f"{key.replace('_', '-')} {path or repr(path)} does not exist")
         if self.base_classes:
             if self.csc:
-                raise VideoCoopError("--csc learns a context per class, which cannot carry over to novel classes: "
-                                     "--base-classes needs the unified context (drop --csc)")
+                raise ConfigError("csc", "--csc learns a context per class, which cannot carry over to novel "
+                                         "classes: --base-classes needs the unified context (drop --csc)")
             if not self.val_feature_dir:
-                raise VideoCoopError("--base-classes reports base and novel accuracy on validation videos: pass "
-                                     "--val-feature-dir DIR holding videos of both")
+                raise ConfigError("val_feature_dir", "--base-classes reports base and novel accuracy on validation "
+                                                     "videos: pass --val-feature-dir DIR holding videos of both")
             if self.base_classes != "half" and not os.path.isfile(self.base_classes):
-                raise VideoCoopError(f"--base-classes {self.base_classes!r}: choose half (CoCoOp's split) or a file "
-                                     f"of base class names, one per line; no such file")
+                raise ConfigError("base_classes", f"--base-classes {self.base_classes!r}: choose half (CoCoOp's split) "
+                                                  f"or a file of base class names, one per line; no such file")
         if self.resume and self.eval_only:
             raise VideoCoopError("--resume and --eval-only exclude each other")
         if self.resume and self.overwrite:
@@ -168,13 +178,14 @@ def resolve_clip(cfg: TrainConfig, info: Mapping | None) -> TrainConfig:
             f"(and --pretrained TAG or --clip-checkpoint FILE for real weights)"
         )
     out = dataclasses.replace(cfg, clip_model=clip_model)
-    if cfg.pretrained or cfg.clip_checkpoint or info is None or "weights" not in info:
+    if cfg.pretrained or cfg.clip_checkpoint or info is None:
         return out
-    weights = str(info["weights"])
+    weights = info["weights"]
     if weights.startswith("random:"):
         seed = weights.split(":", 1)[1]
-        if not seed.isdigit():
-            raise VideoCoopError(f"{where} has weights {weights!r}; random weights are written random:<integer seed>")
+        if not (seed.isascii() and seed.isdigit()) or int(seed) > MAX_SEED:
+            raise InputError(where, f"found {weights!r}; random weights are written random:<seed>, a seed from 0 to "
+                                    f"{MAX_SEED}", at='key "weights"')
         return dataclasses.replace(out, clip_seed=int(seed))
     if weights.startswith("sha256:"):
         raise VideoCoopError(

@@ -7,16 +7,14 @@ no display needed. Each picture lands atomically like every other file of a run.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_bytes
+from ..utils.files import write_bytes
 
-log = logging.getLogger(__name__)
 #: Class names are written on the confusion matrix's axes up to this many classes.
 MAX_LABELLED_CLASSES = 40
 
@@ -117,9 +115,10 @@ def plot_run(out: str | Path) -> list[Path]:
     ``summary.json`` only; without ``summary.json`` there is no confusion picture).
 
     Raises:
-        VideoCoopError: ``out`` holds no ``metrics.jsonl``.
+        VideoCoopError: ``out`` holds no ``metrics.jsonl``; an InputError for a damaged
+            ``metrics.jsonl``, ``summary.json`` or ``confusion.npy`` (:mod:`.rundir`'s readers).
     """
-    from .rundir import METRICS_FILE, read_metrics
+    from .rundir import METRICS_FILE, read_confusion, read_metrics, read_summary
 
     out = Path(out)
     if not (out / METRICS_FILE).is_file():
@@ -127,12 +126,9 @@ def plot_run(out: str | Path) -> list[Path]:
     rows = read_metrics(out / METRICS_FILE)
     written = [plot_curves(rows, out / "curves.png")]
     if (out / "summary.json").is_file():
-        summary = read_json_object(out / "summary.json")
+        summary = read_summary(out / "summary.json")
         classnames, per_class = summary.get("classnames", []), summary.get("per_class", {})
-        confusion = np.load(out / "confusion.npy") if (out / "confusion.npy").is_file() else None
-        if confusion is not None and confusion.shape != (len(classnames), len(classnames)):
-            log.warning(f"{out / 'confusion.npy'} is {confusion.shape}, not one row and column per class: left out")
-            confusion = None
+        confusion = read_confusion(out / "confusion.npy", len(classnames)) if (out / "confusion.npy").is_file() else None
         if per_class:
             title = f"best epoch {summary.get('best_epoch')}: {summary.get('best_metric', 'top1')} " \
                     f"{summary.get('best_top1', 0):.1f}%"

@@ -35,28 +35,20 @@ from ..utils.distributed import (
     resolve_device,
     world_from_env,
 )
-from ..utils.errors import VideoCoopError
+from ..utils.errors import InputError, VideoCoopError
 from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
 from .base_to_novel import evaluate_novel
 from .builder import TrainSetup, build
-from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, check_checkpoint, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
 from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
 from .record import LAST_EPOCH, run_protocol
-from .rundir import (
-    METRICS_FILE,
-    TENSORBOARD_DIR,
-    append_metrics,
-    check_output,
-    read_config,
-    read_metrics,
-    start_output,
-    truncate_metrics,
-)
+from .rundir import TENSORBOARD_DIR, append_metrics, check_output, resumed_rows, start_output, truncate_metrics
 
 log = logging.getLogger(__name__)
 #: Whether a distributed run shards the classes' text encoding over its processes when
@@ -157,7 +149,7 @@ def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     from this call, frames and precision too where given."""
     if not (out / "config.json").is_file():
         return cfg
-    stored = TrainConfig.from_dict({k: v for k, v in read_config(out / "config.json").items() if k not in ACTION_KEYS})
+    stored = TrainConfig.from_file(out / "config.json")
     given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
     this_call = {k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *EXECUTION_KEYS)}
     return dataclasses.replace(stored, **this_call, **given)
@@ -168,8 +160,7 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
     ckpt_path = next((out / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (out / n).is_file()), None)
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
-        if state["classnames"] != setup.classnames:
-            raise VideoCoopError(f"{ckpt_path} was trained on classes {state['classnames']}, the data has {setup.classnames}")
+        check_checkpoint(state, ckpt_path, classnames=setup.classnames, trainable=model.trainable_state_dict())
         model.load_trainable_state_dict(state["trainable"])
         what = f"{ckpt_path} (epoch {state['epoch']})"
     else:
@@ -332,21 +323,24 @@ def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[dict, int, 
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         return {"epoch": 0, "top1": -1.0, "per_class": {}}, 1, []
-    state = load_checkpoint(out / CHECKPOINT_LAST)
-    if state["classnames"] != setup.classnames:
-        raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has "
-                             f"{setup.classnames}")
+    path = out / CHECKPOINT_LAST
+    state = load_checkpoint(path)
+    check_checkpoint(state, path, classnames=setup.classnames, trainable=setup.model.trainable_state_dict())
     setup.model.load_trainable_state_dict(state["trainable"])
-    stepper.load_state_dicts(state)
+    try:
+        stepper.load_state_dicts(state)
+        set_rng_state(state["rng"])
+        best = dict(state["best"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:  # torch's loaders raise these
+        raise InputError(path, f"its optimiser, schedule or RNG state cannot be restored ({type(e).__name__}: "
+                               f"{str(e)[:160]})", fix="the file is damaged or of another videocoop; pass --overwrite "
+                                                       "to train anew, or choose another --output-dir") from e
     first_epoch = state["epoch"] + 1
-    set_rng_state(state["rng"])
-    # a kill between the metrics line and the checkpoint leaves a line too many
-    metrics = out / METRICS_FILE
-    rows = [r for r in read_metrics(metrics) if r["epoch"] < first_epoch] if metrics.is_file() else []
+    rows = resumed_rows(out, first_epoch)
     if world.is_main:
         truncate_metrics(out, first_epoch)
         _log_resume(out, state, first_epoch, cfg.epochs, world)
-    return dict(state["best"]), first_epoch, rows
+    return best, first_epoch, rows
 
 
 def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: DataLoader,
