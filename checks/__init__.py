@@ -18,6 +18,10 @@ The audits and the runner:
     videocoop.data   VideoSample, collate_samples: our datasets' items and the collate that pads them
     videocoop.data   frame_indices: the segment-middle frames extraction-parity decodes
     videocoop.video  Extractor: where extraction-parity points when videocoop extract made the features
+    videocoop.train  load_checkpoint, check_checkpoint, diff_state: videocoop's checkpoint reader (checkpoint-strictness)
+    videocoop.train.checkpoint  REQUIRED_FIELDS: the fields that make a checkpoint videocoop train's
+    videocoop        InputError: what the reader raises for a file it refuses (its problem is the finding)
+    videocoop.utils.readers  load_torch: the reader under load_checkpoint, for a target's own layout (tensors and plain values only)
     videocoop.video  FrameClock: the frame times extraction-parity samples by, the extractor's (no timestamps too)
 
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and

@@ -144,12 +144,20 @@ def duplicate_names(target: AuditTarget) -> dict:
     return _cached("cause:duplicate_names", target, measure)
 
 
+def checkpoint_keys(target: AuditTarget) -> dict:
+    """What the run's own save and load do with the trainable tensors (checkpoint-strictness's own check)."""
+    from .audits.checkpoint_strictness import saved_state_cause
+
+    return _cached("cause:checkpoint_keys", target, lambda: saved_state_cause(target))
+
+
 #: A cause -> (the audit whose job it is, its check, the key of the finding in the check's result).
 OWNER: dict[str, tuple[str, Callable[[AuditTarget], dict], str]] = {
     "nondeterministic": ("determinism", eval_repeat, "cause"),
     "ignores_video": ("learning-signal", video_response, "cause"),
     "probabilities": ("learning-signal", video_response, "probabilities"),
     "duplicate_names": ("split-integrity", duplicate_names, "cause"),
+    "checkpoint_keys": ("checkpoint-strictness", checkpoint_keys, "cause"),
 }
 
 

@@ -7,7 +7,8 @@ from checks import Status, faults, run_audits
 from checks import causes
 
 #: The planted faults of the audits that name root causes (PLANTED's and ALSO_PLANTED's).
-OWNED = ("determinism", "learning-signal", "split-integrity", "distributed-equivalence", "optimizer-step")
+OWNED = ("determinism", "learning-signal", "split-integrity", "distributed-equivalence", "checkpoint-strictness",
+         "optimizer-step")
 CASES = [(a, faults.PLANTED[a]) for a in OWNED if a != "optimizer-step"] + \
         [(a, p) for a, p in faults.ALSO_PLANTED if a in OWNED]
 
@@ -30,6 +31,8 @@ DEFERRALS = [
     (faults.sgd_lr_zero, ("learning-signal",), "optimizer-step"),
     (faults.sos_pooling, ("learning-signal",), "gradient-flow"),
     (faults.scale_exponentiated_twice, ("learning-signal",), "logit-scale"),
+    (faults.checkpoint_misses_temporal, ("checkpoint-roundtrip",), "checkpoint-strictness"),
+    (faults.coop_strict_false_loader, ("checkpoint-roundtrip",), "checkpoint-strictness"),
 ]
 
 
@@ -95,3 +98,40 @@ def test_the_cli_spawns_with_its_flag(capsys, tmp_path):
                  str(tmp_path / "r.md")])
     assert code == 0, capsys.readouterr()
     assert "2 processes and one agree" in (tmp_path / "r.md").read_text()
+
+
+def test_a_checkpoint_saved_from_torch_compile_names_the_prefix(tiny_clip, classnames):
+    target = faults.with_data(*tiny_clip, classnames)
+    state = {f"_orig_mod.{k}": v.detach().clone() for k, v in target.model.trainable_state_dict().items()}
+    target.checkpoint = {"trainable": state, "epoch": 2}
+    (r,) = run_audits(target, ["checkpoint-strictness"])
+    assert r.status == Status.FAIL and "'_orig_mod.'" in r.message, r.message
+
+
+def test_checkpoint_files_are_read_by_videocoops_reader(tmp_path, tiny_clip, classnames):
+    """A file videocoop train wrote passes; CoOp's {"state_dict": ...} saved from DDP FAILs naming the wrapper's
+    prefix, with videocoop's own reader's refusal (load_checkpoint) in the evidence; a bare state dict of the right
+    tensors is refused by that reader (--resume and --eval-only read videocoop train's layout only)."""
+    import torch
+
+    from videocoop.train import save_checkpoint
+
+    target = faults.with_data(*tiny_clip, classnames)
+    state = {k: v.detach().clone() for k, v in target.model.trainable_state_dict().items()}
+    target.checkpoint = str(save_checkpoint(tmp_path / "ours.pt", trainable=state, classnames=list(classnames), epoch=1))
+    (r,) = run_audits(target, ["checkpoint-strictness"])
+    assert r.status == Status.PASS and "the named checkpoint holds exactly them" in r.message, r.message
+
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 5}, tmp_path / "coop.pt")
+    target = faults.with_data(*tiny_clip, classnames)
+    target.checkpoint = str(tmp_path / "coop.pt")
+    (r,) = run_audits(target, ["checkpoint-strictness"])
+    assert r.status == Status.FAIL and "its tensors under 'state_dict' do not fit" in r.message, r.message
+    assert "prefix 'module.'" in r.message
+    assert any("videocoop's checkpoint reader refuses it: not a checkpoint of videocoop train" in e for e in r.evidence)
+
+    torch.save(state, tmp_path / "bare.pt")  # the right tensors, but not the layout --resume reads
+    target = faults.with_data(*tiny_clip, classnames)
+    target.checkpoint = str(tmp_path / "bare.pt")
+    (r,) = run_audits(target, ["checkpoint-strictness"])
+    assert r.status == Status.FAIL and "checkpoint reader refuses it: not a checkpoint of videocoop" in r.message

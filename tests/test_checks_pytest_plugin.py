@@ -56,7 +56,7 @@ def test_clean_target_passes_one_item_per_audit_run_once(run, pytester):
 
 # Planted faults that break exactly one audit of the whole suite.
 @pytest.mark.parametrize("name,audit_id", [("clip_trainable", "gradient-flow"),
-                                           ("checkpoint_misses_temporal", "checkpoint-roundtrip")])
+                                           ("checkpoint_misses_buffers", "checkpoint-roundtrip")])
 def test_planted_fault_fails_exactly_its_audit_with_the_evidence(name, audit_id, run):
     from checks.cli import load_target
     from tests import targets

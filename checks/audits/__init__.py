@@ -22,4 +22,5 @@ from . import (  # noqa: F401  (order = report order)
     extraction_parity,
     split_integrity,
     distributed_equivalence,
+    checkpoint_strictness,
 )

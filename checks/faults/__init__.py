@@ -15,6 +15,7 @@ One module per audit group, every name importable from here:
 - ``device``: tensors left on the CPU, host reads (the device audits)
 - ``text``: the prompt learner and text encoder computing the wrong class features
 - ``model``: what trains, what a checkpoint keeps, precision, the video path, the logit scale
+- ``checkpoints``: checkpoint files from a wrapper, of another shape or absent, and CoOp's strict=False loader
 - ``data``: datasets whose items, labels, class lists or features.json go wrong
 - ``splits``: splits that leak or are not what they claim (split-integrity)
 - ``distributed``: steps of several processes written wrong, and our trainer's (distributed-equivalence)
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..core import AuditTarget, Status
+from .checkpoints import checkpoint_from_ddp, checkpoint_missing_file, checkpoint_other_shape, coop_strict_false_loader
 from .clean import FRAMES, NAMES, SEED, clean, seeded, tiny_clip, with_encoder
 from .data import (Features, Sample, checkpoint_other_classes, features_from_other_clip, info_for, labels_from_one,
                    two_field_items, val_split_lacks_a_class, variable_length_tuples, with_data)
@@ -82,7 +84,7 @@ PLANTED: dict[str, Planted] = {
     "gradient-flow": Planted(clip_trainable, Status.FAIL, "CLIP tensor(s) are trainable"),
     "prompt-tokenization": Planted(truncated_prompts, Status.FAIL, "not all in the prompt"),
     "host-sync": Planted(item_loop, Status.WARN, "Tensor.item()"),
-    "checkpoint-roundtrip": Planted(checkpoint_misses_temporal, Status.FAIL, "strict load refused"),
+    "checkpoint-roundtrip": Planted(checkpoint_misses_buffers, Status.FAIL, "logits differ"),
     "feature-model-match": Planted(features_from_other_clip, Status.FAIL, "clip_model='ViT-B-16'"),
     "temporal-padding": Planted(max_over_padding, Status.FAIL, "the temporal aggregation counts the padding"),
     "video-batch-independence": Planted(batch_mean_centring, Status.FAIL, "the video path mixes videos"),
@@ -94,6 +96,7 @@ PLANTED: dict[str, Planted] = {
     "learning-signal": Planted(loss_scaled_twice, Status.FAIL, "scales the logits again"),
     "split-integrity": Planted(val_copies_train, Status.FAIL, "in two splits"),
     "distributed-equivalence": Planted(world_size_scaled, Status.FAIL, "the world size"),
+    "checkpoint-strictness": Planted(checkpoint_misses_temporal, Status.FAIL, "missing temporal."),
 }
 
 #: Further planted faults, each under the audit whose job its root cause is (the self-test runs them after
@@ -113,6 +116,10 @@ ALSO_PLANTED: tuple[tuple[str, Planted], ...] = (
     ("distributed-equivalence", Planted(gather_without_grad, Status.FAIL, "differ from one")),
     ("distributed-equivalence", Planted(no_all_reduce, Status.FAIL, "not all-reduced")),
     ("distributed-equivalence", Planted(scalar_gathered, Status.FAIL, "differ from one")),
+    ("checkpoint-strictness", Planted(checkpoint_from_ddp, Status.FAIL, "prefix 'module.'")),
+    ("checkpoint-strictness", Planted(checkpoint_missing_file, Status.FAIL, "does not exist")),
+    ("checkpoint-strictness", Planted(checkpoint_other_shape, Status.FAIL, "has shape [8,")),
+    ("checkpoint-strictness", Planted(coop_strict_false_loader, Status.FAIL, "unrestored")),
     ("optimizer-step", Planted(sgd_lr_zero, Status.FAIL, "changed no trainable tensor")),
 )
 

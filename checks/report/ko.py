@@ -242,4 +242,14 @@ AUDITS = {
         "(DDP가 평균함), 특징은 torch.distributed.nn.functional.all_gather(그래디언트를 전달함)로 모으고, logit scale 같은 "
         "스칼라는 gather에 넣지 마십시오",
     ),
+    "checkpoint-strictness": (
+        "체크포인트가 모든 학습 텐서를 담고 엄격하게 로드됨",
+        "strict=False로 로드한 체크포인트(CoOp 자체 로더)는 예상하지 않은 키를 조용히 버림: DataParallel/DDP('module.'), "
+        "torch.compile('_orig_mod.'), 래퍼('model.')에서 저장했거나 학습 텐서가 빠진 파일도 오류 없이 로드되고, 실행은 "
+        "초기 프롬프트를 평가함",
+        "실행이나 대상이 지정한 체크포인트를 읽어 텐서 키를 학습 텐서 이름과 비교하고(빠진 키, 예상하지 않은 키, 래퍼의 "
+        "접두사, 모양), 실행 자체의 저장과 로드(선언된 경우 대상의 로더)가 새 모델의 모든 학습 텐서를 복원함",
+        "래핑하지 않은 모델의 학습 텐서를 저장하고(래핑된 경우 model.module), strict=True로 로드하거나 load_state_dict의 "
+        "missing_keys와 unexpected_keys를 확인하며, 예전 파일을 로드할 때는 래퍼의 접두사를 제거하십시오",
+    ),
 }
