@@ -100,6 +100,33 @@ def test_the_cli_spawns_with_its_flag(capsys, tmp_path):
     assert "2 processes and one agree" in (tmp_path / "r.md").read_text()
 
 
+def _pair(one_minus_cos: float):
+    """Two unit vectors whose cosine is 1 - ``one_minus_cos``: a training and a validation video's mean features."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(512, generator=g), dim=0)
+    u = torch.randn(512, generator=g)
+    u = F.normalize(u - (u @ a) * a, dim=0)  # orthogonal to a
+    eps = (2 * one_minus_cos) ** 0.5  # 1 - cos = 1 - 1 / sqrt(1 + eps^2) ~ eps^2 / 2
+    return a, F.normalize(a + eps * u, dim=0)
+
+
+@pytest.mark.parametrize("one_minus_cos,shared", [(3.4e-4, 0), (1e-6, 1)])
+def test_split_integrity_tells_make_demos_closest_videos_from_a_copy(one_minus_cos, shared):
+    """make demo's two closest different videos (synth-videos through random ViT-B-32) sit at 1 - cosine 3.4e-4:
+    the first line (cosine 0.9995) called them one video and failed the demo; a re-extracted copy sits at 1e-6."""
+    from checks.audits.split_integrity import Split, shared_videos
+
+    a, b = _pair(one_minus_cos)
+    train = Split("train", ["x"], [0], a[None], ["h0"], [None], 1, 1)
+    val = Split("val", ["x"], [0], b[None], ["h1"], [None], 1, 1)
+    found, closest = shared_videos(train, val)
+    assert len(found) == shared, found
+    assert abs((1 - closest) - one_minus_cos) < 0.05 * one_minus_cos + 1e-7
+
+
 def test_a_checkpoint_saved_from_torch_compile_names_the_prefix(tiny_clip, classnames):
     target = faults.with_data(*tiny_clip, classnames)
     state = {f"_orig_mod.{k}": v.detach().clone() for k, v in target.model.trainable_state_dict().items()}
