@@ -99,6 +99,43 @@ def test_resume_after_a_kill_reaches_the_same_numbers(synth, tmp_path, monkeypat
         assert resumed[key] == full[key]
 
 
+@pytest.mark.parametrize("saved, visible, restored, said", [
+    (4, 2, [0, 1], "states of 4 device(s), 2 visible here: restored those of cuda:0..1"),
+    (2, 4, [0, 1], "states of 2 device(s), 4 visible here: restored those of cuda:0..1"),
+    (2, 2, [0, 1], None),
+])
+def test_resume_restores_the_cuda_generators_that_fit_and_says_so(monkeypatch, caplog, saved, visible, restored, said):
+    """A run saved on 4 GPUs resumed where 2 are visible: CUDA's per-device setter indexes its
+    generator list, which raises IndexError past the visible devices (the old code called
+    torch.cuda.set_rng_state_all with every saved state). Faked without a GPU: the saved
+    states, the device count and the per-device setter (the one set_rng_state_all calls)."""
+    import logging
+
+    from videocoop.train import checkpoint
+
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.full((8,), i, dtype=torch.uint8) for i in range(saved)]
+    got = {}
+
+    def set_one(generator, device="cuda"):
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= visible:
+            raise IndexError("tuple index out of range")  # torch.cuda.default_generators[index]
+        got[index] = generator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_one)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_one)
+    with caplog.at_level(logging.INFO, logger="videocoop"):
+        checkpoint.set_rng_state(state)
+    assert sorted(got) == restored and all(torch.equal(got[i], state["cuda"][i]) for i in restored)
+    if said:
+        assert said in caplog.text
+    else:
+        assert "CUDA generator" not in caplog.text
+
+
 def test_eval_only_uses_the_runs_frames_and_precision(synth, tmp_path):
     summary = fit(_cfg(synth, tmp_path, epochs=2, num_frames=3, precision="bf16"))
     ev = fit(_cfg(synth, tmp_path, epochs=2, num_frames=None, eval_only=True))  # neither given: the run's

@@ -2,6 +2,7 @@
 atomically and read back without unpickling anything but tensors and plain data."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import torch
 from ..utils.errors import VideoCoopError
 from ..utils.files import atomic_write, load_error
 
+log = logging.getLogger(__name__)
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 
@@ -33,12 +35,23 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: Mapping) -> None:
+    """Restore what :func:`rng_state` saved. The CUDA generators are restored for the devices
+    both runs see, in order: a run resumed with fewer visible GPUs than it was saved with
+    restores the first ones (``torch.cuda.set_rng_state_all`` would index past the device
+    list), one with more leaves the others as they are; the log says which."""
     torch.set_rng_state(state["torch"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda", ()))
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, generator in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(generator, index)
+    if saved and len(saved) != visible:
+        kept = min(len(saved), visible)
+        what = f"restored those of cuda:0..{kept - 1}" if kept else "none restored"
+        log.info(f"the checkpoint holds the CUDA generator states of {len(saved)} device(s), {visible} visible here: "
+                 f"{what} (the run's own draws, its batches and frames, do not depend on them)")
 
 
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
