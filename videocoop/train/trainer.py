@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..clip.loader import weights_id_of
@@ -42,7 +41,7 @@ from .base_to_novel import evaluate_novel
 from .builder import TrainSetup, build
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
-from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
+from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
 from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
@@ -287,9 +286,7 @@ def _train(setup: TrainSetup, out: Path, t_start: float) -> dict:
                        torch.amp.GradScaler("cuda") if fp16_amp else None)
     step_model = model
     if world.distributed:  # gradients of the trainable parameters averaged over the processes
-        # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
-        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(setup)), forward_sync_buffers=False,
-                                             device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = wrap(TrainStep(model, world, _shard_text(setup)), device)
     best, first_epoch, rows = _start(setup, out, stepper)
     recorder = _Recorder(cfg, out, world.is_main, first_epoch, rows)
     try:
