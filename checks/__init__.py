@@ -19,7 +19,7 @@ The audits and the runner:
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names
+    videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names, load_run_checkpoint
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features

@@ -2,20 +2,24 @@
 
 A folder holding a run (a checkpoint or metrics) is continued only with ``resume`` and
 replaced only with ``overwrite``, and an overwritten run is deleted only once the new one
-is built and checked.
+is built and checked. :class:`Recorder` writes each epoch's row into it (the metrics file,
+the log, TensorBoard) and shows it on the bars.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from ..utils.errors import VideoCoopError
 from ..utils.files import read_json_object, write_text
+from ..utils.progress import Bars, format_epoch
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
 from .config import EXECUTION_KEYS, PATH_KEYS, TrainConfig
 
+log = logging.getLogger(__name__)
 # The files a training run writes into its output_dir (--overwrite deletes exactly these).
 METRICS_FILE = "metrics.jsonl"
 RUN_FILES = ("config.json", METRICS_FILE, "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
@@ -132,5 +136,44 @@ def truncate_metrics(out: Path, first_epoch: int) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
 
 
-__all__ = ["METRICS_FILE", "RUN_FILES", "TENSORBOARD_DIR", "append_metrics", "check_output", "read_config", "read_metrics", "run_state",
-           "start_output", "truncate_metrics"]
+def tensorboard_writer(cfg: TrainConfig, out: Path, first_epoch: int):
+    """A SummaryWriter for ``--tensorboard``; events of epochs from ``first_epoch`` on, left by
+    a killed run, are purged so a resumed run writes each epoch once."""
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise VideoCoopError("--tensorboard needs the tensorboard package: pip install 'videocoop[tensorboard]'") from e
+    return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
+
+
+class Recorder:
+    """The epochs' rows: kept for the summary; on rank 0 also appended to the metrics file,
+    logged, shown by the bars and written to TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, main: bool, first_epoch: int, rows: list[dict]):
+        self.cfg, self.out, self.main, self.rows = cfg, out, main, rows
+        self.bars = Bars(cfg.progress if main else "none")
+        self.board = tensorboard_writer(cfg, out, first_epoch) if main else None
+
+    def record(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.main:
+            return
+        append_metrics(self.out, row)
+        line = format_epoch(row["epoch"], self.cfg.epochs, row)
+        log.info(line)
+        self.bars.end_epoch(line.split("|")[0].strip())
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "select_top1", "lr"):
+            if self.board is not None and row.get(key) is not None:
+                self.board.add_scalar(key, row[key], row["epoch"])
+
+    def close(self) -> None:
+        self.bars.close()
+        if self.board is not None:
+            self.board.close()
+
+
+__all__ = ["METRICS_FILE", "RUN_FILES", "Recorder", "TENSORBOARD_DIR", "append_metrics", "check_output", "read_config",
+           "read_metrics", "run_state", "start_output", "tensorboard_writer", "truncate_metrics"]
