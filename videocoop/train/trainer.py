@@ -163,7 +163,7 @@ def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     stored = TrainConfig.from_dict({k: v for k, v in read_config(out / "config.json").items() if k not in ACTION_KEYS})
     given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
     this_call = {k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *EXECUTION_KEYS)}
-    # nothing is chosen here: the checkpoint is (cfg.checkpoint), so the selection split is not read
+    # nothing is chosen here (cfg.checkpoint names the checkpoint): the selection split is not read
     return dataclasses.replace(stored, **this_call, **given, select_feature_dir=None)
 
 
@@ -189,9 +189,9 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
     log.info(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
     for c, acc in result.per_class.items():
         log.info(f"  {c}: {acc:.1f}%")
+    chosen = state.get("selection") if state is not None and cfg.checkpoint == "best" else None  # what chose it
     summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "model": what,
-               "epoch": 0 if state is None else state["epoch"], "selection": None if state is None else
-               state.get("selection") if cfg.checkpoint == "best" else None, "data": str(dataset.root),
+               "epoch": 0 if state is None else state["epoch"], "selection": chosen, "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
     summary.update(_protocol_results(setup, result.top1))
     if setup.world.is_main:
