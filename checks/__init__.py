@@ -27,7 +27,7 @@ The audits and the runner:
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names
+    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names, load_run_checkpoint
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
     videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
     videocoop.utils  read_lines: the reader of text lists (--classnames FILE)

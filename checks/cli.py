@@ -186,9 +186,11 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     built = train.build(cfg)
     cfg = built.cfg
     weights = weights_id_of(cfg)
-    out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
-    names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
-    checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)
+    # the checkpoint --resume (the last) or --eval-only (--checkpoint: the last by default) will load
+    checkpoint, model = None, ""
+    if (cfg.resume or cfg.eval_only) and (Path(cfg.output_dir) / train.CHECKPOINT_LAST).is_file():
+        _, path, described = train.load_run_checkpoint(cfg.output_dir, "last" if cfg.resume else cfg.checkpoint)
+        checkpoint, model = str(path), f"; checkpoint {described}"
     steps_per_epoch = -(-len(built.train_set) // cfg.batch_size)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
@@ -196,7 +198,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         trainer=train, make_optimizer=lambda m: train.make_optimizer(cfg, m),
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
-                    f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
+                    f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}{model}",
         train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
         make_scheduler=lambda opt: train.make_scheduler(cfg, opt, steps_per_epoch), distributed_step=videocoop_step,
         shots=cfg.shots, novel_classnames=list(built.protocol.novel) if built.protocol is not None else [],

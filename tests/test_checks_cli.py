@@ -178,10 +178,36 @@ def test_resume_compares_the_checkpoint_class_list(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    save_checkpoint(out / "checkpoint_last.pt", classnames=list(reversed(UCF101)), trainable={})
+    save_checkpoint(out / "checkpoint_last.pt", classnames=list(reversed(UCF101)), trainable={}, epoch=1)
     js = tmp_path / "r.json"
     code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--resume", "--output-dir", str(out), "--only",
                  "class-order", "--report", str(tmp_path / "r.md"), "--json", str(js)])
     (r,) = json.loads(js.read_text())
     assert code == 1 and r["status"] == "fail", r["message"]
     assert f"checkpoint {out / 'checkpoint_last.pt'}'s classnames orders the same 101 names differently" in r["message"]
+
+
+def test_eval_only_audits_the_checkpoint_eval_only_loads(tmp_path):
+    """--eval-only loads the last epoch unless --checkpoint best asks for the one chosen on the
+    selection split; the audits read the same one (the old CLI audited checkpoint_best.pt,
+    chosen on the test split), and the report says which."""
+    from videocoop.clip import TINY_MODEL
+    from videocoop.data import UCF101
+    from videocoop.train import save_checkpoint
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint_last.pt", classnames=list(reversed(UCF101)), trainable={}, epoch=5)
+    save_checkpoint(out / "checkpoint_best.pt", classnames=list(UCF101), trainable={}, epoch=3,
+                    selection={"split": "data/select", "epoch": 3, "select_top1": 61.0, "val_top1": 58.0})
+    status = {}
+    for which in ("last", "best"):
+        js, md = tmp_path / f"{which}.json", tmp_path / f"{which}.md"
+        choose = ["--checkpoint", "best"] if which == "best" else []  # the default is the last
+        main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--eval-only", *choose, "--output-dir", str(out), "--only",
+              "class-order", "--report", str(md), "--json", str(js)])
+        (r,) = json.loads(js.read_text())
+        status[which] = r["status"]
+        assert f"checkpoint_{which}.pt (epoch {5 if which == 'last' else 3}" in md.read_text()
+    assert status == {"last": "fail", "best": "pass"}  # only the last one was trained on other classes
+    assert "chosen on data/select: select top-1 61.00%" in (tmp_path / "best.md").read_text()

@@ -38,13 +38,14 @@ def test_the_seed_command_line(data_dir, tmp_path, capsys):
     # stdout is not a terminal under pytest: plain lines, no progress bars
     assert "epoch 0/2 | val loss" in stdout and "epoch 2/2 | train loss" in stdout
     assert "untrained prompts (epoch 0)" in stdout
-    for name in ("config.json", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_last.pt", "checkpoint_best.pt"):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_last.pt"):
         assert (out / name).is_file(), name
+    assert not (out / "checkpoint_best.pt").exists()  # no selection split: no epoch chosen
     rc = main(["train", "--feature-dir", str(data_dir / "train"), "--val-feature-dir", str(data_dir / "val"),
                "--output-dir", str(out), "--eval-only"])
     assert rc == ExitCode.OK
-    best = json.loads((out / "summary.json").read_text())["best_top1"]
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] == pytest.approx(best)  # the best checkpoint
+    final = json.loads((out / "summary.json").read_text())["final_val_top1"]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] == pytest.approx(final)  # the last epoch
 
 
 def test_rich_progress_runs(data_dir, tmp_path, capsys):

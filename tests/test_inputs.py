@@ -75,9 +75,10 @@ def test_resume_eval_only_and_predict_refuse_another_programs_checkpoint(synth, 
         torch.save(foreign, out / name)
     words = ("not a checkpoint of videocoop train", "state_dict", "'module.'")
     _refused(_train(synth, out, "--resume"), capsys, out / "checkpoint_last.pt", *words)
-    _refused(_train(synth, out, "--eval-only"), capsys, out / "checkpoint_best.pt", *words)
+    _refused(_train(synth, out, "--eval-only"), capsys, out / "checkpoint_last.pt", *words)
+    _refused(_train(synth, out, "--eval-only", "--checkpoint", "best"), capsys, out / "checkpoint_best.pt", *words)
     _refused(["predict", "--run", str(out), "--features", synth["val"], "--out", str(tmp_path / "p.csv")], capsys,
-             out / "checkpoint_best.pt", *words)
+             out / "checkpoint_last.pt", *words)
 
 
 def test_a_checkpoint_of_another_class_list_or_model_says_what_differs(synth, run, tmp_path, capsys):

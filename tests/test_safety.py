@@ -59,8 +59,7 @@ def test_rerunning_a_stopped_run_without_resume_loses_nothing(synth, tmp_path, m
     assert main(_argv(synth, out)) == ExitCode.USAGE  # the same command again, no --resume
     err = capsys.readouterr().err
     assert "holds a run stopped after epoch 2 of 3" in err and "--resume" in err and "--overwrite" in err
-    assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == 2  # both checkpoints still there
-    assert (out / "checkpoint_best.pt").is_file()
+    assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == 2  # the checkpoint still there
     assert (out / "metrics.jsonl").read_text() == metrics
 
     assert main(_argv(synth, out, "--resume")) == ExitCode.OK
@@ -210,7 +209,7 @@ def test_eval_only_without_validation_uses_evaluation_sampling(synth, tmp_path):
     second = fit(TrainConfig(**{**cfg.to_dict(), "eval_only": True}))
     assert first == second
     built = build(TrainConfig(**{**cfg.to_dict(), "val_feature_dir": synth["train"]}))  # the split, as validation
-    built.model.load_trainable_state_dict(load_checkpoint(tmp_path / "out" / "checkpoint_best.pt")["trainable"])
+    built.model.load_trainable_state_dict(load_checkpoint(tmp_path / "out" / "checkpoint_last.pt")["trainable"])
     loader = torch.utils.data.DataLoader(built.val_set, batch_size=8, collate_fn=train_mod.collate_samples)
     expected = validate(built.model, loader, "cpu", built.classnames)
     assert not built.val_set.train and first["loss"] == pytest.approx(expected.loss, abs=1e-6)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..train.config import OPTIMIZERS, PROGRESS, TrainConfig
+from ..train.config import CHECKPOINTS, OPTIMIZERS, PROGRESS, TrainConfig
 from ..utils.config import known_fields
 from ..utils.distributed import DEVICES, world_from_env
 from ..utils.errors import ConfigError, InputError
@@ -98,7 +98,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     data.add_argument("--feature-dir", default=d.feature_dir,
                       help="training features: DIR/<class>/<video>.pt|.npy (+ features.json)"
                            + (" (required, unless --config names it)" if require_data else ""))
-    data.add_argument("--val-feature-dir", default=d.val_feature_dir, help="validation features, same classes")
+    data.add_argument("--val-feature-dir", default=d.val_feature_dir,
+                      help="held-out features the run is judged on (the test split), same classes; reported every "
+                           "epoch, never chosen on")
+    data.add_argument("--select-feature-dir", default=d.select_feature_dir, metavar="DIR",
+                      help="a validation split of its own (not the test split) to choose the best epoch on: "
+                           "checkpoint_best.pt (default: none; the model is the last epoch's)")
     data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
                       help="JSON: default_prompt, class_prompts, display_names (docs/training.md)")
     data.add_argument("--num-frames", type=int, default=d.num_frames,
@@ -147,7 +152,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
     run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
     run.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its checkpoint_last.pt")
-    run.add_argument("--eval-only", action="store_true", help="evaluate OUTPUT_DIR/checkpoint_best.pt and stop")
+    run.add_argument("--eval-only", action="store_true",
+                     help="evaluate the run in OUTPUT_DIR (its last epoch; see --checkpoint) and stop")
+    run.add_argument("--checkpoint", choices=CHECKPOINTS, default=d.checkpoint,
+                     help="with --eval-only: last (default: the model after the last epoch) or best (the epoch "
+                          "chosen on the run's --select-feature-dir)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run in OUTPUT_DIR (deleted once the new run is built and checked)")
     run.add_argument("--progress", choices=PROGRESS, default=d.progress,

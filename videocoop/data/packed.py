@@ -292,7 +292,9 @@ class PackedFeatureDataset(Dataset):
     def _frames(self, indices: Sequence[int]) -> np.ndarray:
         """Rows of the map to read: ``[B, num_frames]``, the same positions as ``FeatureDataset``."""
         offsets = frame_offsets(self.seed, self.epoch, indices, self.num_frames) if self.train else MIDDLE
-        starts = np.array([self._starts[i] for i in indices])  # [B]
+        # int64 even for no indices (a process's empty share of a small last global batch):
+        # np.array([]) is float64, which no array can be indexed with
+        starts = np.array([self._starts[i] for i in indices], dtype=np.int64)  # [B]
         return starts[:, None] + segment_frames([self.lengths[i] for i in indices], self.num_frames, offsets)
 
     def __getitem__(self, i: int) -> VideoSample:

@@ -52,6 +52,7 @@ class Predictions:
     failures: list[dict] = field(default_factory=list)  # videos that could not be decoded
     classnames: list[str] = field(default_factory=list)
     checkpoint: str = ""
+    model: str = ""  # which model: the checkpoint, its epoch and what chose it (the last epoch, or the selection split)
 
     def accuracy(self) -> tuple[float, int] | None:
         """Top-1 percent on the rows with a known label, and how many; None without labels."""
@@ -64,20 +65,23 @@ class Predictions:
         acc = self.accuracy()
         tail = f"; top-1 {acc[0]:.1f}% on the {acc[1]} in a folder named after their class" if acc else ""
         failed = f"; {len(self.failures)} could not be decoded" if self.failures else ""
-        return f"predict: {len(self.rows)} videos with {self.checkpoint}{tail}{failed}"
+        return f"predict: {len(self.rows)} videos with {self.model or self.checkpoint}{tail}{failed}"
 
 
-def load_run(run_dir: str | os.PathLike):
-    """A run's config and its best (else last) checkpoint.
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "last"):
+    """A run's config and the checkpoint ``checkpoint`` names: ``last`` (the model after the
+    last epoch, the default) or ``best`` (the epoch chosen on the run's selection split).
 
     Returns:
-        ``(TrainConfig, checkpoint state, checkpoint path)``.
+        ``(TrainConfig, checkpoint state, checkpoint path, a line saying which model it is
+        and what chose it)``.
 
     Raises:
-        VideoCoopError: no config.json or no checkpoint in ``run_dir``.
+        VideoCoopError: no config.json or no such checkpoint in ``run_dir``
+            (:func:`~videocoop.train.selection.load_run_checkpoint`).
     """
-    from ..train.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
     from ..train.config import TrainConfig
+    from ..train.selection import load_run_checkpoint
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
@@ -86,10 +90,7 @@ def load_run(run_dir: str | os.PathLike):
     if cfg.clip_model is None:  # training writes the CLIP it resolved: a config without one is not a run's
         raise InputError(run / "config.json", 'no key "clip_model"; a run\'s config names the CLIP it trained on',
                          fix="videocoop train writes it; restore it from the run")
-    path = next((run / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (run / n).is_file()), None)
-    if path is None:
-        raise VideoCoopError(f"{run} has no {CHECKPOINT_BEST} or {CHECKPOINT_LAST}: the run has not finished an epoch")
-    return cfg, load_checkpoint(path), path
+    return cfg, *load_run_checkpoint(run, checkpoint)
 
 
 def run_classes(run_dir: str | os.PathLike, classnames: list[str]) -> list[str]:
@@ -214,7 +215,7 @@ def _score(model, items: Sequence[tuple[str, str | None, torch.Tensor]], num_fra
 def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = None,
             features: str | os.PathLike | None = None, top_k: int = 5, device: str = "auto",
             num_frames: int | None = None, fps: float | None = None, batch_size: int = 128,
-            num_workers: int | None = None, progress: str = "auto") -> Predictions:
+            num_workers: int | None = None, progress: str = "auto", checkpoint: str = "last") -> Predictions:
     """Apply a trained run to ``videos`` (a folder of video files, any layout) or to
     ``features`` (a feature folder or packed split); exactly one.
 
@@ -226,6 +227,8 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         num_frames, fps: sampling for ``videos``; default the one the run's training
             features were made with (their features.json).
         batch_size, num_workers, progress: as for ``videocoop extract``.
+        checkpoint: ``last`` (the model after the last epoch) or ``best`` (the epoch chosen
+            on the run's ``--select-feature-dir``).
 
     Raises:
         VideoCoopError: no run or checkpoint, both or neither input, features from
@@ -237,12 +240,12 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         raise VideoCoopError("predict needs exactly one input: --videos SRC or --features DIR")
     if top_k < 1:
         raise VideoCoopError(f"top_k must be >= 1, got {top_k}")
-    cfg, state, ckpt = load_run(run_dir)
+    cfg, state, ckpt, described = load_run(run_dir, checkpoint)
     dev = resolve_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random CLIP weights: the run already said so when it trained
         model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]), path=ckpt)
-    out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt))
+    out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt), model=described)
     if features is not None:
         root = Path(features)
         if not root.is_dir():
@@ -300,7 +303,8 @@ def to_json(preds: Predictions) -> str:
     rows = [{"video": r.video, "label": r.label, "top": [{"class": c, "prob": round(p, 6)} for c, p in r.top]}
             for r in preds.rows]
     acc = preds.accuracy()
-    return json.dumps({"checkpoint": preds.checkpoint, "classnames": preds.classnames, "predictions": rows,
+    return json.dumps({"checkpoint": preds.checkpoint, "model": preds.model, "classnames": preds.classnames,
+                       "predictions": rows,
                        "failures": preds.failures, "top1_on_labelled": None if acc is None else acc[0]}, indent=2) + "\n"
 
 

@@ -8,6 +8,7 @@ atomically and read back without unpickling anything but tensors and plain data.
 of any target alike: missing and unexpected keys, a wrapper's prefix, shapes."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -21,13 +22,16 @@ from ..utils.errors import InputError
 from ..utils.files import atomic_write
 from ..utils.readers import check_fields, load_torch
 
+log = logging.getLogger(__name__)
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 #: What a checkpoint of ``videocoop train`` holds (the first three always), and the type of each.
-CHECKPOINT_FIELDS = {"trainable": dict[str, torch.Tensor], "classnames": list[str], "epoch": int, "best": dict,
-                     "config": dict, "optimizer": dict, "scheduler": dict, "rng": dict, "world_size": int}
+CHECKPOINT_FIELDS = {"trainable": dict[str, torch.Tensor], "classnames": list[str], "epoch": int,
+                     "selection": dict | None, "per_class": dict, "config": dict, "optimizer": dict, "scheduler": dict,
+                     "rng": dict, "world_size": int}
 REQUIRED_FIELDS = ("trainable", "classnames", "epoch")
-BEST_FIELDS = {"epoch": int, "top1": float, "per_class": dict}
+#: The epoch chosen on a selection split (train/selection.py's Selection).
+SELECTION_FIELDS = {"split": str, "epoch": int, "select_top1": float, "val_top1": float | None}
 #: What a wrapper puts before every key of the state it saves.
 WRAPPER_PREFIXES = {"module.": "a DataParallel/DDP wrapper's", "_orig_mod.": "torch.compile's",
                     "model.": "a wrapper module's"}
@@ -51,12 +55,23 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: Mapping) -> None:
+    """Restore what :func:`rng_state` saved. The CUDA generators are restored for the devices
+    both runs see, in order: a run resumed with fewer visible GPUs than it was saved with
+    restores the first ones (``torch.cuda.set_rng_state_all`` would index past the device
+    list), one with more leaves the others as they are; the log says which."""
     torch.set_rng_state(state["torch"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda", ()))
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, generator in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(generator, index)
+    if saved and len(saved) != visible:
+        kept = min(len(saved), visible)
+        what = f"restored those of cuda:0..{kept - 1}" if kept else "none restored"
+        log.info(f"the checkpoint holds the CUDA generator states of {len(saved)} device(s), {visible} visible here: "
+                 f"{what} (the run's own draws, its batches and frames, do not depend on them)")
 
 
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
@@ -82,7 +97,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, Mapping) or any(k not in state for k in REQUIRED_FIELDS):
         raise InputError(path, f"not a checkpoint of videocoop train: {_foreign(state)}", fix=OURS_ONLY)
     check_fields(state, CHECKPOINT_FIELDS, path, fix=OURS_ONLY)
-    check_fields(state.get("best", {}), BEST_FIELDS, path, prefix="best.", fix=OURS_ONLY)
+    check_fields(state.get("selection") or {}, SELECTION_FIELDS, path, prefix="selection.", fix=OURS_ONLY)
     for key, tensor in state["trainable"].items():  # a run never saves these (a NaN loss stops it first)
         if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
             what = f"a {tensor.dtype} tensor" if not tensor.is_floating_point() else "NaN or inf"

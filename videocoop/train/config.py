@@ -26,11 +26,14 @@ MAX_WORKERS = 256
 # Flags that change how a run executes, not what it computes: a resumed or re-run output
 # directory may differ in these.
 EXECUTION_KEYS = ("resume", "eval_only", "overwrite", "device", "num_workers", "progress", "output_dir", "check_every",
-                  "tensorboard", "shard_text")
+                  "tensorboard", "shard_text", "checkpoint")
 # Actions of one invocation, not settings of a run: never read back from a config file.
-ACTION_KEYS = ("resume", "eval_only", "overwrite")
+ACTION_KEYS = ("resume", "eval_only", "overwrite", "checkpoint")
 # Paths compared resolved: ./k and /abs/k/ name the same folder.
-PATH_KEYS = ("feature_dir", "val_feature_dir", "initial_prompts_file", "base_classes")
+PATH_KEYS = ("feature_dir", "val_feature_dir", "select_feature_dir", "initial_prompts_file", "base_classes")
+#: What ``checkpoint`` takes (videocoop.train.selection): the last epoch's model, or the epoch
+#: chosen on select_feature_dir.
+CHECKPOINTS = ("last", "best")
 
 
 @dataclass
@@ -43,7 +46,8 @@ class TrainConfig:
     """
 
     feature_dir: str | None = None  # training features: <dir>/<class>/<video>.pt|.npy
-    val_feature_dir: str | None = None  # validation features, same classes; None: no validation
+    val_feature_dir: str | None = None  # held-out features the run is judged on (the test split); nothing is chosen on them
+    select_feature_dir: str | None = None  # a validation split of its own to choose the best epoch on (checkpoint_best.pt); None: the last epoch, no choosing
     initial_prompts_file: str | None = None  # JSON prompts file (docs/training.md, "The custom prompts file")
     output_dir: str = "output/videocoop"  # config, metrics, checkpoints, log go here
     epochs: int = 50  # the seed's command; CoOp uses 200 for 16 shots, 50 for 1 shot
@@ -72,7 +76,8 @@ class TrainConfig:
     base_classes: str | None = None  # base-to-novel: train on these classes only: half (CoCoOp: the first ceil(n/2)) or a file of names
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     resume: bool = False  # continue from output_dir/checkpoint_last.pt
-    eval_only: bool = False  # evaluate output_dir/checkpoint_best.pt (or the initial prompts) and stop
+    eval_only: bool = False  # evaluate output_dir's checkpoint (or the initial prompts) and stop
+    checkpoint: str = "last"  # which one eval_only evaluates: last (the model after the last epoch) | best (chosen on select_feature_dir)
     overwrite: bool = False  # replace the run in output_dir (its files deleted once the new run is built and checked)
     progress: str = "auto"  # auto (rich bars on a terminal, plain lines otherwise) | rich | plain | none
     check_every: int = 10  # steps between reads of the on-device NaN/inf flag: one host sync each, so not every step
@@ -113,7 +118,7 @@ class TrainConfig:
         """
         choices = {
             "optimizer": OPTIMIZERS, "precision": PRECISIONS, "class_token_position": POSITIONS,
-            "temporal_agg": TEMPORAL_AGGS, "text_pool": POOLS, "progress": PROGRESS,
+            "temporal_agg": TEMPORAL_AGGS, "text_pool": POOLS, "progress": PROGRESS, "checkpoint": CHECKPOINTS,
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid and not (key == "precision" and self.precision is None):
@@ -138,7 +143,7 @@ class TrainConfig:
         if not self.feature_dir:
             raise ConfigError("feature_dir", "no training features: pass --feature-dir DIR (a folder of "
                                              "<class>/<video>.pt|.npy)")
-        for key in ("feature_dir", "val_feature_dir", "initial_prompts_file", "clip_checkpoint"):
+        for key in ("feature_dir", "val_feature_dir", "select_feature_dir", "initial_prompts_file", "clip_checkpoint"):
             path = getattr(self, key)
             if (path or (key == "clip_checkpoint" and path is not None)) and not os.path.exists(path):
                 raise ConfigError(key, f"{key.replace('_', '-')} {path or repr(path)} does not exist")
@@ -152,6 +157,14 @@ class TrainConfig:
             if self.base_classes != "half" and not os.path.isfile(self.base_classes):
                 raise ConfigError("base_classes", f"--base-classes {self.base_classes!r}: choose half (CoCoOp's split) "
                                                   f"or a file of base class names, one per line; no such file")
+        if self.select_feature_dir and self.val_feature_dir and \
+                os.path.realpath(self.select_feature_dir) == os.path.realpath(self.val_feature_dir):
+            raise ConfigError("select_feature_dir", f"--select-feature-dir {self.select_feature_dir} is the test split "
+                                                    f"(--val-feature-dir): an epoch chosen on it reports an optimistic "
+                                                    f"number; pass a validation split of its own")
+        if self.checkpoint != "last" and not self.eval_only:
+            raise ConfigError("checkpoint", f"--checkpoint {self.checkpoint} chooses what --eval-only evaluates: "
+                                            f"pass --eval-only too")
         if self.resume and self.eval_only:
             raise VideoCoopError("--resume and --eval-only exclude each other")
         if self.resume and self.overwrite:
@@ -195,6 +208,6 @@ def resolve_clip(cfg: TrainConfig, info: Mapping | None) -> TrainConfig:
 
 
 __all__ = [
-    "ACTION_KEYS", "EXECUTION_KEYS", "OPTIMIZERS", "PATH_KEYS", "PROGRESS", "TrainConfig",
+    "ACTION_KEYS", "CHECKPOINTS", "EXECUTION_KEYS", "OPTIMIZERS", "PATH_KEYS", "PROGRESS", "TrainConfig",
     "default_precision", "resolve_clip",
 ]

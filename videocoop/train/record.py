@@ -14,7 +14,21 @@ from ..data.protocols import split_seed_of
 
 #: How the reported model is chosen without a separate selection split: the last epoch (CoOp reports it). The
 #: validation split is the split the numbers are reported on, so no epoch is chosen on it.
-LAST_EPOCH = "last epoch (no separate validation split chose an epoch: the reported split is never used to pick one)"
+LAST_EPOCH = ("last epoch (checkpoint_last.pt; no epoch was chosen: only a split of its own, --select-feature-dir, "
+              "chooses one, never the split the numbers are reported on)")
+
+
+def selection_line(selection: dict | None) -> str:
+    """How the reported model was chosen, in the words of the run's own selection record (``summary.json``'s
+    ``selection``, :meth:`videocoop.train.selection.Selection.summary`): the numbers are the last epoch's; an epoch
+    chosen on a selection split of its own is kept beside them."""
+    if not selection:
+        return LAST_EPOCH
+    return (f"last epoch (checkpoint_last.pt: the reported numbers); epoch {selection['epoch']} chosen on "
+            f"{selection['split']} (select top-1 {selection['select_top1']:.2f}%) is kept as "
+            f"{selection.get('checkpoint', 'checkpoint_best.pt')}, loaded only with --checkpoint best")
+
+
 #: Views per video in evaluation: one clip of the sampled frames, no multi-crop or multi-clip averaging.
 VIEWS = 1
 
@@ -75,4 +89,4 @@ def describe_protocol(record: dict) -> list[str]:
 
 
 __all__ = ["LAST_EPOCH", "VIEWS", "class_list_hash", "describe_protocol", "frames_record", "prompt_record",
-           "run_protocol"]
+           "run_protocol", "selection_line"]

@@ -2,11 +2,13 @@
 
 A folder holding a run (a checkpoint or metrics) is continued only with ``resume`` and
 replaced only with ``overwrite``, and an overwritten run is deleted only once the new one
-is built and checked.
+is built and checked. :class:`Recorder` writes each epoch's row into it (the metrics file,
+the log, TensorBoard) and shows it on the bars.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from numbers import Real
@@ -17,10 +19,12 @@ import numpy as np
 from ..utils.config import config_from_dict
 from ..utils.errors import InputError, VideoCoopError
 from ..utils.files import write_text
+from ..utils.progress import Bars, format_epoch
 from ..utils.readers import check_fields, load_array, read_json_object, read_text
 from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
 from .config import ACTION_KEYS, EXECUTION_KEYS, PATH_KEYS, TrainConfig
 
+log = logging.getLogger(__name__)
 # The files a training run writes into its output_dir (--overwrite deletes exactly these).
 METRICS_FILE = "metrics.jsonl"
 RUN_FILES = ("config.json", METRICS_FILE, "summary.json", "log.txt", "eval.json", "curves.png", "confusion.png",
@@ -29,11 +33,12 @@ RUN_FILES = ("config.json", METRICS_FILE, "summary.json", "log.txt", "eval.json"
 TENSORBOARD_DIR = "tensorboard"
 #: The types of a metrics.jsonl row's keys (NaN allowed: a number the run measured).
 METRIC_FIELDS = {"epoch": int, "train_loss": Real | None, "train_top1": Real | None, "val_loss": Real | None,
-                 "val_top1": Real | None, "val_top5": Real | None, "lr": Real | None, "seconds": Real | None,
-                 "untrained": bool}
+                 "val_top1": Real | None, "val_top5": Real | None, "select_top1": Real | None, "lr": Real | None,
+                 "seconds": Real | None, "untrained": bool}
 #: The types of summary.json's keys that plot and sweep read.
-SUMMARY_FIELDS = {"best_epoch": int, "best_top1": Real, "best_metric": str, "untrained_val_top1": Real | None,
+SUMMARY_FIELDS = {"model": dict, "selection": dict | None, "untrained_val_top1": Real | None,
                   "final_val_top1": Real | None, "final_val_top5": Real | None, "final_train_loss": Real | None,
+                  "final_train_top1": Real | None, "best_epoch": int, "best_top1": Real, "best_metric": str,
                   "epochs": int, "classnames": list[str], "per_class": dict[str, Real], "base_top1": Real,
                   "novel_top1": Real, "hm": Real}
 RUN_FIX = "videocoop train writes it; restore it from the run, or delete it and train again"
@@ -182,8 +187,8 @@ def read_confusion(path: Path, classes: int) -> np.ndarray:
     Raises:
         InputError: cut short, pickled objects, another dtype or shape, negative or NaN counts.
     """
-    fix = "delete it to draw the per-class bars alone (videocoop train writes it at the best epoch)"
-    holds = f"the [{classes}, {classes}] counts of the best epoch's predictions"
+    fix = "delete it to draw the per-class bars alone (videocoop train writes it for the last epoch)"
+    holds = f"the [{classes}, {classes}] counts of the run's predictions on its validation split"
     confusion = load_array(path, holds, ndim=2, fix=fix)
     if confusion.shape != (classes, classes):
         raise InputError(path, f"holds a {list(confusion.shape)} array; expected {holds} ({path.parent / 'summary.json'} "
@@ -208,6 +213,45 @@ def truncate_metrics(out: Path, first_epoch: int) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] < first_epoch))
 
 
-__all__ = ["METRICS_FILE", "METRIC_FIELDS", "RUN_FILES", "SUMMARY_FIELDS", "TENSORBOARD_DIR", "append_metrics",
+def tensorboard_writer(cfg: TrainConfig, out: Path, first_epoch: int):
+    """A SummaryWriter for ``--tensorboard``; events of epochs from ``first_epoch`` on, left by
+    a killed run, are purged so a resumed run writes each epoch once."""
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise VideoCoopError("--tensorboard needs the tensorboard package: pip install 'videocoop[tensorboard]'") from e
+    return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
+
+
+class Recorder:
+    """The epochs' rows: kept for the summary; on rank 0 also appended to the metrics file,
+    logged, shown by the bars and written to TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, main: bool, first_epoch: int, rows: list[dict]):
+        self.cfg, self.out, self.main, self.rows = cfg, out, main, rows
+        self.bars = Bars(cfg.progress if main else "none")
+        self.board = tensorboard_writer(cfg, out, first_epoch) if main else None
+
+    def record(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.main:
+            return
+        append_metrics(self.out, row)
+        line = format_epoch(row["epoch"], self.cfg.epochs, row)
+        log.info(line)
+        self.bars.end_epoch(line.split("|")[0].strip())
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "select_top1", "lr"):
+            if self.board is not None and row.get(key) is not None:
+                self.board.add_scalar(key, row[key], row["epoch"])
+
+    def close(self) -> None:
+        self.bars.close()
+        if self.board is not None:
+            self.board.close()
+
+
+__all__ = ["METRICS_FILE", "METRIC_FIELDS", "RUN_FILES", "Recorder", "SUMMARY_FIELDS", "TENSORBOARD_DIR", "append_metrics",
            "check_output", "read_config", "read_confusion", "read_metrics", "read_summary", "resumed_rows", "run_state",
-           "start_output", "truncate_metrics"]
+           "start_output", "tensorboard_writer", "truncate_metrics"]

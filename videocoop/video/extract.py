@@ -40,7 +40,7 @@ from ..utils.config import config_from_dict
 from ..utils.distributed import World, destroy_process_group, init_process_group, world_from_env
 from ..utils.errors import VideoCoopError
 from ..utils.files import write_bytes, write_text
-from ..utils.readers import read_json_object
+from ..utils.readers import read_json_object, read_lines
 from ..utils.progress import PROGRESS, Progress
 from .decode import Sampling
 from .extractor import SOURCE, Extracted, Extractor, Failed
@@ -212,8 +212,8 @@ def _set_aside(out: Path, entries: list[VideoEntry]) -> None:
             if made_here:
                 splits.append(here)
         elif made_here:
-            listed = (here / CLASSNAMES_FILE).read_text(encoding="utf-8").splitlines() if CLASSNAMES_FILE in names else []
-            roots.setdefault(here, set()).update(c.strip() for c in listed if c.strip())
+            listed = read_lines(here / CLASSNAMES_FILE, comments=False) if CLASSNAMES_FILE in names else []
+            roots.setdefault(here, set()).update(listed)
     aside = out / REPLACED_DIR
 
     def move(path: Path) -> None:
