@@ -14,7 +14,6 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-import open_clip
 import torch
 
 from videocoop import VideoCoopError, train
@@ -23,7 +22,9 @@ from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
 from videocoop.utils import read_lines
 
+from .audits.determinism import environment_line
 from .core import AuditTarget, get_audit, list_audits, resolve_device
+from .distributed import videocoop_step
 from .locations import locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
 from .report.heatmap import write_heatmap_png
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--classnames", metavar="FILE|A,B,...",
                      help="class names in label order for a --target that returns a bare model without them: a file "
                           "with one name per line (a feature folder's classnames.txt) or a comma-separated list")
+    out.add_argument("--spawn", action="store_true",
+                     help="also run the audits that start processes (distributed-equivalence: 3 gloo processes on the "
+                          "CPU, seconds); CI files pass it")
     out.add_argument("--selftest", action="store_true",
                      help="run every audit on its clean case and on its planted fault on this machine (the device "
                           "audits on CUDA when present; --device cuda demands it) and print audit -> caught / missed; "
@@ -159,7 +163,7 @@ def _given_train_flags(argv: list[str]) -> list[str]:
         if name in own:
             skip = "=" not in a
             continue
-        if name not in ("--list", "--selftest"):
+        if name not in ("--list", "--selftest", "--spawn"):
             kept.append(a)
     return kept
 
@@ -187,6 +191,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     if (cfg.resume or cfg.eval_only) and (Path(cfg.output_dir) / train.CHECKPOINT_LAST).is_file():
         _, path, described = train.load_run_checkpoint(cfg.output_dir, "last" if cfg.resume else cfg.checkpoint)
         checkpoint, model = str(path), f"; checkpoint {described}"
+    steps_per_epoch = -(-len(built.train_set) // cfg.batch_size)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,
@@ -195,6 +200,8 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
                     f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}{model}",
         train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
+        make_scheduler=lambda opt: train.make_scheduler(cfg, opt, steps_per_epoch), distributed_step=videocoop_step,
+        shots=cfg.shots, novel_classnames=list(built.protocol.novel) if built.protocol is not None else [],
     )
 
 
@@ -208,7 +215,7 @@ def run_info(target: AuditTarget, command: str, seconds: float, device: str | No
         foreign_device=resolve_device(device).type,
         command=command,
         train_command=target.train_command,
-        versions=f"torch {torch.__version__}, open_clip {open_clip.__version__}",
+        versions=environment_line(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         duration=seconds,
         construction=f"{type(model).__name__}(...) defined at {locate(type(model))}",
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise VideoCoopError("--classnames names the classes of a --target's bare model; without "
                                          "--target the classes come from the feature folders")
                 target = build_own_target(args, train_flags, workdir)
-            results = run_audits(target, ids)
+            results = run_audits(target, ids, spawn=args.spawn)
         info = run_info(target, shlex.join(["python", "-m", "checks", *argv]), time.perf_counter() - start)
     except (UsageError, VideoCoopError) as e:
         print_user_error(str(e))

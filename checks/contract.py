@@ -36,6 +36,14 @@ DECLARATIONS = {
     "save_state": "save_state(model) -> dict, the checkpoint; default trainable_state_dict() or the trainable tensors",
     "load_state": "load_state(model, state), the run's loader; default load_trainable_state_dict(strict) or a strict "
                   "load of the trainable tensors",
+    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss, one training step; default loss, "
+                  "backward, optimizer.step()",
+    "make_scheduler": "make_scheduler(optimizer) -> scheduler, stepped once per training step; default none (the "
+                      "optimiser's learning rate held)",
+    "distributed_step": "distributed_step(model, features, labels, mask | None, optimizer, rank, world_size) -> loss: "
+                        "this process's share of a global batch, one step as the run takes it under torchrun; no default",
+    "shots": "K of a K-shot training split; default none (the count per class is shown, not judged)",
+    "novel_classnames": "the classes held out for base-to-novel; default none",
 }
 #: Frame counts tried, in order, when neither the target nor its data says how many frames the model takes.
 FRAME_CANDIDATES = (8, 16, 4, 32, 2)
@@ -64,6 +72,24 @@ def loss(target: AuditTarget, model: nn.Module, features, labels, mask=None) -> 
     if target.loss is not None:
         return target.loss(model, features, labels, mask)
     return F.cross_entropy(logits(target, model, features, mask).float(), labels.long())
+
+
+def train_step(target: AuditTarget, model: nn.Module, features, labels, mask, optimizer) -> torch.Tensor:
+    """One training step of the batch (the target's ``train_step``, else its loss, backward, the optimiser's
+    step); returns the loss before the step."""
+    if target.train_step is not None:
+        out = target.train_step(model, features, labels, mask, optimizer)
+        return out if isinstance(out, torch.Tensor) else torch.tensor(float("nan") if out is None else float(out))
+    optimizer.zero_grad(set_to_none=True)
+    value = loss(target, model, features, labels, mask)
+    value.backward()
+    optimizer.step()
+    return value.detach()
+
+
+def scheduler(target: AuditTarget, optimizer):
+    """The run's schedule on ``optimizer`` (the target's ``make_scheduler``), or None."""
+    return None if target.make_scheduler is None else target.make_scheduler(optimizer)
 
 
 def prompts(target: AuditTarget, model: nn.Module, videos: torch.Tensor | None = None) -> torch.Tensor:
@@ -209,6 +235,20 @@ def _data(target: AuditTarget) -> str | None:
     return None if target.datasets() else "the target has no dataset"
 
 
+def _train(target: AuditTarget) -> str | None:
+    if target.train_step is not None:
+        return None
+    return unmet(target, "loss")
+
+
+def _distributed(target: AuditTarget) -> str | None:
+    if target.distributed_step is not None:
+        return None
+    return ("the target declares no distributed step: declare AuditTarget(distributed_step=lambda model, features, "
+            "labels, mask, optimizer, rank, world_size: ...), one step of this process's share of a global batch as "
+            "the run takes it under torchrun (its DDP wrapper, gathers and loss scaling)")
+
+
 def unmet(target: AuditTarget, need: str) -> str | None:
     """Why the target does not meet ``need`` (what to declare), or None; resolved once per run."""
     key = f"need:{need}"
@@ -217,4 +257,5 @@ def unmet(target: AuditTarget, need: str) -> str | None:
     return target.cache[key]
 
 
-NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip, "tokenizer": _tokenizer, "data": _data}
+NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip, "tokenizer": _tokenizer, "data": _data,
+         "train": _train, "distributed": _distributed}

@@ -154,6 +154,17 @@ class AuditTarget:
             design (fine-tuning, a trained logit scale).
         save_state, load_state: ``(model) -> dict`` and ``(model, state)``: the model's own
             checkpoint writer and loader.
+
+    What training, the splits and several processes add (issue 20; defaults in :mod:`checks.contract`):
+        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``, one training step
+            (default: ``loss``, backward, the optimiser's step).
+        make_scheduler: ``optimizer -> scheduler`` stepped once per training step, the run's schedule
+            (None: the optimiser's learning rate held, said so).
+        distributed_step: ``(model, features, labels, mask | None, optimizer, rank, world_size) -> loss``,
+            one step of this process's share of a global batch inside an initialised process group, as
+            the run does it under torchrun (its wrapper, gathers, loss scaling, the step).
+        shots: K of a K-shot training split (every class must hold exactly K videos).
+        novel_classnames: the classes held out for base-to-novel (never among ``classnames``).
     """
 
     model: nn.Module
@@ -181,6 +192,12 @@ class AuditTarget:
     trainable_clip: Sequence[str] = ()
     save_state: Callable[[nn.Module], dict] | None = None
     load_state: Callable[[nn.Module, dict], None] | None = None
+    # what training, the splits and several processes add (None / empty: the defaults, or SKIP naming it)
+    train_step: Callable[..., Any] | None = None
+    make_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    distributed_step: Callable[..., Any] | None = None
+    shots: int | None = None
+    novel_classnames: Sequence[str] = ()
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):
@@ -329,3 +346,22 @@ def device_note(device: torch.device) -> str:
         return (f"meta ({why}: the meta device stands in as the foreign device; it holds no data, "
                 "so any host read or CPU tensor in the path shows)")
     return str(device)
+
+
+_SPAWN: contextvars.ContextVar[bool] = contextvars.ContextVar("checks_spawn", default=False)
+
+
+def spawning_allowed() -> bool:
+    """Whether the audits that start processes (distributed-equivalence) may run: ``python -m checks
+    --spawn``, ``run_audits(spawn=True)``, the self-test."""
+    return _SPAWN.get()
+
+
+@contextlib.contextmanager
+def allow_spawn(allowed: bool = True):
+    """Let the audits inside the block start processes (or not)."""
+    token = _SPAWN.set(allowed)
+    try:
+        yield
+    finally:
+        _SPAWN.reset(token)

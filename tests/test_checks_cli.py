@@ -18,7 +18,8 @@ def test_clean_target_exits_0_and_writes_every_report(tmp_path, capsys):
     assert "| # | Problem | Fix | Location | Status |" in text
     assert "videocoop-tiny, random:0" in text and "meta" in text
     results = json.loads(js.read_text())
-    assert [r["status"] for r in results] == ["pass"] * 17 + ["skip"]  # extraction-parity: no source videos
+    # extraction-parity: no source videos; distributed-equivalence: no distributed step declared
+    assert [r["status"] for r in results] == ["pass"] * 19 + ["skip", "pass", "skip", "pass"]
     assert ET.parse(junit).getroot().get("failures") == "0"
 
 
@@ -210,3 +211,24 @@ def test_eval_only_audits_the_checkpoint_eval_only_loads(tmp_path):
         assert f"checkpoint_{which}.pt (epoch {5 if which == 'last' else 3}" in md.read_text()
     assert status == {"last": "fail", "best": "pass"}  # only the last one was trained on other classes
     assert "chosen on data/select: select top-1 61.00%" in (tmp_path / "best.md").read_text()
+
+
+def test_resume_audits_the_checkpoints_keys(tmp_path):
+    """--resume from a checkpoint saved from the DDP-wrapped model ('module.' before every key): checkpoint-strictness
+    FAILs naming the prefix, through videocoop's own checkpoint reader."""
+    import torch
+
+    from videocoop.clip import TINY_MODEL
+    from videocoop.data import UCF101
+    from videocoop.train import save_checkpoint
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint_last.pt", classnames=list(UCF101), epoch=1,
+                    trainable={"module.prompt_learner.ctx": torch.zeros(4, 8)})
+    js = tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--resume", "--output-dir", str(out), "--only",
+                 "checkpoint-strictness", "--report", str(tmp_path / "r.md"), "--json", str(js)])
+    (r,) = json.loads(js.read_text())
+    assert code == 1 and r["status"] == "fail", r["message"]
+    assert "its learned tensors do not fit this run's model: the state's keys carry the prefix 'module.'" in r["message"]

@@ -113,6 +113,7 @@ def test_github_workflow(request):
         assert written and all(p.startswith(uploads[0]["with"]["path"]) for p in written), (name, written)
     cpu = [s["run"] for s in jobs["cpu"]["steps"] if "run" in s]
     assert [shlex.split(c)[:2] for c in cpu] == [["make", "verify"], ["make", "test"]]  # the README's two commands
+    assert "--spawn" in words(cpu[0]) and "--audit-spawn" in words(cpu[1])  # CI opts in to the audit of processes
     assert any(p.endswith(".xml") for p in _reports(cpu)) and any(p.endswith(".md") for p in _reports(cpu))
     cuda = [shlex.split(s["run"])[:2] for s in jobs["cuda"]["steps"] if "run" in s]
     assert ["make", "test-gpu"] in cuda
@@ -130,6 +131,7 @@ def test_gitlab_ci(request):
         assert all(p.startswith("reports/") for p in written), written
         assert set(job["artifacts"]["reports"]["junit"]) == {p for p in written if p.endswith(".xml")}, name
     assert [shlex.split(c)[:2] for c in jobs["cpu"]["script"]] == [["make", "verify"], ["make", "test"]]
+    assert "--spawn" in words(jobs["cpu"]["script"][0]) and "--audit-spawn" in words(jobs["cpu"]["script"][1])
     assert ["make", "test-gpu"] in [shlex.split(c)[:2] for c in jobs["cuda"]["script"]]
 
 

@@ -24,6 +24,7 @@ from videocoop.train import (
     train_one_epoch,
     validate,
 )
+from videocoop.train.record import class_list_hash
 from videocoop.utils.errors import VideoCoopError
 
 
@@ -96,6 +97,12 @@ def test_the_model_is_the_last_epoch_and_nothing_is_chosen_on_the_test_split(syn
     ev = fit(dataclasses.replace(_cfg(synth, tmp_path, epochs=6), eval_only=True))
     assert ev["top1"] == pytest.approx(summary["final_val_top1"]) and ev["epoch"] == 6
     assert ev["model"] == f"{out / 'checkpoint_last.pt'} (epoch 6, the last epoch trained)"
+    assert json.loads((out / "eval.json").read_text())["top1"] == ev["top1"]
+    # both record their protocol: which model (in the words of the selection record), frames and views, prompt, classes
+    assert summary["protocol"]["model_selection"].startswith("last epoch (checkpoint_last.pt; no epoch was chosen")
+    assert summary["protocol"]["views"] == 1 and summary["protocol"]["classes_sha256"] == class_list_hash(synth["classnames"])
+    assert summary["protocol"]["prompt"]["template"].endswith("{class}.")
+    assert ev["protocol"]["model_selection"] == ev["model"]  # one record: the protocol says what "model" says
     preds = predict(out, features=synth["val"], device="cpu")
     assert preds.accuracy()[0] == pytest.approx(summary["final_val_top1"])
     assert "(epoch 6, the last epoch trained)" in preds.line()
@@ -119,6 +126,8 @@ def test_a_selection_split_of_its_own_chooses_an_epoch_and_says_so(synth, select
                                     "select_top1": chosen["select_top1"], "val_top1": chosen["val_top1"],
                                     "metric": "select_top1", "checkpoint": "checkpoint_best.pt"}
     assert summary["model"]["epoch"] == 6 and summary["final_val_top1"] == rows[-1]["val_top1"]
+    assert summary["protocol"]["model_selection"].startswith("last epoch (checkpoint_last.pt: the reported numbers); "
+                                                         f"epoch {chosen['epoch']} chosen on {select_split['select_feature_dir']}")
     best = load_checkpoint(out / "checkpoint_best.pt")
     assert best["epoch"] == chosen["epoch"] and best["selection"]["split"] == select_split["select_feature_dir"]
     assert f"chosen on {select_split['select_feature_dir']}: epoch {chosen['epoch']}" in (out / "log.txt").read_text()

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..causes import deferred
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..inputs import probe_videos
 from ..locations import locate
@@ -125,7 +126,8 @@ def logit_scale(target: AuditTarget) -> Outcome:
         evidence.append("no encode_video or no text features to hold the logits to: only the bound |logit| <= "
                         "exp(logit_scale) is checked")
     if problems:
-        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
+        cause = deferred(target, "probabilities", "ignores_video", "nondeterministic", what="the logits' scale")
+        return cause or Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
     kept = "" if own is None else f"; model.logit_scale {'trained, as the model says' if own.requires_grad else 'frozen'}"
     fit = (f" (within {metrics['max_rel_diff']:.1e})" if "max_rel_diff" in metrics
            else f": the bound holds (largest |logit| {float(logits.abs().max()):.4g})")

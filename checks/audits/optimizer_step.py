@@ -30,8 +30,8 @@ def _nonfinite(t: torch.Tensor) -> int:
             "Adam's eps (1e-8) is 0 in fp16 and small squared gradients underflow, so the first step turns the "
             "context inf and the next NaN; gradient-flow's single SGD step does not show it",
     fix="a few steps of the optimiser the run really uses (the train flags', or the target's factory), in the "
-        "model's own precision on a copy: the loss and every trainable tensor stay finite; half-precision "
-        "trainable tensors are flagged even then",
+        "model's own precision on a copy: the loss and every trainable tensor stay finite, and the steps move them "
+        "(a learning rate of 0 changes nothing); half-precision trainable tensors are flagged even then",
     remediation="keep the trainable tensors in fp32 (fp32 master weights: the context fp32, CLIP in half, as "
                 "--precision fp16 does), or use amp with a GradScaler; with Adam in half precision, a larger eps "
                 "(1e-4) at least avoids the division by zero",
@@ -62,7 +62,7 @@ def optimizer_step(target: AuditTarget) -> Outcome:
                "trainable_tensors": len(trainable), "half_precision_tensors": len(half)}
     pl = getattr(target.model, "prompt_learner", None)  # where the trainable context is made, else the model
     location = (locate(type(pl).__init__, r"nn\.Parameter\(") if pl is not None else None) or locate(type(target.model))
-    losses = []
+    losses, before = [], {n: p.detach().clone() for n, p in trainable.items()}
     for step in range(1, STEPS + 1):
         opt.zero_grad(set_to_none=True)
         loss = contract.loss(target, model, x, y, mask).float()
@@ -90,6 +90,13 @@ def optimizer_step(target: AuditTarget) -> Outcome:
                            f"{opt.param_groups[0].get('lr'):g}) turned {n} {kind} ({_nonfinite(p)} of {p.numel()} values): "
                            f"{why}", metrics, evidence, location)
     evidence.append(f"loss by step: {', '.join(f'{v:.4g}' for v in losses)}; every trainable tensor finite after each")
+    moved = [n for n, p in trainable.items() if not torch.equal(p.detach(), before[n])]
+    metrics["moved_tensors"] = len(moved)
+    if not moved:  # finite, and useless: a learning rate of 0, or an optimiser over other tensors
+        lrs = sorted({g.get("lr") for g in opt.param_groups})
+        return Outcome(Status.FAIL, f"{STEPS} steps of {how.split(' (')[0]} (lr {', '.join(f'{v:g}' for v in lrs)}) "
+                       f"changed no trainable tensor: loss {' -> '.join(f'{v:.4g}' for v in losses)}"
+                       + (": the learning rate is 0" if all(not v for v in lrs) else ""), metrics, evidence, location)
     if half:
         return Outcome(Status.WARN, f"{len(half)} trainable tensor(s) in half precision ({half[0]}): finite for "
                        f"{STEPS} steps here, but updates round away and Adam's eps is 0 in fp16; keep fp32 master "

@@ -33,6 +33,7 @@ from ..model.prompts_file import PromptsFile
 from ..model.video_clip import masked_mean
 from ..train.config import resolve_clip
 from ..train.engine import autocast, validate
+from ..train.record import class_list_hash, frames_record
 from ..utils.config import config_from_dict, known_fields
 from ..utils.distributed import resolve_device
 from ..utils.errors import InputError, VideoCoopError
@@ -198,7 +199,9 @@ def zero_shot(cfg: ZeroShotConfig, classnames: Sequence[str] | None = None) -> d
     every = score(dataset, list(range(len(names))))
     result = {"data": str(cfg.feature_dir), "clip_model": cfg.clip_model, "weights": weights, "templates": templates,
               "classnames": names, "videos": len(dataset), "loss": every.loss, "top1": every.top1, "top5": every.top5,
-              "per_class": every.per_class}
+              "per_class": every.per_class,
+              "protocol": {"model_selection": "none (frozen CLIP, nothing trained)", **frames_record(cfg.num_frames),
+                           "templates": templates, "classes": len(names), "classes_sha256": class_list_hash(names)}}
     log.info(f"zero-shot CLIP {cfg.clip_model} ({weights}), {len(templates)} template(s), {len(names)} classes, "
              f"{len(dataset)} videos of {cfg.feature_dir}: top1 {every.top1:.2f}% top5 {every.top5:.2f}%")
     if cfg.base_classes:

@@ -46,6 +46,7 @@ from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
 from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
+from .record import LAST_EPOCH, run_protocol, selection_line
 from .selection import Selection, load_run_checkpoint
 from .rundir import Recorder, check_output, resumed_rows, start_output, truncate_metrics
 
@@ -186,6 +187,7 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
                "epoch": 0 if state is None else state["epoch"], "selection": chosen, "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
     summary.update(_protocol_results(setup, result.top1))
+    summary["protocol"] = _protocol(setup, what)
     if setup.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval.json", summary)
@@ -204,6 +206,12 @@ def _protocol_results(setup: TrainSetup, base_top1: float | None) -> dict:
         log.info(f"base-to-novel: base {results['base_top1']:.2f}% ({len(split.classnames)} classes), novel "
                  f"{results['novel_top1']:.2f}% ({len(split.novel)} classes), HM {results['hm']:.2f}%")
     return results
+
+
+def _protocol(setup: TrainSetup, selection: str = LAST_EPOCH) -> dict:
+    """The run's protocol record (:func:`~videocoop.train.record.run_protocol`)."""
+    novel = setup.protocol.novel if setup.protocol is not None else ()
+    return run_protocol(setup.cfg, setup.model, setup.classnames, selection, novel)
 
 
 def _divergence_error(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
@@ -377,6 +385,7 @@ def _finish(setup: TrainSetup, out: Path, selection: Selection | None, rows: lis
         "classnames": setup.classnames,
     }
     summary.update(_protocol_results(setup, final.get("val_top1")))
+    summary["protocol"] = _protocol(setup, selection_line(summary["selection"]))
     if not setup.world.is_main:
         return summary
     write_json(out / "summary.json", summary)
