@@ -9,8 +9,9 @@ ARGS   ?=
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
 # `make test` and `make test-gpu` also audit our own model inside pytest (the checks plugin:
-# one test per audit), on the CPU and on CUDA.
-AUDITS := --audit-target tests.targets:coop_clean
+# one test per audit), on the CPU and on CUDA; --audit-spawn runs the audit that starts processes
+# too (distributed-equivalence, about 13 s), as the CI files in examples/ci do.
+AUDITS := --audit-target tests.targets:coop_clean --audit-spawn
 
 .PHONY: install verify train demo test fuzz test-gpu gpu-check bench clean
 
