@@ -9,10 +9,11 @@ ARGS   ?=
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
 # `make test` and `make test-gpu` also audit our own model inside pytest (the checks plugin:
-# one test per audit), on the CPU and on CUDA.
-AUDITS := --audit-target tests.targets:coop_clean
+# one test per audit), on the CPU and on CUDA; --audit-spawn runs the audit that starts processes
+# too (distributed-equivalence, about 13 s), as the CI files in examples/ci do.
+AUDITS := --audit-target tests.targets:coop_clean --audit-spawn
 
-.PHONY: install verify train demo test test-gpu gpu-check bench clean
+.PHONY: install verify train demo test fuzz test-gpu gpu-check bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,8 +51,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(AUDITS) --audit-device cpu $(ARGS)
 
+## The input fuzz with its large budget (`make test` runs it with a small one): every reader and
+## command on damaged files, 500 examples a reader, 50 a command (docs/inputs.md, "The fuzz").
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz_inputs.py $(ARGS)
+
 ## The gpu-marked tests and the audits inside pytest with CUDA as the device, then the
-## self-test with the device audits on CUDA (both refused, exit 4, without CUDA).
+## self-test with the device audits on CUDA (both refused without CUDA: pytest's usage error,
+## exit 4, and the self-test's, exit 2).
 test-gpu: $(STAMP)
 	TORCH_DEVICE=cuda $(BIN)/python -m pytest -q -m "gpu or audit" $(AUDITS) --audit-device cuda $(ARGS)
 	$(BIN)/python -m checks --selftest --device cuda

@@ -132,6 +132,10 @@ def main(argv=None) -> int:
         from bench.decoders import main as decoders_main
 
         return decoders_main(argv[1:])
+    if argv[:1] == ["make"]:  # python -m bench make train|demo: a Makefile target end to end, its numbers
+        from bench.make_targets import main as make_main
+
+        return make_main(argv[1:])
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,8 @@
 """``python -m bench decoders``: the video decoders that install from PyPI, side by side.
 
 Each decoder takes the same 8 frames (segment middles) from each of the same generated
-H.264 videos; the table gives videos/s, whether it gave the same pixels as PyAV's plain
+H.264 videos in MP4 (``--codec mpeg4``: MPEG-4 Part 2 with B-frames in AVI, UCF101's and
+HMDB51's kind); the table gives videos/s, whether it gave the same pixels as PyAV's plain
 decode (every frame in order), whether it counted the frames right, and what it returns.
 Decoders that are not installed (``pip install decord opencv-python-headless
 torchcodec``) or do not load are listed with the reason. Writes
@@ -26,6 +27,9 @@ from videocoop.data import frame_indices
 from videocoop.video import Sampling, read_frames
 
 DEFAULT_OUT = Path(__file__).with_name("results-decoders.json")
+#: --codec: the file suffix, the encoder, what the results call it.
+CODECS = {"h264": (".mp4", "libx264", "H.264 (libx264, B-frames) in MP4"),
+          "mpeg4": (".avi", "mpeg4", "MPEG-4 Part 2 (B-frames) in AVI")}
 
 
 def _pyav_seek(path: Path, n: int):
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="320x240")
     p.add_argument("--gop", type=int, default=25, help="a keyframe every GOP frames")
     p.add_argument("--keep", type=int, default=8)
+    p.add_argument("--codec", choices=tuple(CODECS), default="h264", help="h264: MP4 (libx264); mpeg4: AVI (Xvid's kind)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -108,8 +113,10 @@ def main(argv=None) -> int:
         paths = []
         for i in range(args.videos):
             _, colour, motion = PATTERNS[i % len(PATTERNS)]
-            paths.append(encode_video(Path(tmp) / f"v{i:03d}.mp4", pattern_frames(motion, colour, args.frames, height, width, rng),
-                                      fps=25, gop=args.gop, codec="libx264"))
+            suffix, codec, _ = CODECS[args.codec]
+            paths.append(encode_video(Path(tmp) / f"v{i:03d}{suffix}", pattern_frames(motion, colour, args.frames, height,
+                                                                                        width, rng),
+                                      fps=25, gop=args.gop, codec=codec))
         reference = [_pyav_plain(path, args.keep) for path in paths]
         for name, (dist, fn, order) in DECODERS.items():
             try:
@@ -143,7 +150,7 @@ def main(argv=None) -> int:
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "environment": environment("cpu"),
                "case": {"videos": args.videos, "frames": args.frames, "size": args.size, "gop": args.gop, "keep": args.keep,
-                        "codec": "H.264 (libx264, B-frames)"},
+                        "codec": CODECS[args.codec][2]},
                "rows": rows}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -40,12 +40,10 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, size: int, case: dict, port: int, results) -> None:
-    from torch.nn.parallel import DistributedDataParallel
-
     from videocoop.clip import load_clip
     from videocoop.data import KINETICS400, UCF101
     from videocoop.model import VideoFeatureCLIP
-    from videocoop.train.ddp import TrainStep
+    from videocoop.train.ddp import TrainStep, wrap
     from videocoop.utils.distributed import World
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -62,8 +60,7 @@ def _worker(rank: int, size: int, case: dict, port: int, results) -> None:
     world = World(rank, size)
     step = model
     if size > 1:
-        step = DistributedDataParallel(TrainStep(model, world, case["shard_text"]), forward_sync_buffers=False,
-                                       device_ids=[rank] if device.type == "cuda" else None)
+        step = wrap(TrainStep(model, world, case["shard_text"]), device)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     features = torch.randn(case["batch"], case["frames"], model.embed_dim, generator=g)[rank::size].to(device)

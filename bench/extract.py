@@ -23,11 +23,9 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
 
 from videocoop.utils.distributed import resolve_device
 from videocoop.video import ExtractConfig, Extracted, Extractor, find_videos
-from videocoop.video.extractor import DecodedVideos
 from videocoop.video.sources import chunked
 from videocoop.video.synthetic import PATTERNS, encode_video, pattern_frames
 
@@ -66,28 +64,20 @@ def _rate(videos: int, frames: int, seconds: float) -> dict:
             "frames_per_s": frames / seconds}
 
 
-def time_decoding(ex: Extractor, chunks) -> tuple[dict, list[list[dict]]]:
-    flat = [e for c in chunks for e in c]
-    batches, start = [], 0
-    for c in chunks:
-        batches.append(list(range(start, start + len(c))))
-        start += len(c)
+def time_decoding(ex: Extractor, chunks) -> tuple[dict, list[dict]]:
     t0 = time.perf_counter()
-    loader = DataLoader(DecodedVideos(flat, ex.sampling), batch_sampler=batches, collate_fn=list,
-                        num_workers=ex.num_workers, prefetch_factor=2 if ex.num_workers else None)
-    decoded = [items for items in loader]
+    decoded = list(ex.decoded(chunks))  # the decoded pieces, every frame kept in memory
     seconds = time.perf_counter() - t0
-    frames = sum(len(it["indices"]) for items in decoded for it in items)
-    return _rate(len(flat), frames, seconds), decoded
+    frames = sum(len(it.get("indices", ())) for it in decoded)
+    return _rate(sum(len(c) for c in chunks), frames, seconds), decoded
 
 
-def time_encoding(ex: Extractor, flat, decoded) -> dict:
+def time_encoding(ex: Extractor, chunks, decoded) -> dict:
     t0 = time.perf_counter()
     n = frames = 0
-    for items in decoded:
-        for result in ex._encode_chunk(flat, items):
-            n += 1
-            frames += result.features.shape[0]
+    for result in ex.consume(chunks, [dict(it) for it in decoded]):  # copies: consume takes the frames out
+        n += 1
+        frames += result.features.shape[0]
     if ex.device.type == "cuda":
         torch.cuda.synchronize()
     return _rate(n, frames, time.perf_counter() - t0)
@@ -120,13 +110,12 @@ def main(argv=None) -> int:
         console.print(f"writing {args.videos} videos of {args.frames} frames, {width}x{height}")
         _, entries = find_videos(make_videos(Path(tmp), args.videos, args.frames, width, height))
         chunks = chunked(entries, ex.videos_per_chunk())
-        flat = [e for c in chunks for e in c]
-        time_encoding(ex, flat, time_decoding(ex, chunks[:1])[1])  # warm-up: first forward, allocator
+        time_encoding(ex, chunks[:1], time_decoding(ex, chunks[:1])[1])  # warm-up: first forward, allocator
         for r in range(args.repeats):
             console.print(f"run {r + 1}/{args.repeats}: decoding, encoding, pipeline")
             rate, decoded = time_decoding(ex, chunks)
             rows["decoding"].append(rate)
-            rows["encoding"].append(time_encoding(ex, flat, decoded))
+            rows["encoding"].append(time_encoding(ex, chunks, decoded))
             rows["pipeline"].append(time_pipeline(ex, chunks))
     median = {k: {m: statistics.median(r[m] for r in v) for m in ("videos_per_s", "frames_per_s", "seconds")}
               for k, v in rows.items()}

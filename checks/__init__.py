@@ -18,15 +18,24 @@ The audits and the runner:
     videocoop.data   VideoSample, collate_samples: our datasets' items and the collate that pads them
     videocoop.data   frame_indices: the segment-middle frames extraction-parity decodes
     videocoop.video  Extractor: where extraction-parity points when videocoop extract made the features
+    videocoop.train  load_checkpoint, check_checkpoint, diff_state: videocoop's checkpoint reader (checkpoint-strictness)
+    videocoop.train.checkpoint  REQUIRED_FIELDS: the fields that make a checkpoint videocoop train's
+    videocoop        InputError: what the reader raises for a file it refuses (its problem is the finding)
+    videocoop.utils.readers  load_torch: the reader under load_checkpoint, for a target's own layout (tensors and plain values only)
+    videocoop.video  FrameClock: the frame times extraction-parity samples by, the extractor's (no timestamps too)
 
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop        train: build, make_optimizer, the seed's two loops, the checkpoint names, build_model and
-                     load_prompts (the model over another class list)
+    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names,
+                     load_run_checkpoint, build_model and load_prompts (the model over another class list)
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
+    videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
+    videocoop.utils  read_lines: the reader of text lists (--classnames FILE)
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
+    videocoop.train  TrainStep, train_one_epoch: train's own step under torchrun (checks.distributed)
+    videocoop.utils.distributed  World: the processes of that step
 
 The planted faults (:mod:`checks.faults`), models and extractors built on ours:
 

@@ -1,8 +1,9 @@
-"""``python -m checks``: build the target, run the audits, write the reports, exit 0 / 1 / 4."""
+"""``python -m checks``: build the target, run the audits, write the reports, exit 0 / 1 / 2."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import shlex
 import sys
@@ -13,16 +14,18 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-import open_clip
 import torch
 
 from videocoop import VideoCoopError, train
-from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args
+from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args, print_user_error
 from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
+from videocoop.utils import read_lines
 
+from .audits.determinism import environment_line
 from .classes import rebuilt_for_classes
 from .core import AuditTarget, get_audit, list_audits, resolve_device
+from .distributed import videocoop_step
 from .locations import locate, relpath
 from .report import RunInfo, print_summary, to_json, to_junit, to_markdown, to_step_summary
 from .report.heatmap import write_heatmap_png
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--classnames", metavar="FILE|A,B,...",
                      help="class names in label order for a --target that returns a bare model without them: a file "
                           "with one name per line (a feature folder's classnames.txt) or a comma-separated list")
+    out.add_argument("--spawn", action="store_true",
+                     help="also run the audits that start processes (distributed-equivalence: 3 gloo processes on the "
+                          "CPU, seconds); CI files pass it")
     out.add_argument("--selftest", action="store_true",
                      help="run every audit on its clean case and on its planted fault on this machine (the device "
                           "audits on CUDA when present; --device cuda demands it) and print audit -> caught / missed; "
@@ -78,7 +84,7 @@ def limit_threads() -> str:
 def read_classnames(value: str) -> list[str]:
     """``--classnames``: a file with one name per line, or a comma-separated list."""
     if os.path.isfile(value):
-        names = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = read_lines(value, comments=False)
     else:
         names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
@@ -98,18 +104,23 @@ def load_target(spec: str, classnames: list[str] | None = None) -> AuditTarget:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise VideoCoopError(f"--target {spec}: cannot import {module_name!r} ({e})") from e
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):  # one it imports
+            raise VideoCoopError(f"--target {spec}: importing {module_name} raised {_raised(e, module_name)}") from e
+        raise VideoCoopError(f"--target {spec}: cannot import {module_name!r} ({e}); run from the folder that holds "
+                             f"it, or install it") from e
+    except (Exception, SystemExit) as e:  # noqa: BLE001: the user's module failed: one line, where, no traceback
+        raise VideoCoopError(f"--target {spec}: importing {module_name} raised {_raised(e, module_name)}") from e
     func = getattr(module, func_name, None)
     if not callable(func):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise VideoCoopError(f"--target {spec}: {module_name} has no function {func_name!r}; it has: {', '.join(names)}")
+        where = f" ({relpath(module.__file__)})" if getattr(module, "__file__", None) else ""
+        raise VideoCoopError(f"--target {spec}: {module_name}{where} has no function {func_name!r}; it has: "
+                             f"{', '.join(names) or 'none'}")
     try:
         built = func()
-    except Exception as e:  # noqa: BLE001: the user's factory failed: one line, where, no traceback
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        raise VideoCoopError(f"--target {spec}: {func_name}() raised {type(e).__name__}: "
-                             f"{(str(e).splitlines() or [''])[0]} (at {relpath(where.filename)}:{where.lineno})") from e
+    except (Exception, SystemExit) as e:  # noqa: BLE001: the user's factory failed: one line, where, no traceback
+        raise VideoCoopError(f"--target {spec}: {func_name}() raised {_raised(e)}") from e
     if classnames is not None and isinstance(built, AuditTarget):
         raise VideoCoopError(f"--classnames is for a --target that returns a bare model; {func_name}() returned an "
                              f"AuditTarget, whose classnames are used")
@@ -119,6 +130,26 @@ def load_target(spec: str, classnames: list[str] | None = None) -> AuditTarget:
     if not target.description:
         target.description = f"{type(target.model).__name__} from --target {spec}"
     return target
+
+
+def _raised(e: BaseException, module: str | None = None) -> str:
+    """An exception of the user's code in one line: its type, its first line, and where in their
+    files it was raised (the last frame outside Python's and the installed packages' own files;
+    a SyntaxError's own file and line; else the file of the ``module`` being imported)."""
+    text = (str(e).splitlines() or [""])[0]
+    if isinstance(e, SyntaxError) and e.filename and not e.filename.startswith("<"):
+        return f"{type(e).__name__}: {e.msg} (at {relpath(e.filename)}:{e.lineno})"
+    frames = traceback.extract_tb(e.__traceback__)
+    library = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.__file__)})
+    own = [f for f in frames if not f.filename.startswith((*library, "<")) and
+           os.path.dirname(f.filename) != os.path.dirname(__file__)]
+    if own:
+        return f"{type(e).__name__}: {text} (at {relpath(own[-1].filename)}:{own[-1].lineno})"
+    try:
+        spec = importlib.util.find_spec(module) if module else None  # found: its import ran it
+    except (Exception, SystemExit):  # noqa: BLE001: its package's import fails too; said without a file
+        spec = None
+    return f"{type(e).__name__}: {text}" + (f" (in {relpath(spec.origin)})" if spec and spec.origin else "")
 
 
 def _given_train_flags(argv: list[str]) -> list[str]:
@@ -133,7 +164,7 @@ def _given_train_flags(argv: list[str]) -> list[str]:
         if name in own:
             skip = "=" not in a
             continue
-        if name not in ("--list", "--selftest"):
+        if name not in ("--list", "--selftest", "--spawn"):
             kept.append(a)
     return kept
 
@@ -156,9 +187,12 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     built = train.build(cfg)
     cfg = built.cfg
     weights = weights_id_of(cfg)
-    out = Path(cfg.output_dir)  # the checkpoint --resume (last) or --eval-only (best, else last) will load
-    names = (train.CHECKPOINT_LAST,) if cfg.resume else (train.CHECKPOINT_BEST, train.CHECKPOINT_LAST) if cfg.eval_only else ()
-    checkpoint = next((str(out / n) for n in names if (out / n).is_file()), None)
+    # the checkpoint --resume (the last) or --eval-only (--checkpoint: the last by default) will load
+    checkpoint, model = None, ""
+    if (cfg.resume or cfg.eval_only) and (Path(cfg.output_dir) / train.CHECKPOINT_LAST).is_file():
+        _, path, described = train.load_run_checkpoint(cfg.output_dir, "last" if cfg.resume else cfg.checkpoint)
+        checkpoint, model = str(path), f"; checkpoint {described}"
+    steps_per_epoch = -(-len(built.train_set) // cfg.batch_size)
     prompts = train.load_prompts(cfg)
     # another class list: the model built over it, the learned context carried over (class-specific context
     # cannot carry over to a class list it was not trained on: class-list-response says what to declare)
@@ -171,8 +205,10 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         trainer=train, make_optimizer=lambda m: train.make_optimizer(cfg, m),
         description=f"VideoFeatureCLIP (videocoop), {cfg.clip_model} weights {weights}, {len(built.classnames)} "
                     f"classes, n_ctx {built.model.prompt_learner.n_ctx}, text_pool {cfg.text_pool}, "
-                    f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}",
+                    f"temporal_agg {cfg.temporal_agg}, precision {cfg.precision}{model}",
         train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
+        make_scheduler=lambda opt: train.make_scheduler(cfg, opt, steps_per_epoch), distributed_step=videocoop_step,
+        shots=cfg.shots, novel_classnames=list(built.protocol.novel) if built.protocol is not None else [],
         for_classes=for_classes, temporal_kind="attention" if cfg.temporal_agg == "transformer" else None,
     )
 
@@ -187,7 +223,7 @@ def run_info(target: AuditTarget, command: str, seconds: float, device: str | No
         foreign_device=resolve_device(device).type,
         command=command,
         train_command=target.train_command,
-        versions=f"torch {torch.__version__}, open_clip {open_clip.__version__}",
+        versions=environment_line(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         duration=seconds,
         construction=f"{type(model).__name__}(...) defined at {locate(type(model))}",
@@ -226,7 +262,8 @@ def write_step_summary(results, info: RunInfo, report: str, lang: str = "en") ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m checks``; returns the exit code (0 ok, 1 failed, 4 usage error)."""
+    """Run ``python -m checks``; returns the exit code (0 ok, 1 failed, 2 a bad flag or input, printed as one
+    paragraph; the traceback too with ``VIDEOCOOP_TRACEBACK=1``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -254,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise VideoCoopError("--classnames names the classes of a --target's bare model; without "
                                          "--target the classes come from the feature folders")
                 target = build_own_target(args, train_flags, workdir)
-            results = run_audits(target, ids)
+            results = run_audits(target, ids, spawn=args.spawn)
         info = run_info(target, shlex.join(["python", "-m", "checks", *argv]), time.perf_counter() - start)
     except (UsageError, VideoCoopError) as e:
-        print(str(e), file=sys.stderr)
+        print_user_error(str(e))
         return ExitCode.USAGE
     print_summary(results)
     write_report(results, info, args.report, args.lang)
@@ -277,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def selftest(args: argparse.Namespace, argv: list[str]) -> int:
     """``--selftest``: the table of audit -> caught / missed; 0 when every fault is caught and every
-    clean case passes, 1 otherwise, 4 on a usage error (CUDA demanded and absent, other flags)."""
+    clean case passes, 1 otherwise, 2 on a usage error (CUDA demanded and absent, other flags)."""
     from .selftest import device_line, format_table, run_selftest
 
     rest, skip = [], False

@@ -49,6 +49,14 @@ DECLARATIONS = {
     "save_state": "save_state(model) -> dict, the checkpoint; default trainable_state_dict() or the trainable tensors",
     "load_state": "load_state(model, state), the run's loader; default load_trainable_state_dict(strict) or a strict "
                   "load of the trainable tensors",
+    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss, one training step of the "
+                  "user's own loop, with its precision handling; default loss, backward, optimizer.step()",
+    "make_scheduler": "make_scheduler(optimizer) -> scheduler, stepped once per training step; default none (the "
+                      "optimiser's learning rate held)",
+    "distributed_step": "distributed_step(model, features, labels, mask | None, optimizer, rank, world_size) -> loss: "
+                        "this process's share of a global batch, one step as the run takes it under torchrun; no default",
+    "shots": "K of a K-shot training split; default none (the count per class is shown, not judged)",
+    "novel_classnames": "the classes held out for base-to-novel; default none",
     # past one prompt per class
     "prompts_per_class": "K prompts per class (a template ensemble): prompts [K, n_cls, L, width] ([B, K, n_cls, L, "
                          "width] per video), token_ids [K, n_cls, L]; default 1",
@@ -65,8 +73,6 @@ DECLARATIONS = {
     "temporal": "temporal(model, frames [B, T, D]) -> [B, T, D], the temporal head before pooling; default "
                 "model.temporal(frames)",
     "temporal_kind": "the temporal head's operation: " + ", ".join(f"{k} ({v})" for k, v in TEMPORAL_KINDS.items()),
-    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss: one step of the user's own loop "
-                  "with its precision handling (the declared training step); default zero_grad, loss, backward, step",
     "eval_temperature": "the fixed temperature evaluation applies by design, where training applies exp(logit_scale)",
 }
 #: Frame counts tried, in order, when neither the target nor its data says how many frames the model takes.
@@ -101,19 +107,6 @@ def loss(target: AuditTarget, model: nn.Module, features, labels, mask=None) -> 
     if target.output == "probabilities":
         return F.nll_loss(out.clamp_min(1e-12).log(), labels.long())
     return F.cross_entropy(out, labels.long())
-
-
-def train_step(target: AuditTarget, model: nn.Module, features, labels, mask, optimizer) -> torch.Tensor:
-    """One training step of the batch: the target's declared step (the user's own loop step, precision handling
-    included), else zero_grad, :func:`loss`, backward, step. Returns the loss."""
-    if target.train_step is not None:
-        value = target.train_step(model, features, labels, mask, optimizer)
-        return value if isinstance(value, torch.Tensor) else torch.tensor(float("nan") if value is None else float(value))
-    optimizer.zero_grad(set_to_none=True)
-    value = loss(target, model, features, labels, mask)
-    value.backward()
-    optimizer.step()
-    return value
 
 
 def looks_like_probabilities(out: torch.Tensor) -> bool:
@@ -207,6 +200,24 @@ def temporal(target: AuditTarget, model: nn.Module, frames: torch.Tensor) -> tor
     if target.temporal is not None:
         return target.temporal(model, frames)
     return model.temporal(frames)
+
+
+def train_step(target: AuditTarget, model: nn.Module, features, labels, mask, optimizer) -> torch.Tensor:
+    """One training step of the batch (the target's ``train_step``, else its loss, backward, the optimiser's
+    step); returns the loss before the step."""
+    if target.train_step is not None:
+        out = target.train_step(model, features, labels, mask, optimizer)
+        return out if isinstance(out, torch.Tensor) else torch.tensor(float("nan") if out is None else float(out))
+    optimizer.zero_grad(set_to_none=True)
+    value = loss(target, model, features, labels, mask)
+    value.backward()
+    optimizer.step()
+    return value.detach()
+
+
+def scheduler(target: AuditTarget, optimizer):
+    """The run's schedule on ``optimizer`` (the target's ``make_scheduler``), or None."""
+    return None if target.make_scheduler is None else target.make_scheduler(optimizer)
 
 
 def prompts(target: AuditTarget, model: nn.Module, videos: torch.Tensor | None = None) -> torch.Tensor:
@@ -371,6 +382,20 @@ def _data(target: AuditTarget) -> str | None:
     return None if target.datasets() else "the target has no dataset"
 
 
+def _train(target: AuditTarget) -> str | None:
+    if target.train_step is not None:
+        return None
+    return unmet(target, "loss")
+
+
+def _distributed(target: AuditTarget) -> str | None:
+    if target.distributed_step is not None:
+        return None
+    return ("the target declares no distributed step: declare AuditTarget(distributed_step=lambda model, features, "
+            "labels, mask, optimizer, rank, world_size: ...), one step of this process's share of a global batch as "
+            "the run takes it under torchrun (its DDP wrapper, gathers and loss scaling)")
+
+
 def _classes(target: AuditTarget) -> str | None:
     if target.for_classes is not None:
         return None
@@ -410,4 +435,5 @@ def unmet(target: AuditTarget, need: str) -> str | None:
 
 
 NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip, "tokenizer": _tokenizer, "data": _data,
+         "train": _train, "distributed": _distributed,
          "classes": _classes, "temporal": _temporal}

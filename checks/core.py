@@ -155,6 +155,17 @@ class AuditTarget:
         save_state, load_state: ``(model) -> dict`` and ``(model, state)``: the model's own
             checkpoint writer and loader.
 
+    What training, the splits and several processes add (issue 20; defaults in :mod:`checks.contract`):
+        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``, one training step of the
+            user's own loop, with its precision handling (default: ``loss``, backward, the optimiser's step).
+        make_scheduler: ``optimizer -> scheduler`` stepped once per training step, the run's schedule
+            (None: the optimiser's learning rate held, said so).
+        distributed_step: ``(model, features, labels, mask | None, optimizer, rank, world_size) -> loss``,
+            one step of this process's share of a global batch inside an initialised process group, as
+            the run does it under torchrun (its wrapper, gathers, loss scaling, the step).
+        shots: K of a K-shot training split (every class must hold exactly K videos).
+        novel_classnames: the classes held out for base-to-novel (never among ``classnames``).
+
     Past one prompt per class (:data:`checks.contract.DECLARATIONS` says each one's default):
         prompts_per_class, combine: K prompts per class (a template ensemble): ``prompts`` gives
             ``[K, n_cls, L, width]`` (``[B, K, n_cls, L, width]`` per video), ``token_ids`` ``[K, n_cls, L]``;
@@ -167,8 +178,6 @@ class AuditTarget:
         for_classes: ``(model, classnames) -> model``: the model scoring these classes instead.
         temporal, temporal_kind: ``(model, frames [B, T, D]) -> [B, T, D]``, the temporal head before
             pooling, and the operation it is (:data:`checks.contract.TEMPORAL_KINDS`).
-        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``: one step of the user's own
-            training loop, with its precision handling (the declared training step).
         eval_temperature: the fixed temperature evaluation applies by design where training applies
             ``exp(logit_scale)``.
     """
@@ -198,6 +207,12 @@ class AuditTarget:
     trainable_clip: Sequence[str] = ()
     save_state: Callable[[nn.Module], dict] | None = None
     load_state: Callable[[nn.Module, dict], None] | None = None
+    # what training, the splits and several processes add (None / empty: the defaults, or SKIP naming it)
+    train_step: Callable[..., Any] | None = None
+    make_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    distributed_step: Callable[..., Any] | None = None
+    shots: int | None = None
+    novel_classnames: Sequence[str] = ()
     # past one prompt per class: ensembles, text per video, no learned context, what a forward leaves behind
     prompts_per_class: int = 1
     combine: str | None = None
@@ -207,7 +222,6 @@ class AuditTarget:
     for_classes: Callable[[nn.Module, list[str]], nn.Module] | None = None
     temporal: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
     temporal_kind: str | None = None
-    train_step: Callable[..., Any] | None = None
     eval_temperature: float | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
@@ -357,3 +371,22 @@ def device_note(device: torch.device) -> str:
         return (f"meta ({why}: the meta device stands in as the foreign device; it holds no data, "
                 "so any host read or CPU tensor in the path shows)")
     return str(device)
+
+
+_SPAWN: contextvars.ContextVar[bool] = contextvars.ContextVar("checks_spawn", default=False)
+
+
+def spawning_allowed() -> bool:
+    """Whether the audits that start processes (distributed-equivalence) may run: ``python -m checks
+    --spawn``, ``run_audits(spawn=True)``, the self-test."""
+    return _SPAWN.get()
+
+
+@contextlib.contextmanager
+def allow_spawn(allowed: bool = True):
+    """Let the audits inside the block start processes (or not)."""
+    token = _SPAWN.set(allowed)
+    try:
+        yield
+    finally:
+        _SPAWN.reset(token)

@@ -5,7 +5,7 @@ videocoop is installed. Unless ``--audit-target`` is given it only adds its opti
 ``audit`` marker and the fixture, and imports nothing heavy (no torch)::
 
     pytest --audit-target mypkg.targets:make_target [--audit-only IDS]
-           [--audit-device cpu|cuda] [--audit-report PATH]
+           [--audit-device cpu|cuda] [--audit-report PATH] [--audit-spawn]
 
 Each audit is one item ``<target>::<audit id>`` (``-k eot-collapse``, ``--deselect
 mypkg.targets:make_target::host-sync``, ``-m audit``): FAIL and ERROR fail with the finding
@@ -41,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-device", choices=DEVICES, default=None,
                     help="where the device audits move the model: cuda (refused without CUDA), or cpu (the meta "
                          "device stands in); default: cuda when present. Also the audit fixture's default")
+    group.addoption("--audit-spawn", action="store_true", default=False,
+                    help="also run the audits that start processes (distributed-equivalence: gloo on the CPU)")
     group.addoption("--audit-report", metavar="PATH", default=None,
                     help="write the markdown report of the audits that ran, once, at the end of the session")
 
@@ -54,6 +56,7 @@ class _Session:
     device: str | None
     report: str | None
     command: str
+    spawn: bool = False
     results: dict[str, Any] | None = None  # audit id -> CheckResult
     error: str | None = None  # why the target could not be built
     target: Any = None
@@ -78,7 +81,7 @@ class _Session:
         except VideoCoopError as e:
             self.error = str(e)
             return
-        self.results = {r.id: r for r in run_audits(self.target, ids, device=self.device)}
+        self.results = {r.id: r for r in run_audits(self.target, ids, device=self.device, spawn=self.spawn)}
         self.seconds = time.perf_counter() - start
 
 
@@ -113,7 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
         order = list_audits()
         config.stash[_STATE] = _Session(spec, sorted(set(ids), key=order.index), device,
                                         config.getoption("audit_report"),
-                                        "pytest " + shlex.join(config.invocation_params.args))
+                                        "pytest " + shlex.join(config.invocation_params.args),
+                                        config.getoption("audit_spawn"))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

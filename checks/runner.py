@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from . import contract
-from .core import AuditSpec, AuditTarget, CheckResult, Outcome, Skip, Status, audit_device, get_audit, list_audits
+from .core import (AuditSpec, AuditTarget, CheckResult, Outcome, Skip, Status, allow_spawn, audit_device, get_audit,
+                   list_audits, spawning_allowed)
 from .locations import locate, relpath
 from .models import handed_over
 
@@ -58,11 +59,14 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
 
 
 def run_audits(target: Any, ids: Sequence[str] | None = None,
-               progress: Callable[[CheckResult], None] | None = None, device: str | None = None) -> list[CheckResult]:
+               progress: Callable[[CheckResult], None] | None = None, device: str | None = None,
+               spawn: bool = False) -> list[CheckResult]:
     """Run the audits ``ids`` (all when None) on ``target`` (an AuditTarget or a bare model).
 
     Every audit runs on the CPU; ``device`` says where the device audits move a copy of
     the model: ``"cuda"``, ``"cpu"`` (the meta device stands in) or None (CUDA when present).
+    ``spawn``: the audits that start processes (distributed-equivalence) run too (else they SKIP
+    saying how to opt in; a caller that already allowed it, such as the self-test, keeps it).
 
     Raises:
         VideoCoopError: an unknown audit id (the message lists the valid ones), an unknown
@@ -73,7 +77,7 @@ def run_audits(target: Any, ids: Sequence[str] | None = None,
     contract.check_declarations(target)
     specs = [get_audit(i) for i in (ids or list_audits())]
     results = []
-    with audit_device(device):
+    with audit_device(device), allow_spawn(spawn or spawning_allowed()):
         for spec in specs:
             result = run_audit(spec, target)
             results.append(result)

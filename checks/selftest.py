@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from . import faults
-from .core import CheckResult, Status, foreign_device, get_audit, list_audits
+from .core import CheckResult, Status, allow_spawn, foreign_device, get_audit, list_audits
 from .runner import run_audit, run_audits
 
 
@@ -43,8 +43,14 @@ class Row:
 
 
 def run_selftest(progress=None) -> list[Row]:
-    """Every registered audit on the clean model (with data) and on its planted fault, plus the
-    runner's own fault (a model raising on its own data); each target built afresh, RNG seeded."""
+    """Every registered audit on the clean model (with data) and on its planted fault (and the further faults
+    of :data:`~checks.faults.ALSO_PLANTED`), plus the runner's own fault (a model raising on its own data); each
+    target built afresh, RNG seeded; the audits that start processes run too."""
+    with allow_spawn(True):
+        return _run_selftest(progress)
+
+
+def _run_selftest(progress=None) -> list[Row]:
     from videocoop.clip import TINY_MODEL, load_clip
 
     with warnings.catch_warnings():
@@ -59,7 +65,8 @@ def run_selftest(progress=None) -> list[Row]:
     missing = [i for i in list_audits() if i not in faults.PLANTED]
     if missing:  # an audit without a planted fault cannot be shown to work
         raise AssertionError(f"audits without a planted fault in checks.faults.PLANTED: {missing}")
-    cases = [(i, faults.PLANTED[i], True) for i in list_audits()] + [(*faults.RUNNER_FAULT, False)]
+    also = [(i, p, True) for i, p in faults.ALSO_PLANTED if i in list_audits()]
+    cases = [(i, faults.PLANTED[i], True) for i in list_audits()] + also + [(*faults.RUNNER_FAULT, False)]
     rows = []
     for audit_id, planted, own in cases:
         with torch.random.fork_rng(devices=[]):

@@ -18,16 +18,17 @@ FP32_TOL = 1e-5
 #: In half precision two correct computations of the same features differ by rounding, by
 #: about as much as each differs from fp32. The noise floor is measured in the audit: CLIP's
 #: own encode_text in the model's precision against an fp32 copy of it, on the probe classes.
-#: A comparison FAILs only beyond NOISE_FACTOR times that floor. Measured with random
+#: A comparison FAILs only beyond NOISE_FACTOR times that floor. Measured by
+#: docs/studies/precision_margins.py (its numbers: precision_margins.json beside it) with random
 #: ViT-B-32 (30 UCF101 classes, 3 context seeds) and the tiny model (5 classes, 20 seeds),
-#: bf16 and fp16: floors 1.1-1.4e-2 (bf16) and 1.3-1.7e-3 (fp16); correct models (plain and
-#: shared-prefix paths, EOT and mean pooling, ctx_init) differed by at most 2.5x the floor
-#: (the tiny model's shared prefix in bf16; ViT-B-32: 1.6x); the planted faults by at least
-#: 24x (causal-mask on a kept permute, ViT-B-32 bf16: 0.33). 8 is about 3x clear of both.
+#: bf16 and fp16: floors 0.9-1.5e-2 (bf16) and 1.4-1.9e-3 (fp16); correct models (plain and
+#: shared-prefix paths, EOT and mean pooling, ctx_init) differed by at most 1.6x the floor
+#: (ViT-B-32 fp16, shared prefix); the planted faults by at least 19x (causal-mask on a kept
+#: permute, ViT-B-32 bf16). 8 is 5x above the one and 2.3x below the other.
 NOISE_FACTOR = 8
 #: Half precision when no floor can be measured (no CLIP model in the encoder's precision and
 #: an encoder that cannot be copied): this many machine epsilons stand in for it (the floors
-#: above are 3.5 eps in bf16, 1.7 eps in fp16).
+#: above are 1.2-1.9 eps in bf16, 1.4-2.0 eps in fp16).
 FALLBACK_FLOOR_EPS = 4
 #: The video half in half precision: the floor is how far the logits move when the probe videos
 #: move by half a unit of that precision (each value times 1 +- eps/2, signs seeded), the size of

@@ -14,6 +14,12 @@ settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_
                           derandomize=True, database=None)
 settings.register_profile("dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                           derandomize=True, database=None)
+# The input fuzz (tests/test_fuzz_inputs.py) takes its budget from these two, whatever profile is
+# loaded: fuzz-small in every run (make test), fuzz with HYPOTHESIS_PROFILE=fuzz (make fuzz).
+# Each reader tries max_examples damaged files, each command a tenth (at least 2); the times
+# (docs/inputs.md, "The fuzz") were measured on the 2-core machine with `pytest tests/test_fuzz_inputs.py`.
+settings.register_profile("fuzz-small", max_examples=15, deadline=None, derandomize=True, database=None)
+settings.register_profile("fuzz", max_examples=500, deadline=None, derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # Never reach for a hub from a test.

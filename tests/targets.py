@@ -8,6 +8,7 @@ class names, a dataset, our trainer's loops and collate function; every audit pa
 from __future__ import annotations
 
 from checks import AuditTarget, faults
+from checks.distributed import videocoop_step
 from videocoop import train
 from videocoop.clip import TINY_MODEL, embed_dim
 from videocoop.data import collate_samples
@@ -31,6 +32,7 @@ def planted(fault) -> AuditTarget:
 def coop_clean() -> AuditTarget:
     """Our model, unbroken: every audit passes."""
     target = planted(faults.clean)
+    target.distributed_step = videocoop_step  # train's own step under torchrun (run with --audit-spawn)
     target.description = f"VideoFeatureCLIP (videocoop), {TINY_MODEL} random:0, {len(NAMES)} classes, n_ctx 4"
     return target
 

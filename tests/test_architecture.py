@@ -13,7 +13,17 @@ LAYERS = ["utils", "clip", "model", "data", "video", "train", "eval", "cli"]
 ONE_DEFINITION = ["atomic_write", "write_text", "write_bytes", "read_json_object", "World", "world_from_env",
                   "init_process_group", "resolve_device", "device_for", "Progress", "Bars", "console_handler",
                   "VIDEO_SUFFIXES", "is_video_file", "config_from_dict", "build_model", "seed_hash", "read_manifest",
-                  "load_clip", "PROGRESS"]
+                  "load_clip", "PROGRESS",
+                  # one reader per kind of input (issue 22; docs/inputs.md)
+                  "InputError", "read_text", "read_lines", "read_json", "check_fields", "load_array", "load_torch",
+                  "load_feature_file", "read_feature_info", "load_checkpoint", "diff_state", "read_metrics",
+                  "read_summary", "read_confusion"]
+#: The calls that read a file's content; videocoop makes them in its readers only (see below).
+RAW_READS = {("np", "load"), ("torch", "load"), ("json", "load"), ("json", "loads"), ("csv", "reader"),
+             ("csv", "DictReader"), (None, "read_text"), (None, "read_bytes")}
+#: Where they may be made: the shared readers, and the readers built on their text (a metrics
+#: line, a manifest's and a class list's CSV).
+READER_MODULES = {"utils/readers.py", "train/rundir.py", "data/manifest.py", "data/protocols.py"}
 MAX_LINES = 450
 
 
@@ -67,3 +77,19 @@ def test_no_module_over_450_lines(package):
     long = {str(p.relative_to(ROOT)): n for p in _modules(ROOT / package)
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_every_file_is_read_through_a_reader():
+    """A file's content is read in the readers only (videocoop.utils.readers and those built on
+    it), so every command refuses a bad file the same way: encoding, type, shape, range."""
+    found = []
+    for path in _modules(PACKAGE):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in READER_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+                if (owner, node.func.attr) in RAW_READS or (None, node.func.attr) in RAW_READS:
+                    found.append(f"{rel}:{node.lineno}: {owner or '...'}.{node.func.attr}")
+    assert found == []

@@ -94,9 +94,23 @@ def test_clean_model_passes_every_audit(clean_results):
 @pytest.mark.parametrize("audit_id", list(PLANTED))
 def test_planted_fault_is_caught(audit_id, tiny_clip, classnames):
     make, status, words = PLANTED[audit_id]
-    (result,) = run_audits(make(*tiny_clip, classnames), [audit_id])
+    (result,) = run_audits(make(*tiny_clip, classnames), [audit_id], spawn=True)
     assert result.status == status, (result.message, result.evidence)
     assert words in result.message
+
+
+@pytest.mark.parametrize("audit_id,planted", faults.ALSO_PLANTED,
+                         ids=[f"{a}-{p.make.__name__}" for a, p in faults.ALSO_PLANTED])
+def test_further_planted_faults_are_caught(audit_id, planted, tiny_clip, classnames):
+    (result,) = run_audits(planted.make(*tiny_clip, classnames), [audit_id], spawn=True)
+    assert result.status == planted.status, (result.message, result.evidence)
+    assert planted.words in result.message
+
+
+@pytest.mark.parametrize("audit_id", list(faults.CLEAN))
+def test_clean_cases_of_their_own_pass(audit_id, tiny_clip, classnames):
+    (result,) = run_audits(faults.CLEAN[audit_id](*tiny_clip, classnames), [audit_id], spawn=True)
+    assert result.status == Status.PASS, (result.message, result.evidence)
 
 
 @pytest.mark.parametrize("audit_id,make,status,words", MORE, ids=[f"{a}-{m.__name__}" for a, m, _, _ in MORE])

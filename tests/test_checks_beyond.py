@@ -81,12 +81,21 @@ def test_context_free_prompts_skip_naming_token_ids_and_are_audited_with_them(ti
     assert r.status == Status.SKIP and "for prompts with no learned context" in r.message and "token_ids=" in r.message
 
 
-def test_the_output_is_detected_as_probabilities_and_said(tiny_clip):
+def test_probabilities_undeclared_are_learning_signals_finding_and_declared_are_judged(tiny_clip):
+    """Rows that are probabilities are detected: undeclared, learning-signal FAILs them (cross-entropy softmaxes
+    them again) saying how to declare them, and logit-scale defers to it; declared, both judge them as such."""
     target = ensemble.template_ensemble(*tiny_clip, NAMES)
     target.output = None
-    r = one(target, "logit-scale")
+    results = {r.id: r for r in run_audits(target, ["learning-signal", "logit-scale"])}
+    assert results["learning-signal"].status == Status.FAIL
+    assert "declares AuditTarget(output='probabilities')" in results["learning-signal"].message
+    assert results["logit-scale"].status == Status.SKIP and "deferred to learning-signal" in results["logit-scale"].message
+    target = ensemble.template_ensemble(*tiny_clip, NAMES)  # declared
+    results = {r.id: r for r in run_audits(target, ["learning-signal", "logit-scale"])}
+    assert results["learning-signal"].status == Status.PASS, results["learning-signal"].message
+    r = results["logit-scale"]
     assert r.status == Status.PASS and r.metrics["output"] == "probabilities", r.message
-    assert any("detected: the forward's rows are non-negative and sum to 1" in e for e in r.evidence)
+    assert any("declared (AuditTarget(output='probabilities'))" in e for e in r.evidence)
 
 
 def test_the_default_loss_of_declared_probabilities_is_their_nll(tiny_clip):

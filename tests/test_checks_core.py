@@ -6,11 +6,12 @@ from checks import AuditTarget, Outcome, Skip, Status, audit, exit_code, faults,
 from checks.core import _REGISTRY, get_audit
 from videocoop.utils.errors import VideoCoopError
 
-PUBLIC_IDS = ["buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
+PUBLIC_IDS = ["determinism", "learning-signal", "buffer-device-sync", "index-device-consistency", "eot-collapse", "dataset-unpacking",
               "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",
               "host-sync", "checkpoint-roundtrip", "feature-model-match", "temporal-padding", "video-batch-independence",
-              "class-order", "logit-scale", "optimizer-step", "extraction-parity", "forward-state", "class-list-response",
-              "temporal-operation", "temperature"]
+              "class-order", "logit-scale", "optimizer-step", "extraction-parity", "split-integrity",
+              "distributed-equivalence", "checkpoint-strictness", "forward-state",
+              "class-list-response", "temporal-operation", "temperature"]
 
 
 def test_public_ids_in_report_order():
@@ -18,7 +19,7 @@ def test_public_ids_in_report_order():
 
 
 def test_unknown_id_names_the_valid_ones(tiny_clip, classnames):
-    with pytest.raises(VideoCoopError, match="valid audits: buffer-device-sync"):
+    with pytest.raises(VideoCoopError, match="valid audits: determinism, learning-signal, buffer-device-sync"):
         run_audits(faults.clean(*tiny_clip, classnames), ["eot-colapse"])
 
 

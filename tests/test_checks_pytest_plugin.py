@@ -56,7 +56,7 @@ def test_clean_target_passes_one_item_per_audit_run_once(run, pytester):
 
 # Planted faults that break exactly one audit of the whole suite.
 @pytest.mark.parametrize("name,audit_id", [("clip_trainable", "gradient-flow"),
-                                           ("checkpoint_misses_temporal", "checkpoint-roundtrip")])
+                                           ("checkpoint_misses_buffers", "checkpoint-roundtrip")])
 def test_planted_fault_fails_exactly_its_audit_with_the_evidence(name, audit_id, run):
     from checks.cli import load_target
     from tests import targets
@@ -148,7 +148,7 @@ def test_silent_unless_asked(run, pytester):
 @pytest.mark.parametrize("args,words", [
     (["--audit-only", "eot-collapse", "--audit-report", "r.md"], "--audit-only and --audit-report need --audit-target"),
     (["--audit-target", "tests.targets"], "must look like pkg.module:factory"),
-    (["--audit-target", "tests.targets:coop_clean", "--audit-only", "eot-colapse"], "valid audits: buffer-device-sync"),
+    (["--audit-target", "tests.targets:coop_clean", "--audit-only", "eot-colapse"], "valid audits: determinism, learning-signal, buffer-device-sync"),
     (["--audit-target", "tests.targets:coop_clean", "--audit-device", "tpu"], "invalid choice: 'tpu'"),
     pytest.param(["--audit-target", "tests.targets:coop_clean", "--audit-device", "cuda"],
                  "no CUDA device is present", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA here")),

@@ -113,6 +113,7 @@ def test_github_workflow(request):
         assert written and all(p.startswith(uploads[0]["with"]["path"]) for p in written), (name, written)
     cpu = [s["run"] for s in jobs["cpu"]["steps"] if "run" in s]
     assert [shlex.split(c)[:2] for c in cpu] == [["make", "verify"], ["make", "test"]]  # the README's two commands
+    assert "--spawn" in words(cpu[0]) and "--audit-spawn" in words(cpu[1])  # CI opts in to the audit of processes
     assert any(p.endswith(".xml") for p in _reports(cpu)) and any(p.endswith(".md") for p in _reports(cpu))
     cuda = [shlex.split(s["run"])[:2] for s in jobs["cuda"]["steps"] if "run" in s]
     assert ["make", "test-gpu"] in cuda
@@ -130,6 +131,7 @@ def test_gitlab_ci(request):
         assert all(p.startswith("reports/") for p in written), written
         assert set(job["artifacts"]["reports"]["junit"]) == {p for p in written if p.endswith(".xml")}, name
     assert [shlex.split(c)[:2] for c in jobs["cpu"]["script"]] == [["make", "verify"], ["make", "test"]]
+    assert "--spawn" in words(jobs["cpu"]["script"][0]) and "--audit-spawn" in words(jobs["cpu"]["script"][1])
     assert ["make", "test-gpu"] in [shlex.split(c)[:2] for c in jobs["cuda"]["script"]]
 
 
@@ -178,6 +180,23 @@ def test_gpu_check_says_no_cuda_device_is_present(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "logs").exists()  # nothing ran, nothing written
 
 
+def _gone(pid: int, wait_s: float = 30.0) -> bool:
+    """Whether process ``pid`` has ended (absent, or a zombie left to whoever reaps it); a
+    SIGKILLed process ends at once, the wait only covers the kernel's bookkeeping."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_gpu_check_runs_every_step_to_its_log_and_writes_one_results_file(monkeypatch, tmp_path, capsys):
     """The run itself, with stand-in steps (this machine has no GPU): a step that passes, one that
     fails, one past its cap (killed with its process group); the results file holds them all."""
@@ -187,8 +206,10 @@ def test_gpu_check_runs_every_step_to_its_log_and_writes_one_results_file(monkey
     py = sys.executable
     fake = [gpu_check.Step("passes", [py, "-c", "print('fine')"], 60, "passes.log"),
             gpu_check.Step("fails", [py, "-c", "import sys; print('boom'); sys.exit(2)"], 60, "fails.log"),
-            gpu_check.Step("hangs", [py, "-c", "import time; print('waiting', flush=True); time.sleep(60)"], 2,
-                           "hangs.log")]
+            # a shell, not Python: it prints within milliseconds, where Python's start-up alone
+            # can take longer than the 2 s cap on a busy machine (and the log would be empty)
+            # (the shell's child says its pid: killed with the group, it must be gone too)
+            gpu_check.Step("hangs", ["sh", "-c", 'sleep 60 & echo "waiting $!"; wait'], 2, "hangs.log")]
     monkeypatch.setattr(gpu_check, "steps", lambda logs: fake)
     monkeypatch.setattr(gpu_check, "no_cuda_message", lambda: None)
     monkeypatch.setattr(gpu_check, "machine", lambda: {"card": "Stand-in GPU", "memory_gib": 80.0, "driver": "1.0",
@@ -201,7 +222,9 @@ def test_gpu_check_runs_every_step_to_its_log_and_writes_one_results_file(monkey
     assert results["machine"]["card"] == "Stand-in GPU" and results["bench"] is None and results["tests"] is None
     status = {r["name"]: r["status"] for r in results["steps"]}
     assert status == {"passes": "ok", "fails": "failed (exit 2)", "hangs": "timed out after 2 s"}
-    assert (logs / "passes.log").read_text() == "fine\n" and (logs / "hangs.log").read_text() == "waiting\n"
+    assert (logs / "passes.log").read_text() == "fine\n"
+    word, child = (logs / "hangs.log").read_text().split()
+    assert word == "waiting" and _gone(int(child))  # the step's own child was killed with it
     assert "gpu-check FAILED" in printed and "Stand-in GPU (80.0 GiB, driver 1.0" in printed
     assert "fails: failed (exit 2); the end of" in printed and "    boom" in printed
     # a step that would start past the run's deadline does not start

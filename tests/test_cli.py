@@ -38,13 +38,14 @@ def test_the_seed_command_line(data_dir, tmp_path, capsys):
     # stdout is not a terminal under pytest: plain lines, no progress bars
     assert "epoch 0/2 | val loss" in stdout and "epoch 2/2 | train loss" in stdout
     assert "untrained prompts (epoch 0)" in stdout
-    for name in ("config.json", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_last.pt", "checkpoint_best.pt"):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "log.txt", "checkpoint_last.pt"):
         assert (out / name).is_file(), name
+    assert not (out / "checkpoint_best.pt").exists()  # no selection split: no epoch chosen
     rc = main(["train", "--feature-dir", str(data_dir / "train"), "--val-feature-dir", str(data_dir / "val"),
                "--output-dir", str(out), "--eval-only"])
     assert rc == ExitCode.OK
-    best = json.loads((out / "summary.json").read_text())["best_top1"]
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] == pytest.approx(best)  # the best checkpoint
+    final = json.loads((out / "summary.json").read_text())["final_val_top1"]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["top1"] == pytest.approx(final)  # the last epoch
 
 
 def test_rich_progress_runs(data_dir, tmp_path, capsys):
@@ -65,8 +66,8 @@ def test_rich_progress_runs(data_dir, tmp_path, capsys):
         (["train", "--feature-dir", "x", "--epochs", "0"], "epochs must be >= 1"),
     ],
 )
-def test_usage_errors_exit_4_without_traceback(argv, message, capsys):
-    assert main(argv) == ExitCode.USAGE == 4
+def test_usage_errors_exit_2_without_traceback(argv, message, capsys):
+    assert main(argv) == ExitCode.USAGE == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -75,7 +76,7 @@ def test_bad_data_is_a_usage_error(data_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
     (bad / "a").mkdir(parents=True)
     (bad / "a" / "v.npy").write_bytes(b"garbage")
-    assert main(["train", "--feature-dir", str(bad), "--clip-model", TINY_MODEL, "--output-dir", str(tmp_path / "o")]) == 4
+    assert main(["train", "--feature-dir", str(bad), "--clip-model", TINY_MODEL, "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(bad / "a" / "v.npy") in err and "Traceback" not in err
 
@@ -96,15 +97,15 @@ def test_help_and_module_entry_point():
     assert main(["--help"]) == ExitCode.OK
     build_parser()  # builds without side effects
     proc = subprocess.run([sys.executable, "-m", "videocoop", "train", "--optimizer", "x"], capture_output=True, text=True)
-    assert proc.returncode == 4 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_interrupt_exits_2_and_points_to_resume(monkeypatch, capsys):
+def test_interrupt_exits_130_and_points_to_resume(monkeypatch, capsys):
     import videocoop.cli.train as train_command
 
     def interrupted(cfg):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_command, "fit", interrupted)
-    assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 2
+    assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 130
     assert "--resume" in capsys.readouterr().err

@@ -95,13 +95,21 @@ def test_uniform_sampling_deterministic_in_eval_random_in_train(folder):
     for k in range(4):  # one frame from each quarter, every frame of it reachable
         assert set(draws[:, k].tolist()) == set(range(4 * k, 4 * k + 4))
     ev = FeatureDataset(folder, num_frames=2)
-    assert torch.equal(ev[1].features, ev[1].features)
+    raw = torch.load(folder / "b_class" / "v1.pt")  # [3, D]: item 1 (classes sorted, then files)
+    assert torch.equal(ev[1].features, raw[[0, 2]])  # the middles of 2 segments of 3 frames: 0.75 and 2.25
     tr = FeatureDataset(folder, num_frames=2, train=True)
+    raw = torch.from_numpy(np.load(folder / "b_class" / "v2.npy"))  # [5, D]: item 2
     seen = set()
-    for epoch in range(20):  # the draw is fixed by (seed, epoch, video): reading twice gives the same frames
+    for epoch in range(20):  # the draw is fixed by (seed, epoch, video), whatever the global RNGs hold
         tr.set_epoch(epoch)
-        assert torch.equal(tr[2].features, tr[2].features)
-        seen.add(tuple(tr[2].features[:, 0].tolist()))  # 5 frames -> 2 segments
+        first = tr[2].features
+        torch.manual_seed(1000 + epoch)
+        np.random.seed(epoch)
+        fresh = FeatureDataset(folder, num_frames=2, train=True)  # another reader: another process, say
+        fresh.set_epoch(epoch)
+        want = raw[segment_frames([5], 2, frame_offsets(seed=0, epoch=epoch, indices=[2], num_frames=2))[0]]
+        assert torch.equal(first, want) and torch.equal(tr[2].features, want) and torch.equal(fresh[2].features, want)
+        seen.add(tuple(first[:, 0].tolist()))  # 5 frames -> 2 segments
     assert len(seen) > 1
 
 
@@ -132,7 +140,7 @@ def test_manifest(folder):
 @pytest.mark.parametrize(
     "content, match",
     [
-        (b"this is not a tensor", r"bad\.pt is not a valid \.pt file: it is damaged or in another format; a valid one holds"),
+        (b"this is not a tensor", r"bad\.pt: not a valid \.pt file: it is damaged or in another format; a valid one holds"),
         (torch.ones(3, D + 1), "has dim 9; the chosen CLIP embeds in 8"),
         (torch.tensor([[float("nan")] * D]), "NaN or inf"),
         (torch.tensor([[float("inf")] * D]), "NaN or inf"),
@@ -154,7 +162,7 @@ def test_bad_files_are_named(folder, content, match):
 
 def test_widths_must_agree_without_a_clip(folder):
     _write(folder, "c_class", "wide", torch.randn(2, D + 2))
-    with pytest.raises(VideoCoopError, match="wide.pt has dim 10"):
+    with pytest.raises(VideoCoopError, match="wide.pt: has dim 10"):
         FeatureDataset(folder)
 
 
@@ -219,8 +227,8 @@ def test_classnames_txt_lines_are_unique(folder):
 def test_manifest_row_without_label_is_named(folder):
     manifest = folder / "list.csv"
     manifest.write_text("path,label\nb_class/v1.pt,b_class\nc_class/v4.pt, \n")
-    with pytest.raises(VideoCoopError, match=r"list.csv row 3 has no label"):
+    with pytest.raises(VideoCoopError, match=r"list.csv, line 3: needs both a path and a label"):
         FeatureDataset(folder, manifest=manifest)
     manifest.write_text("path,label\nb_class/v1.pt\n")  # a short row: csv gives None
-    with pytest.raises(VideoCoopError, match=r"list.csv row 2 has no label"):
+    with pytest.raises(VideoCoopError, match=r"list.csv, line 2: needs both a path and a label"):
         FeatureDataset(folder, manifest=manifest)

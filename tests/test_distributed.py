@@ -5,9 +5,11 @@ real command line. Tolerance: the context after training agrees to RTOL relative
 processes sum gradients and losses in another order than one process; measured ~6e-7);
 validation counts (top-1, top-5, per class) agree exactly.
 """
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,10 +96,35 @@ def _flags(data, out, *extra):
             "--temporal-agg", "transformer", *extra]
 
 
-def _torchrun(argv, script=None, **env):
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _torchrun(argv, script=None, timeout=300, **env):
+    """Run ``argv`` under a real torchrun launch of 2 processes; a launch still running after
+    ``timeout`` seconds (processes waiting on each other's collectives) fails the test, and
+    its whole process group (torchrun and its workers) is killed."""
     target = [str(script)] if script else ["-m", "videocoop"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each worker in a session of its own: kill theirs, then torchrun's
+        for pid in [proc.pid, *_children(proc.pid)][::-1]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun {' '.join(argv)} still running after {timeout} s (a hang); stderr:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _ctx(out):
@@ -135,6 +162,36 @@ def test_two_processes_with_sharded_text_train_to_one_processs_numbers(data, one
         for key in ("train_loss", "val_loss"):
             assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key], rel=RTOL), key
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
+
+
+def test_rich_progress_under_torchrun_finishes_with_one_processs_numbers(data, one, tmp_path):
+    """Rank 0 shows per-batch bars, the others show nothing: every collective (the divergence
+    check's all-reduces) must still be called at the same steps on every rank. The old
+    engine ran the check on rank 0 after every step because its bars read the loss, and on
+    the others every --check-every steps: the launch never finished (> 240 s; --progress
+    plain: 12 s). 6 steps an epoch, --check-every 4: rank 0 and rank 1 would differ at step 1."""
+    out = tmp_path / "rich"
+    proc = _torchrun(_flags(data, out, "--progress", "rich", "--check-every", "4"), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _close(_ctx(one), _ctx(out))
+    assert [r["epoch"] for r in _rows(out)] == [0, 1, 2, 3]
+
+
+def test_a_packed_split_whose_last_batch_leaves_a_process_nothing_trains_as_one_process(data, tmp_path):
+    """45 videos in global batches of 4 over 2 processes: the last batch (1 video) leaves rank 1
+    an empty share (0 < n % batch < world, as UCF101's 9537 videos at 32 on 2 GPUs). A packed
+    split crashed there (IndexError); it must train to one process's numbers on the same
+    videos per file. Every remainder for 2-4 processes: tests/test_packed.py."""
+    from videocoop.data import pack
+
+    pack(data["train"], tmp_path / "packed", dtype="float32")  # float32: the per-file values exactly
+    extra = ("--batch-size", "4", "--epochs", "1")
+    proc = _torchrun([*_flags(data, tmp_path / "two", *extra), "--feature-dir", str(tmp_path / "packed")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = tmp_path / "one"
+    fit(TrainConfig(feature_dir=data["train"], val_feature_dir=data["val"], epochs=1, batch_size=4, num_frames=4,
+                    output_dir=str(ref), progress="none", temporal_agg="transformer"))
+    _close(_ctx(ref), _ctx(tmp_path / "two"))
 
 
 def test_validation_under_two_processes_equals_one_process_exactly(data, one, tmp_path):

@@ -1,4 +1,5 @@
 """videocoop extract: layouts, what the files hold, the fast paths against the plain one, resume, failures."""
+import dataclasses
 import json
 import os
 import shutil
@@ -6,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,7 +94,7 @@ def test_manifest_rows(tmp_path):
     assert root == tmp_path.resolve() and [(e.label, e.out) for e in entries] == [
         ("jump", "jump/a.pt"), ("jump", "jump/gone.pt"), ("run", "run/b.pt")]
     (tmp_path / "bad.csv").write_text("path,label\nclips/a.mp4,\n")
-    with pytest.raises(VideoCoopError, match="row 2 needs both"):
+    with pytest.raises(VideoCoopError, match="bad.csv, line 2: needs both a path and a label"):
         find_videos(manifest=tmp_path / "bad.csv")
     with pytest.raises(VideoCoopError, match="none of the 3 videos"):
         find_videos(tmp_path / "clips", manifest=tmp_path / "list.csv")
@@ -175,6 +177,87 @@ def test_fps_sampling_and_packed_output(src, tmp_path):
     assert payload["frame_indices"] == [0, 2, 4, 6]
 
 
+def test_fps_extraction_holds_a_bounded_number_of_frames(tmp_path, tiny_clip, monkeypatch):
+    """--fps keeps every frame of a long video: the frames held at full resolution at once stay
+    within the stated bound (two pieces without workers: the one being decoded, the one being
+    preprocessed), not the video's length. Measured by tracemalloc's peak, with every decoded
+    frame a numpy copy so that it counts (PyAV's own arrays live in FFmpeg's memory)."""
+    import tracemalloc
+
+    from videocoop.video import decode
+    from videocoop.video.extractor import FPS_FRAMES_GUESS
+    from videocoop.video.synthetic import encode_video, pattern_frames
+
+    frames, height, width = 96, 240, 320
+    encode_video(tmp_path / "src" / "long" / "a.mp4", pattern_frames("slide", (220, 40, 40), frames, height, width,
+                                                                     np.random.default_rng(0)), fps=8)
+    _, entries = find_videos(tmp_path / "src")
+    clip, _ = tiny_clip
+    ex = Extractor(clip, TINY_MODEL, "random:0", Sampling(num_frames=None, fps=8.0), Preprocess.from_model(clip),
+                   torch.device("cpu"), batch_size=32, num_workers=0)
+    real_rgb = decode._rgb
+    monkeypatch.setattr(decode, "_rgb", lambda frame: real_rgb(frame).copy())
+    frame_bytes = height * width * 3
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        (result,) = list(ex.run([entries]))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * FPS_FRAMES_GUESS * frame_bytes, peak / frame_bytes  # measured: 21.7 (197 before: every frame twice)
+    assert result.features.shape == (frames, 32) and result.indices == list(range(frames))
+    assert ex.piece_frames() == FPS_FRAMES_GUESS
+
+
+class _Dropping:
+    """A PyAV container whose decoder never shows the frame at ``pts`` (as for a not-coded frame)."""
+
+    def __init__(self, container, pts):
+        self._c, self._pts = container, pts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._c.close()
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def decode(self, *args, **kwargs):
+        return (f for f in self._c.decode(*args, **kwargs) if f.pts != self._pts)
+
+
+def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_path, tiny_clip, monkeypatch):
+    """Seeking hands pieces over, then finds a frame the decoder does not show: the pieces so far
+    are void (RESTART) and the video's features are the plain decode's."""
+    import av
+
+    from videocoop.video.synthetic import encode_video, pattern_frames
+
+    path = encode_video(tmp_path / "src" / "c" / "a.mkv", pattern_frames("spin", (50, 80, 230), 40, 48, 64,
+                                                                          np.random.default_rng(0)), fps=8)
+    with av.open(str(path)) as c:
+        missing = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size)[20]
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _Dropping(real_open(*a, **k), missing))
+    _, entries = find_videos(tmp_path / "src")
+    clip, _ = tiny_clip
+    pre = Preprocess.from_model(clip)
+    ex = Extractor(clip, TINY_MODEL, "random:0", Sampling(num_frames=None, fps=8.0), pre, torch.device("cpu"),
+                   batch_size=4, num_workers=0)
+    from videocoop.video.decode import RESTART, iter_frames
+
+    assert RESTART in list(iter_frames(path, Sampling(num_frames=None, fps=8.0), piece=ex.piece_frames()))
+    (result,) = list(ex.run([entries]))
+    plain = read_frames(path, Sampling(num_frames=None, fps=8.0), seek=False)
+    assert plain.length == 39 and (result.indices, result.times, result.length) == (plain.indices, plain.times, 39)
+    with torch.no_grad():
+        expected = clip.encode_image(pre(plain.frames))  # [T, D]
+    assert torch.allclose(result.features, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
 def test_plain_progress_prints_at_chunk_ends_on_stderr(capsys):
     """Off a terminal (pytest's stderr), auto is plain: a line when a chunk's videos are all
     done (every=0: at each such end) and at the last video; stdout stays free for data."""
@@ -251,19 +334,78 @@ def test_undecodable_videos_are_recorded_and_skipped(src, tmp_path, capsys):
     assert not (out / FAILURES_FILE).exists()  # the old list no longer holds
 
 
+def _held(root: Path) -> dict[str, int]:
+    """Every feature file under ``root`` (hidden folders and the user's runs/ aside) and its frame count."""
+    return {p.relative_to(root).as_posix(): load_feature_file(p).shape[0] for p in sorted(root.rglob("*.pt"))
+            if not any(part.startswith(".") or part == "runs" for part in p.relative_to(root).parts)}
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["per-file", "packed"])
+def test_overwrite_leaves_exactly_what_features_json_describes(src, tmp_path, packed):
+    """Re-extraction with other settings after a source was deleted, another replaced by a
+    corrupt file and a whole class removed: the old files of those videos go (they would mix
+    4-frame features into a 6-frame folder), the failure is recorded, the user's own files stay."""
+    videos = tmp_path / "videos"
+    shutil.copytree(src, videos)
+    shutil.copytree(src / "train" / "red_slide", videos / "train" / "blue spin")  # a third class, removed below
+    out = tmp_path / "out"
+    extract(cfg(videos, out, num_frames=4, packed=packed))
+    feature_root = out / "per-file" if packed else out
+    assert set(_held(feature_root).values()) == {4} and len(_held(feature_root)) == 8
+    (out / "notes.txt").write_text("mine\n")
+    (out / "runs" / "r1").mkdir(parents=True)
+    torch.save({"mine": 1}, out / "runs" / "r1" / "checkpoint.pt")
+    (videos / "train" / "red_slide" / "red_slide_train00.mp4").unlink()
+    (videos / "train" / "green_rise" / "green_rise_train01.mp4").write_bytes(b"not a video any more")
+    shutil.rmtree(videos / "train" / "blue spin")
+    summary = extract(cfg(videos, out, num_frames=6, packed=packed, overwrite=True))
+    assert (summary.written, summary.failed) == (4, 1)
+    assert _held(feature_root) == {"train/green_rise/green_rise_train00.pt": 6, "train/red_slide/red_slide_train01.pt": 6,
+                                   "val/green_rise/green_rise_val00.pt": 6, "val/red_slide/red_slide_val00.pt": 6}
+    assert not (feature_root / "train" / "blue spin").exists()
+    failures = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
+    assert [f["source"] for f in failures] == ["train/green_rise/green_rise_train01.mp4"]
+    train = PackedFeatureDataset(out / "train") if packed else FeatureDataset(out / "train")
+    assert train.classnames == ["green_rise", "red_slide"] and train.lengths == [6, 6]
+    assert read_feature_info(out / "train")["num_frames"] == 6
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "runs" / "r1" / "checkpoint.pt").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # nothing set aside is left
+    again = extract(cfg(videos, out, num_frames=6, packed=packed))  # a rerun: the done videos are skipped
+    assert (again.written, again.skipped, again.failed) == (0, 4, 1)
+
+
+def test_a_stopped_overwrite_resumes_without_old_files(src, tmp_path):
+    """An --overwrite run stopped after its first chunk, rerun without --overwrite: the videos it
+    had not redone are not taken for done (their old files were set aside, not left in place)."""
+    out = tmp_path / "out"
+    extract(cfg(src, out, batch_size=2 * FRAMES))
+    new = cfg(src, out, num_frames=FRAMES + 1, batch_size=2 * (FRAMES + 1))
+    base = Extractor.from_config(new, torch.device("cpu"))
+    stopper = _StopAfterFirstChunk(**{k: getattr(base, k) for k in base.__dataclass_fields__})
+    with pytest.raises(KeyboardInterrupt):
+        extract(dataclasses.replace(new, overwrite=True), stopper)
+    assert set(_held(out).values()) == {FRAMES + 1} and len(_held(out)) == 2  # the old ones are aside
+    summary = extract(new)
+    assert (summary.written, summary.skipped) == (4, 2)
+    clean = tmp_path / "clean"
+    extract(cfg(src, clean, num_frames=FRAMES + 1, batch_size=2 * (FRAMES + 1)))
+    assert feature_files(out) == feature_files(clean)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--num-frames", "4", "--fps", "2"], "not allowed with argument"),
     (["--precision", "fp8"], "invalid choice"),
-    (["--num-frames", "0"], "num_frames must be an integer >= 1"),
+    (["--num-frames", "0"], "num_frames must be an integer from 1 to 10000"),
     (["--batch-size", "0"], "batch_size must be >= 1"),
 ])
 def test_bad_flags_are_usage_errors(src, tmp_path, capsys, argv, match):
     code = main(["extract", "--videos", str(src), "--out", str(tmp_path), "--clip-model", TINY_MODEL, *argv])
-    assert code == 4 and match in capsys.readouterr().err
+    assert code == 2 and match in capsys.readouterr().err
 
 
 def test_missing_source_is_a_usage_error(tmp_path, capsys):
-    assert main(["extract", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 4
+    assert main(["extract", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a folder" in capsys.readouterr().err
 
 
@@ -271,15 +413,29 @@ def test_missing_source_is_a_usage_error(tmp_path, capsys):
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(src, tmp_path):
-    """Two CPU ranks (gloo), each taking every other chunk, against one process: bit for bit."""
-    flags = ["--videos", str(src), "--clip-model", TINY_MODEL, "--num-frames", str(FRAMES), "--batch-size",
-             str(2 * FRAMES), "--num-workers", "0", "--progress", "none"]
-    assert main(["extract", "--out", str(tmp_path / "one"), *flags]) == 0
+    """Two CPU ranks (gloo), each taking every other chunk, against one process: bit for bit;
+    and again after an --overwrite with a source gone (rank 0 sets the old files aside
+    between two barriers)."""
+    videos = tmp_path / "videos"
+    shutil.copytree(src, videos)
+    flags = ["--videos", str(videos), "--clip-model", TINY_MODEL, "--batch-size", str(2 * FRAMES), "--num-workers", "0",
+             "--progress", "none"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "videocoop", "extract", "--out", str(tmp_path / "two"), *flags],
-                         capture_output=True, text=True, env=env, timeout=300)
+
+    def both(*extra: str) -> subprocess.CompletedProcess:
+        assert main(["extract", "--out", str(tmp_path / "one"), *flags, *extra]) == 0
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               "-m", "videocoop", "extract", "--out", str(tmp_path / "two"), *flags, *extra],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    run = both("--num-frames", str(FRAMES))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("extract: 6 written, 0 skipped as done, 0 failed") == 1  # rank 0 speaks for all
     assert files(tmp_path / "two") == files(tmp_path / "one")
+    (videos / "train" / "red_slide" / "red_slide_train00.mp4").unlink()
+    run = both("--num-frames", str(FRAMES + 1), "--overwrite")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("extract: 5 written, 0 skipped as done, 0 failed") == 1
+    assert files(tmp_path / "two") == files(tmp_path / "one")
+    assert set(_held(tmp_path / "two").values()) == {FRAMES + 1} and len(_held(tmp_path / "two")) == 5

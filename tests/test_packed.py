@@ -77,6 +77,50 @@ def test_batched_fetch_equals_item_by_item(split, tmp_path):
         assert torch.equal(fa, fb) and torch.equal(la, lb) and ma["video_id"] == mb["video_id"]
 
 
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_every_share_of_every_last_global_batch_loads_per_file_and_packed(split, tmp_path, world_size):
+    """Under torchrun each process loads its share of each global batch; when the last global
+    batch holds fewer videos than there are processes (0 < n % batch < world), some shares are
+    empty. The packed split indexed its memory map with ``np.array([])`` (float64) there and
+    raised IndexError; per file an empty share loaded. Every remainder of batch 4, for both
+    kinds: the shares are loaded through the trainer's own loaders and put back together into
+    the one-process batches, an empty share arriving as None (the step it still joins)."""
+    import types
+
+    from videocoop.train.config import TrainConfig
+    from videocoop.train.trainer import _loaders
+    from videocoop.utils.distributed import World
+
+    pack(split, tmp_path / "packed", dtype="float32")
+    cfg = TrainConfig(feature_dir=str(split), batch_size=4, seed=3)
+    kinds = {"per file": FeatureDataset(split, num_frames=4, train=True, seed=3),
+             "packed": PackedFeatureDataset(tmp_path / "packed", num_frames=4, train=True, seed=3)}
+    for kind, dataset in kinds.items():
+        for n in range(1, len(dataset) + 1):  # n % 4: every remainder, and a lone partial batch
+            part = dataset.subset(range(n))
+
+            def batches(world):
+                setup = types.SimpleNamespace(cfg=cfg, world=world, train_set=part, val_set=None,
+                                              device=torch.device("cpu"))
+                loader, _ = _loaders(setup)
+                loader.batch_sampler.set_epoch(2)
+                part.set_epoch(2)
+                return list(loader)
+
+            whole = batches(World())
+            shares = [batches(World(rank, world_size)) for rank in range(world_size)]
+            for step, want in enumerate(whole):
+                got = [shares[rank][step] for rank in range(world_size)]
+                empty = sum(g is None for g in got)
+                assert empty == max(0, world_size - len(want.label)), (kind, n, step)
+                ids = {v for g in got if g is not None for v in g.meta["video_id"]}
+                assert ids == set(want.meta["video_id"]), (kind, n, step)
+                for g in got:
+                    if g is not None:  # each video's frames as one process reads them
+                        for b, vid in enumerate(g.meta["video_id"]):
+                            assert torch.equal(g.features[b], want.features[want.meta["video_id"].index(vid)])
+
+
 EXPECTED_OFFSETS = [0.22348734001973736, 0.5175178839919813]
 
 
@@ -167,11 +211,11 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
 @pytest.mark.parametrize(
     "damage, match",
     [
-        (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"cannot read .*packed\.json"),
-        (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json is not a JSON object"),
-        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"features\.npy is not a valid \.npy file: it is damaged"),
-        (lambda p: (p / "offsets.npy").unlink(), r"offsets\.npy is missing"),
-        (lambda p: (p / "labels.npy").write_bytes(b"x" * 100), r"labels\.npy is not a valid \.npy file: it is damaged or in another format; "),
+        (lambda p: (p / "packed.json").write_text('{"format": "videocoop-pa'), r"packed\.json, line 1, column 12: not valid JSON"),
+        (lambda p: (p / "packed.json").write_text("[]"), r"packed\.json: holds \[\] \(a list\), not a JSON object"),
+        (lambda p: (p / "features.npy").write_bytes((p / "features.npy").read_bytes()[:200]), r"features\.npy: not a valid \.npy file: it is cut short"),
+        (lambda p: (p / "offsets.npy").unlink(), r"offsets\.npy: missing from the packed split"),
+        (lambda p: (p / "labels.npy").write_bytes(b"x" * 100), r"labels\.npy: not a valid \.npy file: it is damaged or in another format; "),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy")[:-1]), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "offsets.npy", np.load(p / "offsets.npy") * 2), r"offsets\.npy must rise"),
         (lambda p: np.save(p / "labels.npy", np.load(p / "labels.npy")[:-1]), r"labels\.npy must hold 9"),
@@ -179,7 +223,7 @@ def test_open_feature_dataset_picks_the_reader(split, tmp_path):
     ],
 )
 def test_a_damaged_packed_split_is_refused_by_name(split, tmp_path, damage, match):
-    # a VideoCoopError: the CLI exits 4 with the message, no traceback
+    # a VideoCoopError: the CLI exits 2 with the message, no traceback
     packed = tmp_path / "packed"
     pack(split, packed, dtype="float32")
     damage(packed)

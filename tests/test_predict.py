@@ -36,8 +36,9 @@ def test_predictions_on_features_are_the_runs_evaluation(run):
                                              "red_slide/red_slide_val00.pt"]
     assert all(len(r.top) == 2 and r.top[0][1] >= r.top[1][1] for r in preds.rows)
     summary = json.loads((run / "run/summary.json").read_text())
-    # the checkpoint is the best epoch's: its validation top-1 is the one predict must reproduce
-    assert preds.accuracy() == (pytest.approx(summary["best_top1"]), 3)
+    # the checkpoint is the last epoch's: its validation top-1 is the one predict must reproduce
+    assert preds.accuracy() == (pytest.approx(summary["final_val_top1"]), 3)
+    assert preds.model == f"{run / 'run/checkpoint_last.pt'} (epoch 2, the last epoch trained)"
 
 
 def test_predictions_on_videos_match_those_on_their_features(run):
@@ -80,7 +81,7 @@ def test_bad_inputs_are_named(run, tmp_path, capsys):
     preds = predict(run / "run", features=run / "features/val")
     with pytest.raises(VideoCoopError, match="suffix must be one of .csv, .json"):
         write_predictions(preds, tmp_path / "p.txt")
-    assert main(["predict", "--run", str(run / "run"), "--features", str(run / "features/val"), "--out", "p.xlsx"]) == 4
+    assert main(["predict", "--run", str(run / "run"), "--features", str(run / "features/val"), "--out", "p.xlsx"]) == 2
     assert to_csv(preds).count("\n") == 4
 
 
@@ -100,7 +101,7 @@ def test_a_base_to_novel_run_predicts_with_the_model_it_trained(tmp_path):
     assert preds.classnames == base and len(preds.rows) == 8  # every video, among the base classes
     assert preds.accuracy() == (pytest.approx(summary["base_top1"]), 4)  # the 4 base videos, as training scored them
 
-    cfg, state, _ = load_run(run)
+    cfg, state, _, _ = load_run(run)
     rebuilt, _ = build_run_model(cfg, state, torch.device("cpu"), run_classes(run, state["classnames"]))
     trained = build(cfg).model  # what training builds from the same config
     trained.load_trainable_state_dict(state["trainable"])

@@ -36,7 +36,7 @@ def test_load_round_trip(tmp_path):
         ({"display_names": {"jump": None}}, r"display_names\['jump'\]"),
         ({"description": 1}, "'description'.*must be a string"),
         ([1, 2], "JSON object"),
-        ("{not json", "cannot read prompts file"),
+        ("{not json", "not valid JSON: Expecting property name"),
     ],
 )
 def test_invalid_files_are_refused(tmp_path, data, match):
@@ -45,7 +45,7 @@ def test_invalid_files_are_refused(tmp_path, data, match):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(VideoCoopError, match="does not exist"):
+    with pytest.raises(VideoCoopError, match="nope.json: no such file"):
         PromptsFile.load(tmp_path / "nope.json")
 
 

@@ -234,10 +234,13 @@ def test_class_specific_context_cannot_go_to_novel_classes(synth, tmp_path):
 
 def test_apply_protocols_splits_validation_by_class(synth):
     train_set, val_set = FeatureDataset(synth["train"]), FeatureDataset(synth["val"])
-    split = apply_protocols(TrainConfig(feature_dir="x", base_classes="half"), train_set, val_set)
+    select_set = FeatureDataset(synth["train"])  # the split an epoch is chosen on: its base videos only
+    split = apply_protocols(TrainConfig(feature_dir="x", base_classes="half"), train_set, val_set, select_set)
     assert split.classnames == synth["classnames"][:3] and split.novel == synth["classnames"][3:]
     assert len(split.train_set) == 18 and len(split.val_set) == 12 and len(split.novel_val_set) == 8
-    for ds, names in ((split.val_set, split.classnames), (split.novel_val_set, split.novel)):
+    assert len(split.select_set) == 18
+    for ds, names in ((split.val_set, split.classnames), (split.novel_val_set, split.novel),
+                      (split.select_set, split.classnames)):
         assert ds.classnames == names
         assert all(names[label] == os.path.basename(os.path.dirname(path)) for path, label in ds.files)
         assert all(ds[i].label == label for i, (_, label) in enumerate(ds.files))

@@ -59,8 +59,7 @@ def test_rerunning_a_stopped_run_without_resume_loses_nothing(synth, tmp_path, m
     assert main(_argv(synth, out)) == ExitCode.USAGE  # the same command again, no --resume
     err = capsys.readouterr().err
     assert "holds a run stopped after epoch 2 of 3" in err and "--resume" in err and "--overwrite" in err
-    assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == 2  # both checkpoints still there
-    assert (out / "checkpoint_best.pt").is_file()
+    assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == 2  # the checkpoint still there
     assert (out / "metrics.jsonl").read_text() == metrics
 
     assert main(_argv(synth, out, "--resume")) == ExitCode.OK
@@ -112,7 +111,7 @@ def test_atomic_write_syncs_before_the_rename_and_leaves_the_old_file_on_error(t
     monkeypatch.setattr(files_mod.os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
     path = tmp_path / "checkpoint.pt"
     train_mod.save_checkpoint(path, epoch=1, x=torch.ones(2))
-    assert events[:2] == ["fsync", "replace"] and load_checkpoint(path)["epoch"] == 1
+    assert events[:2] == ["fsync", "replace"] and torch.load(path, weights_only=True)["epoch"] == 1
 
     def broken(fh):
         fh.write(b"half a file")
@@ -120,7 +119,7 @@ def test_atomic_write_syncs_before_the_rename_and_leaves_the_old_file_on_error(t
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, broken)
-    assert load_checkpoint(path)["epoch"] == 1  # the previous version, whole
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # the previous version, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temporary left
 
 
@@ -210,7 +209,7 @@ def test_eval_only_without_validation_uses_evaluation_sampling(synth, tmp_path):
     second = fit(TrainConfig(**{**cfg.to_dict(), "eval_only": True}))
     assert first == second
     built = build(TrainConfig(**{**cfg.to_dict(), "val_feature_dir": synth["train"]}))  # the split, as validation
-    built.model.load_trainable_state_dict(load_checkpoint(tmp_path / "out" / "checkpoint_best.pt")["trainable"])
+    built.model.load_trainable_state_dict(load_checkpoint(tmp_path / "out" / "checkpoint_last.pt")["trainable"])
     loader = torch.utils.data.DataLoader(built.val_set, batch_size=8, collate_fn=train_mod.collate_samples)
     expected = validate(built.model, loader, "cpu", built.classnames)
     assert not built.val_set.train and first["loss"] == pytest.approx(expected.loss, abs=1e-6)
@@ -306,7 +305,7 @@ def _truncated_pt(p):
 @pytest.mark.parametrize("suffix, make, reason", [
     (".npy", _junk_npy, "it is damaged or in another format; a valid one holds one numeric [T, D] array"),
     (".npy", _object_npy, "it holds Python objects (an object array), and videocoop never unpickles objects"),
-    (".npy", _truncated_npy, "file seems not fully written"),
+    (".npy", _truncated_npy, "it is cut short (120 bytes of data where its header announces 128: float32 [4, 8])"),
     (".pt", _object_pt, "it holds a pickled test_safety.Pickled object, and videocoop never unpickles objects"),
     (".pt", _truncated_pt, "it is damaged or in another format"),
     (".pt", lambda p: p.write_bytes(b""), "it is empty"),
@@ -317,7 +316,7 @@ def test_corrupt_files_are_named_without_advice_to_unpickle(tmp_path, suffix, ma
     with pytest.raises(VideoCoopError) as e:
         load_feature_file(path)
     message = str(e.value)
-    assert f"{path} is not a valid {suffix} file" in message and reason in message
+    assert f"{path}: not a valid {suffix} file" in message and reason in message
     for advice in ("allow_pickle", "weights_only", "trust", "pickle.load", "file an issue"):
         assert advice not in message
 
@@ -325,7 +324,7 @@ def test_corrupt_files_are_named_without_advice_to_unpickle(tmp_path, suffix, ma
 def test_a_corrupt_checkpoint_says_so_without_advice(tmp_path):
     path = tmp_path / "checkpoint_last.pt"
     path.write_bytes(os.urandom(256))
-    with pytest.raises(VideoCoopError, match=r"checkpoint_last\.pt is not a valid \.pt file") as e:
+    with pytest.raises(VideoCoopError, match=r"checkpoint_last\.pt: not a valid \.pt file") as e:
         load_checkpoint(path)
     assert "weights_only" not in str(e.value) and "the tensors and plain values videocoop train saves" in str(e.value)
 

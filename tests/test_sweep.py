@@ -11,7 +11,9 @@ from videocoop.clip import TINY_MODEL
 from videocoop.data.protocols import harmonic_mean
 from videocoop.data.synthetic import synthesize
 from videocoop.eval import SweepConfig, run_sweep
+from videocoop.eval.sweep import table_rows
 from videocoop.train import TrainConfig
+from videocoop.train.record import class_list_hash
 from videocoop.utils.errors import VideoCoopError
 
 
@@ -103,6 +105,18 @@ def test_a_base_to_novel_sweep_reports_base_novel_and_hm(synth, tmp_path):
     assert row["hm_std"] == pytest.approx(np.std([s["hm"] for s in summaries]), abs=1e-9)
     zs = json.loads((tmp_path / "b2n" / "zeroshot" / "zeroshot.json").read_text())
     assert (zero["base_mean"], zero["novel_mean"], zero["hm"]) == (zs["base_top1"], zs["novel_top1"], zs["hm"])
+    # the protocol each run records, printed under the table
+    record = summaries[0]["protocol"]
+    assert record["model_selection"].startswith("last epoch") and record["frames"] == 4 and record["views"] == 1
+    assert record["shots"] == 3 and record["split_seed"] == 1 and record["classes"] == 2 and record["novel_classes"] == 2
+    assert record["classes_sha256"] == class_list_hash(synth["classnames"][:2])
+    assert zs["protocol"]["templates"] == zs["templates"] and zs["protocol"]["classes"] == 4
+    text = (tmp_path / "b2n" / "results.md").read_text()
+    protocol = text.split("Protocol:", 1)[1]
+    for words in ("model selection: last epoch", "4 frames, one per segment", "1 view per video",
+                  f"classes: 2, sha256 {record['classes_sha256']}", "shots: 3 per class, drawn with the run's seed",
+                  "HM: the harmonic mean of the mean base and the mean novel accuracy", "zero-shot row: frozen CLIP"):
+        assert words in protocol, (words, protocol)
     assert zs["base_classes"] == summaries[0]["base_classes"] == synth["classnames"][:2]
     assert "| setting | runs | base top-1 (%) | novel top-1 (%) | HM (%) |" in (tmp_path / "b2n" / "results.md").read_text()
     assert [r["setting"] for r in _csv(tmp_path / "b2n")] == ["zero-shot", "3 shots"]
@@ -151,3 +165,14 @@ def test_an_interrupted_sweep_says_rerunning_it_continues(synth, tmp_path, monke
     argv = ["sweep", "--feature-dir", synth["train"], "--val-feature-dir", synth["val"], "--output-dir", str(tmp_path)]
     assert main(argv) == ExitCode.INTERRUPTED
     assert "run the same sweep command again: finished runs are skipped" in capsys.readouterr().err
+
+
+def test_the_hm_of_a_sweep_is_the_hm_of_the_mean_accuracies_not_the_mean_of_the_runs_hms():
+    """KgCoOp #9: the harmonic mean taken per seed and then averaged. Two seeds whose base and novel accuracies
+    trade places: their own HMs are 18 each, the means are 50 and 50, and CoCoOp's tables report H(50, 50) = 50."""
+    found = {2: [{"base_top1": 90.0, "novel_top1": 10.0, "hm": harmonic_mean(90.0, 10.0)},
+                 {"base_top1": 10.0, "novel_top1": 90.0, "hm": harmonic_mean(10.0, 90.0)}]}
+    (row,) = table_rows(found, base_to_novel=True)
+    per_seed = np.mean([s["hm"] for s in found[2]])
+    assert per_seed == pytest.approx(18.0) and row["hm"] == pytest.approx(50.0) and row["hm"] != pytest.approx(per_seed)
+    assert row["hm_std"] == pytest.approx(0.0)  # the spread of the runs' own HMs

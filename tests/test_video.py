@@ -11,8 +11,10 @@ from PIL import Image
 
 from videocoop.data import frame_indices
 from videocoop.utils.errors import VideoCoopError
+from tests.mpeg4_videos import frame_number, mpeg4_packets, not_coded, numbered_frames, packed, write_avi
 from videocoop.video import Preprocess, Sampling, VideoDecodeError, read_frames
-from videocoop.video.decode import fps_indices
+from videocoop.video.decode import RESTART, fps_indices, iter_frames
+from videocoop.video.mpeg4 import PictureCount
 from videocoop.video.synthetic import encode_video, pattern_frames
 
 SAMPLINGS = [Sampling(4), Sampling(13), Sampling(20), Sampling(1), Sampling(num_frames=None, fps=3.0),
@@ -74,6 +76,154 @@ def test_seeking_decodes_only_around_the_kept_frames(tmp_path, monkeypatch):
     assert torch.equal(fast.frames, plain.frames) and fast.indices == frame_indices(96, 4).tolist()
     assert seeking <= 4 * 8 + 2  # at most a keyframe interval per kept frame (plus B-frame reordering)
     assert counts["decoded"] >= 96  # the plain path decodes the whole video
+
+
+# --------------------------------------------------------------------------- AVI files of MPEG-4 Part 2
+
+NUMBERED = 40  # frames of 64x48 at 25 fps, a keyframe every 12
+DROPPED = (5, 17, 29)  # not keyframes
+AVI_SAMPLINGS = [Sampling(4), Sampling(7), Sampling(8), Sampling(16), Sampling(NUMBERED), Sampling(1),
+                 Sampling(num_frames=None, fps=10.0), Sampling(num_frames=None, fps=25.0)]
+
+
+@pytest.fixture(scope="module")
+def avi_files(tmp_path_factory):
+    """``{kind: (path, the number each frame of a plain decode shows)}``: UCF101's kind of files
+    (AVI, MPEG-4 Part 2 with B-frames), DivX's packed B-frames, and Xvid's dropped frames (a
+    frame equal to the one before is stored as a not-coded VOP, which shows no picture)."""
+    root = tmp_path_factory.mktemp("avi")
+    frames, everyone = numbered_frames(NUMBERED), list(range(NUMBERED))
+    files = {}
+    for bframes in (1, 2, 3):
+        packets = mpeg4_packets(frames, bframes=bframes)
+        files[f"b-frames-{bframes}"] = (write_avi(root / f"b{bframes}.avi", [(d, k) for d, _, k in packets], 64, 48), everyone)
+        files[f"packed-{bframes}"] = (write_avi(root / f"packed{bframes}.avi", packed(packets), 64, 48), everyone)
+    repeated = frames.copy()
+    for t in DROPPED:
+        repeated[t] = repeated[t - 1]
+    for bframes in (0, 2):
+        packets = mpeg4_packets(repeated, bframes=bframes)
+        assert not any(key for _, pts, key in packets if pts in DROPPED)
+        chunks = [(not_coded(d) if pts in DROPPED else d, key) for d, pts, key in packets]
+        files[f"dropped-{bframes}"] = (write_avi(root / f"dropped{bframes}.avi", chunks, 64, 48),
+                                       [t for t in everyone if t not in DROPPED])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["b-frames-1", "b-frames-2", "b-frames-3", "packed-1", "packed-2", "packed-3",
+                                  "dropped-0", "dropped-2"])
+def test_avi_mpeg4_samples_the_frames_a_plain_decode_shows(avi_files, kind):
+    """Every frame shows its number: the plain decode shows the expected ones, and seeking
+    gives the same frames (a not-coded frame counted as one would shift every later frame)."""
+    path, shown = avi_files[kind]
+    for sampling in AVI_SAMPLINGS:
+        plain, fast = read_frames(path, sampling, seek=False), read_frames(path, sampling)
+        assert plain.length == len(shown) and [frame_number(f) for f in plain.frames] == [shown[i] for i in plain.indices]
+        assert (fast.length, fast.indices, fast.times) == (plain.length, plain.indices, plain.times), (kind, sampling)
+        assert torch.equal(fast.frames, plain.frames), (kind, sampling)
+
+
+def test_mpeg4_headers_tell_the_pictures_per_packet(avi_files):
+    """Packed runs count as one picture a packet; a not-coded VOP does not; the packed file is one
+    FFmpeg's own mpeg4_unpack_bframes bitstream filter unpacks to one VOP a packet (one B-frame
+    runs: with longer ones the filter takes our tiny B-frames, <= 19 bytes, for N-VOPs)."""
+    from av.bitstream import BitStreamFilterContext
+
+    for kind, (path, _) in avi_files.items():
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            count = PictureCount(stream.codec_context.extradata)
+            for packet in c.demux(stream):
+                if packet.size:
+                    count.add(bytes(packet))
+        assert count.one_per_packet() == (not kind.startswith("dropped")), kind
+        assert (2 in count.counts) == kind.startswith("packed"), kind
+    with av.open(str(avi_files["packed-1"][0])) as c:
+        stream = c.streams.video[0]
+        unpack = BitStreamFilterContext("mpeg4_unpack_bframes", stream)
+        out = [bytes(p) for packet in c.demux(stream) for p in unpack.filter(packet)] + [bytes(p) for p in unpack.filter(None)]
+    unpacked = PictureCount()
+    for data in out:
+        unpacked.add(data)
+    assert unpacked.counts == [1] * NUMBERED  # one VOP a packet, the N-VOPs gone
+
+
+class _DroppingContainer(_CountingContainer):
+    """A decoder that shows no picture for the packet at ``pts`` (an invisible or not-coded frame
+    in a codec whose headers are not read): the plain decode has one frame fewer."""
+
+    def __init__(self, container, counts, pts):
+        super().__init__(container, counts)
+        self._pts = pts
+
+    def decode(self, *args, **kwargs):
+        for frame in super().decode(*args, **kwargs):
+            if frame.pts != self._pts:
+                yield frame
+
+
+def test_seeking_checks_every_decoded_frame_against_the_packets(videos, monkeypatch):
+    """A frame the packets list but the decoder never shows, decoded on the way to a kept frame
+    but not kept itself: the check sees it and the plain path answers, also after pieces were
+    given (RESTART)."""
+    with av.open(str(videos[".mkv"])) as c:
+        stream = c.streams.video[0]
+        packets = sorted((p.pts, p.is_keyframe) for p in c.demux(stream) if p.size)
+    kept = frame_indices(13, 4).tolist()
+    missing = kept[-1] - 1  # decoded from the keyframe before the last kept frame, not kept
+    assert missing not in kept and not packets[kept[-1]][1] and not packets[missing][1]
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.decode.av.open",
+                        lambda *a, **k: _DroppingContainer(real_open(*a, **k), {"decoded": 0}, packets[missing][0]))
+    plain, fast = read_frames(videos[".mkv"], Sampling(4), seek=False), read_frames(videos[".mkv"], Sampling(4))
+    assert plain.length == 12 and (fast.length, fast.indices) == (plain.length, plain.indices)
+    assert torch.equal(fast.frames, plain.frames)
+    pieces = list(iter_frames(videos[".mkv"], Sampling(12), piece=2))
+    restart = pieces.index(RESTART)
+    assert restart > 0 and [p.indices for p in pieces[restart + 1:]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    assert [p.last for p in pieces[restart + 1:]] == [False] * 5 + [True]
+
+
+def test_frames_without_timestamps_are_timed_by_the_frame_rate(tmp_path):
+    """A raw H.264 stream carries no timestamps (and cannot seek): frame n is at n / rate, the
+    rate the stream itself gives (8 here, where FFmpeg's container default says 25)."""
+    path = tmp_path / "raw.ts"  # the name says MPEG-TS; FFmpeg reads the content: raw H.264
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for t, picture in enumerate(numbered_frames(20)):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+            frame.pts = t
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    with av.open(str(path)) as c:
+        assert all(f.time is None for f in c.decode(c.streams.video[0]))
+    for sampling in (Sampling(4), Sampling(num_frames=None, fps=3.0)):
+        for seek in (True, False):
+            got = read_frames(path, sampling, seek=seek)
+            assert got.length == 20 and got.fps == 8.0 and got.times == [i / 8 for i in got.indices]
+            assert [frame_number(f) for f in got.frames] == got.indices
+
+
+def test_avi_keyframes_are_sought_by_their_decoding_time(tmp_path, monkeypatch):
+    """AVI's index holds decoding times, and with B-frames a keyframe is shown after it is
+    decoded (pts 16, dts 13 here): seeking to its decoding time lands on it, where its
+    presentation time landed on the next keyframe and sent the video to the plain path
+    (decoding every frame twice)."""
+    path = encode_video(tmp_path / "v.avi", pattern_frames("spin", (50, 80, 230), 60, 48, 64, np.random.default_rng(0)),
+                        fps=25, gop=25)
+    with av.open(str(path)) as c:
+        assert any(p.dts < p.pts for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe and p.dts)
+    counts = {"decoded": 0}
+    real_open = av.open
+    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _CountingContainer(real_open(*a, **k), counts))
+    for sampling in (Sampling(4), Sampling(8), Sampling(num_frames=None, fps=2.0)):
+        counts["decoded"] = 0
+        fast = read_frames(path, sampling)
+        assert counts["decoded"] <= 60, (sampling, counts)  # the plain path decodes 120
+        assert torch.equal(fast.frames, read_frames(path, sampling, seek=False).frames)
 
 
 def test_frames_are_rgb(tmp_path):

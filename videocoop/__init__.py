@@ -6,7 +6,7 @@ The sub-packages are layers; imports point down only::
 
 (docs/architecture.md draws it and says where each concern lives.)
 """
-from .utils.errors import VideoCoopError
+from .utils.errors import InputError, VideoCoopError
 
 __version__ = "0.1.0"
-__all__ = ["VideoCoopError", "__version__"]
+__all__ = ["InputError", "VideoCoopError", "__version__"]

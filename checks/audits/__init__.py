@@ -1,5 +1,7 @@
 """One module per failure mode; importing this package registers them in report order."""
 from . import (  # noqa: F401  (order = report order)
+    determinism,  # the cause audits first: the comparison audits below defer to them (checks.causes)
+    learning_signal,
     buffer_device_sync,
     index_device_consistency,
     eot_collapse,
@@ -18,6 +20,9 @@ from . import (  # noqa: F401  (order = report order)
     logit_scale,
     optimizer_step,
     extraction_parity,
+    split_integrity,
+    distributed_equivalence,
+    checkpoint_strictness,
     forward_state,
     class_list_response,
     temporal_operation,

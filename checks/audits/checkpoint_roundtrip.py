@@ -6,6 +6,7 @@ import tempfile
 
 import torch
 
+from ..causes import deferred
 from ..core import AuditTarget, Outcome, Status, audit
 from ..inputs import probe_batch
 from ..locations import locate
@@ -81,6 +82,8 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
     try:
         strict_load(fresh, loaded, target)
     except Exception as e:  # noqa: BLE001: a refused load is the finding
+        if (cause := deferred(target, "checkpoint_keys", what="the round trip")) is not None:
+            return cause
         return Outcome(Status.FAIL, f"strict load refused the checkpoint: {str(e).splitlines()[0]}",
                        metrics, evidence, location)
     x, _, _ = probe_batch(target, 4)
@@ -91,6 +94,8 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
     metrics["max_abs_logit_diff"] = diff
     evidence.append(f"logits {list(a.shape)}: max |original - reloaded| = {diff:.3g}")
     if not torch.equal(a, b):
+        if (cause := deferred(target, "nondeterministic", "checkpoint_keys", what="the reloaded model's logits")):
+            return cause
         return Outcome(Status.FAIL, f"reloaded model's logits differ by up to {diff:.3g}: the checkpoint misses "
                        f"something the model learned", metrics, evidence, location)
     return Outcome(Status.PASS, f"identical logits after a strict reload of {len(state)} tensor(s)",

@@ -120,12 +120,18 @@ def class_order(target: AuditTarget) -> Outcome:
             lists.append((f"the {split} split's class list", list(names)))
     evidence, problems, metrics = [f"the target's class names (label order): {len(ref)}"], [], {"classes": len(ref)}
     if target.checkpoint is not None:
-        names, where = checkpoint_classnames(target.checkpoint)
-        if names is None:
-            evidence.append(f"{where} stores no class list")
-            problems.append(f"{where} stores no classnames: nothing says which class each learned tensor belongs to")
+        try:
+            names, where = checkpoint_classnames(target.checkpoint)
+        except Exception as e:  # noqa: BLE001: a missing or unreadable file is checkpoint-strictness's finding
+            evidence.append(f"checkpoint {target.checkpoint} " + ("does not exist" if not os.path.exists(str(
+                target.checkpoint)) else f"cannot be read ({type(e).__name__})") + ": its classes are not compared "
+                "here; checkpoint-strictness reports it")
         else:
-            lists.append((f"{where}'s classnames", names))
+            if names is None:
+                evidence.append(f"{where} stores no class list")
+                problems.append(f"{where} stores no classnames: nothing says which class each learned tensor belongs to")
+            else:
+                lists.append((f"{where}'s classnames", names))
     for what, names in lists:
         found = describe(ref, names, what)
         evidence.append(f"{what}: {len(names)} names, " + ("the same order" if found is None else "DIFFERENT"))

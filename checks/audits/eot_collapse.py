@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import reference
+from ..causes import deferred, duplicate_names
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..models import text_features
 from ..text import (class_word_list, clean_clip, cosine_matrix, probe_classes, prompts_and_tokens, stats, text_location,
@@ -148,6 +149,11 @@ def eot_collapse(target: AuditTarget) -> Outcome:
     location = text_location(target, r"pool|argmax|mean\(")
     if mine["min_margin"] < COLLAPSE_MARGIN:
         twins = int((cos > 1 - COLLAPSE_MARGIN).sum()) // 2
+        pairs = {(a, b) for a, b in (cos > 1 - COLLAPSE_MARGIN).nonzero().tolist() if a < b}
+        cause = deferred(target, "duplicate_names", what="the class features' spread")
+        if pairs and pairs <= set(duplicate_names(target)["pairs"]) and cause is not None:
+            cause.extra = extra  # twins because they are one name: split-integrity's finding
+            return cause
         return Outcome(Status.FAIL, f"classes indistinguishable: {twins} pair(s) with cosine > {1 - COLLAPSE_MARGIN} "
                        f"(e.g. {names[i]!r} ~ {names[j]!r}, cos {float(cos[i, j]):.7f}); mean cos {mine['mean_cos']:.4f}",
                        metrics, evidence, location, extra)

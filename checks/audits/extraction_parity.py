@@ -12,6 +12,7 @@ from open_clip import get_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from videocoop.data import frame_indices
+from videocoop.video import FrameClock
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..locations import locate, relpath
@@ -42,22 +43,23 @@ def _spread(n: int, k: int) -> list[int]:
 
 def _decode(path: Path, sampling: dict) -> tuple[list[int], list, int]:
     """Decode every frame in order (no seeking), choose the frames the sampling names,
-    return ``(indices, PIL images, frame count)``."""
+    return ``(indices, PIL images, frame count)``. Frames are timed as the extractor times
+    them (:class:`videocoop.video.FrameClock`: frames without timestamps by the frame rate)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        times = [f.time for f in container.decode(stream)]
-        if not times or any(t is None for t in times):
-            raise ValueError(f"{path}: no frames, or frames without timestamps")
-        times = [t - times[0] for t in times]
-        if sampling.get("method") == "segment-middle":
-            wanted = frame_indices(len(times), int(sampling["num_frames"])).tolist()
-        elif sampling.get("method") == "fps":
-            wanted = _on_screen(times, float(sampling["fps"]))
-        else:
-            raise ValueError(f"unknown sampling {sampling!r}")
-        container.seek(0)
-        images = {}
-        for n, frame in enumerate(container.decode(stream)):
+        clock = FrameClock(stream)
+        times = [clock(f) for f in container.decode(stream)]
+    if not times:
+        raise ValueError(f"{path}: no frames")
+    if sampling.get("method") == "segment-middle":
+        wanted = frame_indices(len(times), int(sampling["num_frames"])).tolist()
+    elif sampling.get("method") == "fps":
+        wanted = _on_screen(times, float(sampling["fps"]))
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}")
+    images = {}
+    with av.open(str(path)) as container:  # from the start again: a raw stream cannot seek back
+        for n, frame in enumerate(container.decode(container.streams.video[0])):
             if n in wanted:
                 images[n] = frame.to_image()  # PIL, RGB
             if n >= max(wanted):
@@ -194,7 +196,7 @@ def _extractor_location(sourced: list[tuple[str, object, dict]]) -> str | None:
     if {info.get("source") for _, _, info in sourced} == {"videocoop extract"}:
         from videocoop.video import Extractor
 
-        return locate(Extractor._encode_chunk, r"resize_crop|encode\(")
+        return locate(Extractor._take, r"resize_crop")
     return locate(type(sourced[0][1]))
 
 

@@ -6,6 +6,7 @@ import math
 import torch
 
 from .. import contract, scores
+from ..causes import deferred
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..inputs import probe_videos
 from ..locations import locate
@@ -71,6 +72,10 @@ def logit_scale(target: AuditTarget) -> Outcome:
     x = probe_videos(target, BATCH)
     logits = run_model(target, x, model=model).float()  # [B, n_cls]
     kind, kind_how = contract.output_kind(target)
+    if kind == "probabilities" and target.output is None:  # undeclared probabilities: learning-signal's finding
+        cause = deferred(target, "probabilities", what="the logits' scale")
+        if cause:
+            return cause
     how_combine = contract.combine(target)
     own_log = None if own is None else _log(own)
     evidence = [f"expected scale exp({name}) = exp({log_scale:.4g}) = {scale:.4g}"
@@ -144,7 +149,8 @@ def logit_scale(target: AuditTarget) -> Outcome:
         evidence.append(f"no video or text features to hold the logits to ({gap}): only the bound |logit| <= "
                         "exp(logit_scale) is checked")
     if problems:
-        return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
+        cause = deferred(target, "probabilities", "ignores_video", "nondeterministic", what="the logits' scale")
+        return cause or Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
     kept = "" if own is None else f"; model.logit_scale {'trained, as the model says' if own.requires_grad else 'frozen'}"
     fit = (f" (within {metrics['max_rel_diff']:.1e})" if "max_rel_diff" in metrics
            else f": the bound holds (largest |logit| {float(logits.abs().max()):.4g})")

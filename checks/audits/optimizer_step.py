@@ -40,7 +40,8 @@ def _nonfinite(t: torch.Tensor) -> int:
             "learning rate round back to the old fp16 value",
     fix="a few steps of the optimiser the run really uses (the train flags', or the target's factory), through the "
         "target's declared training step when it has one (its precision handling included), in the model's own "
-        "precision on a copy: the loss and every trainable tensor stay finite; the share of the updates the first "
+        "precision on a copy: the loss and every trainable tensor stay finite, and the steps move them (a learning rate "
+        "of 0 changes nothing); the share of the updates the first "
         "step loses to rounding, against the same step on an fp32 copy, is measured and is 0 with fp32 master weights",
     remediation="keep the trainable tensors in fp32 (fp32 master weights: the context fp32, CLIP in half, as "
                 "--precision fp16 does), or use amp with a GradScaler; with Adam in half precision, a larger eps "
@@ -69,6 +70,7 @@ def optimizer_step(target: AuditTarget) -> Outcome:
     if declared:
         location = locate(target.train_step) or location
     losses, after_first = [], None
+    start = {n: p.detach().clone() for n, p in trainable.items()}
     for step in range(1, STEPS + 1):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED + step)  # the reference step draws what step 1 drew (a template per class)
@@ -127,6 +129,13 @@ def optimizer_step(target: AuditTarget) -> Outcome:
                        f"weights: step 1 left {share:.1%} of the values the optimiser updates at their old value (the "
                        f"updates rounded away; {how.split(' (')[0]}, lr {opt.param_groups[0].get('lr'):g})", metrics,
                        evidence, location)
+    moved = [n for n, p in trainable.items() if not torch.equal(p.detach(), start[n])]
+    metrics["moved_tensors"] = len(moved)
+    if not moved:  # finite, and useless: a learning rate of 0, or an optimiser over other tensors
+        lrs = sorted({g.get("lr") for g in opt.param_groups})
+        return Outcome(Status.FAIL, f"{STEPS} steps of {how.split(' (')[0]} (lr {', '.join(f'{v:g}' for v in lrs)}) "
+                       f"changed no trainable tensor: loss {' -> '.join(f'{v:.4g}' for v in losses)}"
+                       + (": the learning rate is 0" if all(not v for v in lrs) else ""), metrics, evidence, location)
     if stepped or (half and not declared):  # a declared step whose optimiser holds fp32 masters keeps every update
         lost = f"; step 1 left {share:.1%} of the updated values unchanged" if share is not None else ""
         if not declared:

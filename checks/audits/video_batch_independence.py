@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import contract
+from ..causes import deferred
 from ..core import AuditTarget, Outcome, Status, audit
 from ..inputs import probe_videos
 from ..locations import video_location
@@ -114,6 +115,8 @@ def video_batch_independence(target: AuditTarget) -> Outcome:
     metrics.update(eval_max_rel_diff=float(eval_diff.max()), **tol.metrics(),
                    train_max_rel_diff=None if train_diff is None else float(train_diff.max()))
     if float(eval_diff.max()) > tol.value:
+        if (cause := deferred(target, "nondeterministic", what="a video's logits alone and in a batch")) is not None:
+            return cause
         worst = int(eval_diff.argmax())
         return Outcome(Status.FAIL, f"video {worst}'s logits differ alone or in half the batch and in a batch of "
                        f"{BATCH} by {float(eval_diff.max()):.2e} (relative, tolerance {tol}): the video path mixes "

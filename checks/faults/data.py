@@ -25,14 +25,16 @@ class Features(Dataset):
     """In-memory frame features; ``fields`` 3 gives (features, label, meta), 2 drops meta.
 
     With ``classnames`` the dataset lists them (``.classnames``, as FeatureDataset does), labels
-    index that list and each item's meta path lies in its class's folder."""
+    index that list and each item's meta path lies in its class's folder (under ``split``'s folder when
+    given). ``seed`` draws the videos: two splits with their own seeds hold different videos."""
 
-    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None, classnames=None, lengths=(FRAMES,)):
-        g = torch.Generator().manual_seed(0)
+    def __init__(self, n_cls, dim, per_class=2, label_offset=0, fields=3, info=None, classnames=None, lengths=(FRAMES,),
+                 seed=0, split=""):
+        g = torch.Generator().manual_seed(seed)
         n = len(classnames) if classnames is not None else n_cls
         self.items = [(torch.randn(lengths[(c * per_class + v) % len(lengths)], dim, generator=g), c + label_offset)
                       for c in range(n) for v in range(per_class)]
-        self.fields, self.info, self.dim = fields, info, dim
+        self.fields, self.info, self.dim, self.split = fields, info, dim, split
         if classnames is not None:
             self.classnames = list(classnames)
 
@@ -49,6 +51,7 @@ class Features(Dataset):
             return features, label
         names = getattr(self, "classnames", None)
         path = f"{names[label]}/v{i}.npy" if names and 0 <= label < len(names) else f"v{i}.npy"
+        path = f"{self.split}/{path}" if self.split else path
         return Sample(features, label, {"video_id": f"v{i}", "path": path, "num_frames": FRAMES})
 
 
@@ -62,8 +65,10 @@ def with_data(clip, tok, names, **kwargs) -> AuditTarget:
     target = clean(clip, tok, names)
     kwargs.setdefault("info", info_for(clip))
     kwargs.setdefault("classnames", names)
+    kwargs.setdefault("split", "train")
     target.dataset = Features(len(names), embed_dim(clip), **kwargs)
-    target.val_dataset = Features(len(names), embed_dim(clip), per_class=1, info=info_for(clip), classnames=names)
+    target.val_dataset = Features(len(names), embed_dim(clip), per_class=1, info=info_for(clip), classnames=names, seed=1,
+                                  split="val")
     return target
 
 
@@ -87,7 +92,8 @@ def val_split_lacks_a_class(clip, tok, names) -> AuditTarget:
     its sorted folders number the classes after the missing one one lower (labels shift)."""
     target = with_data(clip, tok, names)
     kept = [c for i, c in enumerate(names) if i != 1]
-    target.val_dataset = Features(len(kept), embed_dim(clip), per_class=1, info=info_for(clip), classnames=kept)
+    target.val_dataset = Features(len(kept), embed_dim(clip), per_class=1, info=info_for(clip), classnames=kept, seed=1,
+                                  split="val")
     return target
 
 

@@ -79,6 +79,33 @@ def fault_videos(width: int = 64, height: int = 48, frames: int = 7, per_class: 
     return root / "train"
 
 
+@functools.lru_cache(maxsize=1)
+def untimed_videos(frames: int = 7) -> Path:
+    """Two classes of one raw H.264 stream each (no container: its frames carry no timestamps,
+    as a camera's or ``ffmpeg -f h264``'s dump), under a suffix the extractor takes."""
+    import av
+    import numpy as np
+
+    root = _scratch("videocoop-untimed-")
+    rng = np.random.default_rng(0)
+    for name, colour in (("red_square", (220, 40, 40)), ("green_square", (40, 200, 60))):
+        pictures = rng.integers(0, 80, (frames, 48, 64, 3), dtype=np.uint8)  # [T, H, W, 3] noise
+        for t in range(frames):
+            pictures[t, 10:30, 4 * t:4 * t + 20] = colour  # a square moving right
+        (root / name).mkdir()
+        with av.open(str(root / name / f"{name}.ts"), "w", format="h264") as container:  # FFmpeg reads the content
+            stream = container.add_stream("libx264", rate=8)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for t, picture in enumerate(pictures):
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+                frame.pts = t
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return root
+
+
 def extracted(clip, tok, names=None, *, preprocess=None, sampling=None, tower=None, videos=None,
               precision="fp32", dtype="float16", clip_name=TINY_MODEL, weights="random:0") -> AuditTarget:
     """Extract ``videos`` (default :func:`fault_videos`) with ``clip``'s parts, one swapped, and
@@ -99,6 +126,11 @@ def extracted(clip, tok, names=None, *, preprocess=None, sampling=None, tower=No
 
 def extraction_clean(clip, tok, names=None) -> AuditTarget:
     return extracted(clip, tok)
+
+
+def extraction_untimed(clip, tok, names=None) -> AuditTarget:
+    """Honest: frames without timestamps, timed by the frame rate (videocoop.video.FrameClock)."""
+    return extracted(clip, tok, videos=untimed_videos())
 
 
 def bgr_frames(clip, tok, names=None) -> AuditTarget:

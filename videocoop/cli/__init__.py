@@ -8,6 +8,7 @@
   each declares a ``COMMAND`` that ``app.COMMANDS`` lists.
 """
 from .app import build_parser, main
-from .common import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args
+from .common import CliParser, ExitCode, UsageError, add_train_arguments, config_from_args, print_user_error
 
-__all__ = ["CliParser", "ExitCode", "UsageError", "add_train_arguments", "build_parser", "config_from_args", "main"]
+__all__ = ["CliParser", "ExitCode", "UsageError", "add_train_arguments", "build_parser", "config_from_args", "main",
+           "print_user_error"]

@@ -18,7 +18,7 @@ from ..utils.distributed import world_from_env
 from ..utils.errors import VideoCoopError
 from . import eval as eval_command  # not bound as `eval`: that is Python's builtin
 from . import extract, pack, plot, predict, sweep, synth, synth_videos, train
-from .common import CliParser, ExitCode, UsageError, given_dests, prog
+from .common import CliParser, ExitCode, UsageError, given_dests, print_user_error, prog
 
 COMMANDS = {c.name: c for c in (train.COMMAND, synth.COMMAND, pack.COMMAND, plot.COMMAND, eval_command.COMMAND,
                                  sweep.COMMAND, extract.COMMAND, predict.COMMAND, synth_videos.COMMAND)}
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``videocoop``; returns an :class:`ExitCode` instead of raising for user errors.
+    """Run ``videocoop``; returns an :class:`ExitCode` instead of raising for user errors
+    (2, printed as one paragraph; the traceback too with ``VIDEOCOOP_TRACEBACK=1``).
 
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
@@ -76,10 +77,10 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             return ExitCode.OK if not e.code else ExitCode.USAGE
         return COMMANDS[args.command].run(args, given)
     except UsageError as e:
-        print(e, file=sys.stderr)
+        print_user_error(str(e))
         return ExitCode.USAGE
-    except VideoCoopError as e:
-        print(f"{prog()}: error: {e}", file=sys.stderr)
+    except VideoCoopError as e:  # a bad input file too (InputError): the file, where, what to change
+        print_user_error(f"{prog()}: error: {e}")
         return ExitCode.USAGE
     except KeyboardInterrupt:  # extract and sweep say how they continue themselves
         print(f"{prog()}: interrupted; continue a training run with the same command and --resume", file=sys.stderr)

@@ -6,20 +6,42 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..train.config import OPTIMIZERS, PROGRESS, TrainConfig
+from ..train.config import CHECKPOINTS, OPTIMIZERS, PROGRESS, TrainConfig
 from ..utils.config import known_fields
 from ..utils.distributed import DEVICES, world_from_env
+from ..utils.errors import ConfigError, InputError
 
 
 class ExitCode(IntEnum):
+    """The exit codes of ``videocoop`` and ``python -m checks`` (docs/inputs.md).
+
+    2 for anything the user must change (a flag or an input file), as argparse itself exits
+    on a bad flag; 130 for Ctrl-C, as a shell reports a command stopped by SIGINT (128 + 2).
+    """
+
     OK = 0
-    FAILED = 1  # training ran and failed (diverged)
-    INTERRUPTED = 2  # Ctrl-C: checkpoint_last.pt holds the last finished epoch; --resume continues
-    USAGE = 4  # bad flags or inputs: the message says what to change
+    FAILED = 1  # training ran and failed (diverged); audits FAILed; a video could not be decoded
+    USAGE = 2  # bad flags or inputs: one paragraph says which file, key or line, and what to change
+    INTERRUPTED = 130  # Ctrl-C: checkpoint_last.pt holds the last finished epoch; --resume continues
+
+
+#: Set to 1 to see the traceback of a user error too (a bug report's detail), after its message.
+TRACEBACK_ENV = "VIDEOCOOP_TRACEBACK"
+
+
+def print_user_error(message: str) -> None:
+    """A user error's message on stderr: one paragraph, and its traceback only when
+    :data:`TRACEBACK_ENV` asks for it (called inside the ``except`` that caught the error)."""
+    print(message, file=sys.stderr)
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        traceback.print_exc()
 
 
 class UsageError(Exception):
@@ -28,7 +50,7 @@ class UsageError(Exception):
 
 class CliParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors raise :class:`UsageError` (usage line and message)
-    instead of exiting, so the caller prints them without a traceback and returns 4."""
+    instead of exiting, so the caller prints them without a traceback and returns 2."""
 
     def error(self, message):
         raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
@@ -76,7 +98,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     data.add_argument("--feature-dir", default=d.feature_dir,
                       help="training features: DIR/<class>/<video>.pt|.npy (+ features.json)"
                            + (" (required, unless --config names it)" if require_data else ""))
-    data.add_argument("--val-feature-dir", default=d.val_feature_dir, help="validation features, same classes")
+    data.add_argument("--val-feature-dir", default=d.val_feature_dir,
+                      help="held-out features the run is judged on (the test split), same classes; reported every "
+                           "epoch, never chosen on")
+    data.add_argument("--select-feature-dir", default=d.select_feature_dir, metavar="DIR",
+                      help="a validation split of its own (not the test split) to choose the best epoch on: "
+                           "checkpoint_best.pt (default: none; the model is the last epoch's)")
     data.add_argument("--initial-prompts-file", default=d.initial_prompts_file,
                       help="JSON: default_prompt, class_prompts, display_names (docs/training.md)")
     data.add_argument("--num-frames", type=int, default=d.num_frames,
@@ -125,7 +152,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     run.add_argument("--output-dir", default=d.output_dir, help=f"default {d.output_dir}")
     run.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
     run.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its checkpoint_last.pt")
-    run.add_argument("--eval-only", action="store_true", help="evaluate OUTPUT_DIR/checkpoint_best.pt and stop")
+    run.add_argument("--eval-only", action="store_true",
+                     help="evaluate the run in OUTPUT_DIR (its last epoch; see --checkpoint) and stop")
+    run.add_argument("--checkpoint", choices=CHECKPOINTS, default=d.checkpoint,
+                     help="with --eval-only: last (default: the model after the last epoch) or best (the epoch "
+                          "chosen on the run's --select-feature-dir)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run in OUTPUT_DIR (deleted once the new run is built and checked)")
     run.add_argument("--progress", choices=PROGRESS, default=d.progress,
@@ -163,7 +194,8 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
 
     With ``--config FILE`` the file's values come first and the flags given on the command
     line override them: ``given`` names those (:func:`given_dests`); without it, every
-    flag whose value differs from its default counts as given.
+    flag whose value differs from its default counts as given. The result is checked then,
+    so a bad value of the file is an InputError naming the file and the key.
     """
     flags = known_fields(TrainConfig, vars(args))
     if not getattr(args, "config", None):
@@ -171,7 +203,14 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
     base = TrainConfig.from_file(args.config)
     defaults = TrainConfig().to_dict()
     given = given if given is not None else {k for k, v in flags.items() if v != defaults[k]}
-    return dataclasses.replace(base, **{k: v for k, v in flags.items() if k in given})
+    cfg = dataclasses.replace(base, **{k: v for k, v in flags.items() if k in given})
+    try:  # a value no flag gives is the file's to give: said with its name and key (fit checks again)
+        cfg.check()
+    except ConfigError as e:
+        if e.key in given:
+            raise
+        raise InputError(args.config, str(e), at=f'key "{e.key}"') from e
+    return cfg
 
 
 def add_template_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,5 +239,6 @@ def add_decode_arguments(parser: argparse.ArgumentParser, d, sampling_default: s
                         help="a rich bar on a terminal, plain lines otherwise (default auto)")
 
 
-__all__ = ["CliParser", "Command", "ExitCode", "UsageError", "add_decode_arguments", "add_template_arguments",
-           "add_train_arguments", "config_from_args", "flag", "given_dests", "prog", "require_feature_dir"]
+__all__ = ["TRACEBACK_ENV", "CliParser", "Command", "ExitCode", "UsageError", "add_decode_arguments",
+           "add_template_arguments", "add_train_arguments", "config_from_args", "flag", "given_dests",
+           "print_user_error", "prog", "require_feature_dir"]

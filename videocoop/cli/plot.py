@@ -10,7 +10,7 @@ from .common import Command, ExitCode
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser("plot", help="draw a run's curves.png and confusion.png",
                             description="Redraw OUT/curves.png (loss, top-1, lr per epoch) and OUT/confusion.png (the "
-                                        "best epoch's confusion matrix and per-class top-1) from the run's own files.")
+                                        "last epoch's confusion matrix and per-class top-1) from the run's own files.")
     parser.add_argument("out", help="a run folder (--output-dir of videocoop train)")
     return parser
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..eval.predict import OUTPUT_FORMATS, predict, to_csv, write_predictions
+from ..train.config import CHECKPOINTS
 from ..utils.errors import VideoCoopError
 from ..video.extract import ExtractConfig
 from .common import Command, ExitCode, add_decode_arguments
@@ -21,6 +22,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", metavar="SRC", help="video files, in any folder layout")
     src.add_argument("--features", metavar="DIR", help="feature files (a feature folder, flat folder or packed split)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="last",
+                        help="last (default: the model after the run's last epoch) or best (the epoch chosen on the "
+                             "run's --select-feature-dir)")
     parser.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
     parser.add_argument("--out", metavar="FILE", help=f"{' or '.join(OUTPUT_FORMATS)} (default: CSV on stdout)")
     add_decode_arguments(parser, ExtractConfig(), "default: as the run's training features")
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
         raise VideoCoopError(f"--out {args.out}: the suffix must be one of {', '.join(OUTPUT_FORMATS)}")
     preds = predict(args.run, videos=args.videos, features=args.features, top_k=args.top_k, device=args.device,
                     num_frames=args.num_frames, fps=args.fps, batch_size=args.batch_size, num_workers=args.num_workers,
-                    progress=args.progress)
+                    progress=args.progress, checkpoint=args.checkpoint)
     if args.out:
         write_predictions(preds, args.out)
         print(f"{preds.line()}; wrote {args.out}")

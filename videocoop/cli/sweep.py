@@ -22,7 +22,7 @@ from .common import (
 # train flags a sweep sets itself, and why; given on the command line they are refused
 REFUSED = {"seed": "--seeds S1,S2,... sets each run's seed", "resume": "stopped runs are resumed by themselves",
            "overwrite": "finished runs are kept; choose another --output-dir for a new sweep",
-           "eval_only": "a sweep trains"}
+           "eval_only": "a sweep trains", "checkpoint": "a sweep's table reports each run's last epoch"}
 
 
 def _int_list(text: str) -> list[int]:
@@ -48,6 +48,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=TrainConfig().seed, help=argparse.SUPPRESS)
     for flag in ("--resume", "--eval-only", "--overwrite"):
         parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", default=TrainConfig().checkpoint, help=argparse.SUPPRESS)
     grid = parser.add_argument_group("the grid")
     grid.add_argument("--shots", type=_int_list, default=[2, 4, 8, 16], metavar="K1,K2,...",
                       help="shots per class, one setting each (default 2,4,8,16: ViFi-CLIP's and X-CLIP's)")

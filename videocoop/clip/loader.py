@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..utils.errors import VideoCoopError
+from ..utils.seeding import check_seed
 
 #: A tiny architecture (text width 32, 2 layers, the real CLIP BPE tokenizer, context 77)
 #: for fast tests. Loadable by name like any open_clip model.
@@ -220,6 +221,7 @@ def load_clip(
             comes from Hugging Face (SigLIP, CLIPA, RoBERTa...: not supported).
     """
     _check_supported(name, precision)
+    check_seed("clip_seed", seed)
     oc_precision = "fp32" if precision == "amp" else precision
     source, kwargs = _weights_source(name, pretrained, checkpoint, cache_dir)
     with _offline(), torch.random.fork_rng(devices=[]):

@@ -27,14 +27,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils.errors import VideoCoopError
-from ..utils.files import load_error, read_json_object, write_json
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.files import write_json
+from ..utils.readers import load_array, load_torch, read_json_object, read_lines
 from .layout import CLASSNAMES_FILE, FEATURE_SUFFIXES, INFO_FILE, VIDEO_SUFFIXES
 from .manifest import read_manifest
 from .samples import VideoSample
 from .sampling import MIDDLE, frame_offsets, segment_frames
 
 INFO_KEYS = ("clip_model", "weights", "num_frames", "dim")
+#: The types of ``features.json``'s keys (others are kept as they are), and what each says.
+INFO_FIELDS = {"clip_model": str, "weights": str, "num_frames": int | None, "dim": int, "sampling": dict,
+               "source": str, "source_root": str, "precision": str, "preprocess": dict}
+INFO_NOTES = {
+    "clip_model": "the open_clip model name that made the features, e.g. ViT-B-32",
+    "weights": "the open_clip pretrained tag, random:<seed> or sha256:<checkpoint hash>",
+    "num_frames": "frames per video, or null when sampled by fps",
+    "dim": "the width of each frame's feature, e.g. 512",
+}
 #: What a valid feature file holds, by suffix (said when one cannot be read).
 VALID_FEATURE_FILE = {
     ".npy": "one numeric [T, D] array written by numpy.save",
@@ -58,12 +68,18 @@ def read_feature_info(root: str | os.PathLike) -> dict | None:
     """The ``features.json`` of a feature folder, or None when it has none.
 
     Raises:
-        VideoCoopError: the file exists but is not a JSON object.
+        InputError: the file exists but is not a JSON object, lacks one of :data:`INFO_KEYS`,
+            or a key holds a value of another type than :data:`INFO_FIELDS` says (naming the
+            key, the value and the type).
     """
     path = Path(root) / INFO_FILE
-    if not path.is_file():
+    if not path.exists():
         return None
-    return read_json_object(path, f"it must hold a JSON object with keys {', '.join(INFO_KEYS)}")
+    info = read_json_object(path, "videocoop extract and synth write it; fix the key or re-extract the features",
+                            fields=INFO_FIELDS, required=INFO_KEYS, notes=INFO_NOTES)
+    if "dim" in info and info["dim"] < 1:
+        raise InputError(path, f"found {info['dim']}, expected an integer >= 1 ({INFO_NOTES['dim']})", at='key "dim"')
+    return info
 
 
 def write_feature_info(root: str | os.PathLike, info: Mapping) -> Path:
@@ -105,31 +121,31 @@ def load_feature_file(path: str | os.PathLike, dim: int | None = None) -> torch.
             no frames, or NaN/inf values; the message names the file.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        else:
-            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-                data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch/numpy raise many types for a corrupt file
-        raise load_error(path, e, VALID_FEATURE_FILE[path.suffix]) from e
+    holds = VALID_FEATURE_FILE.get(path.suffix, VALID_FEATURE_FILE[".pt"])
+    if path.suffix == ".npy":
+        data = load_array(path, holds, finite=False)  # the finite check below covers both kinds
+    else:
+        data = load_torch(path, holds, allowed=_NUMPY_GLOBALS)
     if isinstance(data, Mapping):
         if "features" not in data:
-            raise VideoCoopError(f"feature file {path} holds a dict without key 'features' (keys: {sorted(data)})")
+            raise InputError(path, f"holds a dict without key 'features' (keys: {sorted(map(str, data))}); a valid "
+                                   f"feature file holds {holds}")
         data = data["features"]
     if isinstance(data, np.ndarray):
-        if not np.issubdtype(data.dtype, np.number):
-            raise VideoCoopError(f"feature file {path} holds a {data.dtype} array, not numbers")
+        if data.dtype.kind not in "iuf":
+            raise InputError(path, f"holds a {data.dtype} array, not real numbers; a valid feature file holds {holds}")
         data = torch.from_numpy(np.ascontiguousarray(data))
     if not isinstance(data, torch.Tensor):
-        raise VideoCoopError(f"feature file {path} holds a {type(data).__name__}, not a [T, D] tensor or array")
+        raise InputError(path, f"holds a {type(data).__name__}, not a [T, D] tensor or array")
+    if data.is_complex() or data.dtype == torch.bool:
+        raise InputError(path, f"holds a {data.dtype} tensor, not real numbers; a valid feature file holds {holds}")
     if data.dim() != 2 or data.shape[0] == 0:
-        raise VideoCoopError(f"feature file {path} has shape {list(data.shape)}; expected [T, D] with T >= 1")
+        raise InputError(path, f"has shape {list(data.shape)}; expected [T, D] with T >= 1")
     if dim is not None and data.shape[1] != dim:
-        raise VideoCoopError(f"feature file {path} has dim {data.shape[1]}; the chosen CLIP embeds in {dim}")
+        raise InputError(path, f"has dim {data.shape[1]}; the chosen CLIP embeds in {dim}")
     data = data.float()
     if not torch.isfinite(data).all():
-        raise VideoCoopError(f"feature file {path} contains NaN or inf values")
+        raise InputError(path, "contains NaN or inf values (or numbers beyond float32's range)")
     return data
 
 
@@ -189,13 +205,14 @@ class FeatureDataset(Dataset):
         self.classnames = names
         self.files = files  # [(path, label)]
         tensors = []
+        clip_dim = dim
         for path, _ in files:  # read everything now: nothing half-loaded is trained on
-            x = load_feature_file(path, dim)
+            x = load_feature_file(path, clip_dim)
             if dim is None:
                 dim = x.shape[1]
                 first = path
             elif x.shape[1] != dim:  # widths differ between files and no CLIP width was given
-                raise VideoCoopError(f"feature file {path} has dim {x.shape[1]}, but {first} has {dim}")
+                raise InputError(path, f"has dim {x.shape[1]}, but {first} has {dim}")
             tensors.append(x)
         self.dim = dim
         self.lengths = [t.shape[0] for t in tensors]
@@ -219,7 +236,7 @@ class FeatureDataset(Dataset):
             return classnames
         listed = self.root / CLASSNAMES_FILE
         if listed.is_file():
-            names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+            names = read_lines(listed, comments=False)
             repeated = sorted({c for c in names if names.count(c) > 1})
             if repeated:
                 raise VideoCoopError(f"{listed} lists classes more than once: {repeated}")
@@ -258,14 +275,12 @@ class FeatureDataset(Dataset):
 
     def _scan_manifest(self, manifest: Path, classnames):
         rows = read_manifest(manifest)
-        labels = [(r["label"] or "").strip() for r in rows]
-        if "" in labels:  # row 1 is the header
-            raise VideoCoopError(f"manifest {manifest} row {labels.index('') + 2} has no label")
+        labels = [r["label"] for r in rows]
         names = self._class_order(classnames, sorted(set(labels)), f"manifest {manifest}")
         index = {c: i for i, c in enumerate(names)}
         files = []
         for row, label in zip(rows, labels):
-            path = self.root / row["path"].strip()
+            path = self.root / row["path"]
             if not path.is_file():
                 raise VideoCoopError(f"manifest {manifest} names {path}, which does not exist")
             files.append((path, index[label]))
@@ -332,6 +347,6 @@ def _count_videos(root: Path, limit: int = 10_000) -> int:
 
 
 __all__ = [
-    "FeatureDataset", "MissingValidationClassWarning", "check_feature_info", "load_feature_file", "read_feature_info", "read_json_object",
-    "relabel", "write_feature_info",
+    "INFO_FIELDS", "FeatureDataset", "MissingValidationClassWarning", "check_feature_info", "load_feature_file",
+    "read_feature_info", "relabel", "write_feature_info",
 ]

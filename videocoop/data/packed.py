@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils.errors import VideoCoopError
-from ..utils.files import load_error, read_json_object
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.readers import load_array, read_json_object
 from .features import FeatureDataset, MissingValidationClassWarning, read_feature_info, relabel, write_feature_info
 from .layout import CLASSNAMES_FILE
 from .samples import VideoSample
@@ -42,6 +42,9 @@ INDEX_FILE = "packed.json"
 FORMAT = "videocoop-packed"
 VERSION = 1
 DTYPES = ("float16", "float32")
+#: The types of the index's keys (:func:`pack` writes them all).
+INDEX_FIELDS = {"format": str, "version": int, "dtype": str, "dim": int, "videos": int, "frames": int,
+                "classnames": list[str], "video_ids": list[str], "paths": list[str], "source": str}
 
 
 def is_packed(root: str | os.PathLike) -> bool:
@@ -151,43 +154,38 @@ def _swap_into_place(tmp: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
-def _load_array(path: Path, ndim: int, mmap_mode: str | None = None) -> np.ndarray:
-    """One of a packed split's arrays, checked for its number of dimensions.
+def _load_array(path: Path, ndim: int, mmap_mode: str | None = None, kinds: str = "iu") -> np.ndarray:
+    """One of a packed split's arrays, checked for its kind of numbers and dimensions (and the
+    frames, read in chunks through the map, for NaN or inf: a damaged split is named when it is
+    opened, not found as a NaN loss later).
 
     Raises:
-        VideoCoopError: a missing, truncated or foreign file, named.
+        InputError: a missing, truncated, foreign or non-finite file, named.
     """
     if not path.is_file():
-        raise VideoCoopError(f"packed split file {path} is missing; re-pack the split")
-    try:
-        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except Exception as e:  # numpy raises many types for a truncated or foreign file
-        raise VideoCoopError(f"{load_error(path, e, f'a {ndim}-d numeric array')}; re-pack the split") from e
-    if not isinstance(array, np.ndarray) or array.ndim != ndim:
-        raise VideoCoopError(f"{path} is not a {ndim}-d array; re-pack the split")
-    return array
+        raise InputError(path, "missing from the packed split", fix="re-pack the split")
+    what = "frames [sum T, D] of floats" if kinds == "f" else f"a {ndim}-d integer array"
+    return load_array(path, what, ndim=ndim, kinds=kinds, mmap_mode=mmap_mode, fix="re-pack the split")
 
 
 def _check_index(root: Path, index: dict, array: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
     """The index and the arrays must describe the same videos.
 
     Raises:
-        VideoCoopError: naming the file that disagrees.
+        VideoCoopError: naming the files that disagree (which of them is damaged cannot be told).
     """
-    keys = ("classnames", "video_ids", "paths")
-    missing = [k for k in keys if not isinstance(index.get(k), list)]
-    if missing:
-        raise VideoCoopError(f"{root / INDEX_FILE} lacks {', '.join(missing)}; re-pack the split")
     n = len(index["video_ids"])
     problems = []
     if not np.issubdtype(offsets.dtype, np.integer) or len(offsets) != n + 1 or offsets[0] != 0 \
             or (np.diff(offsets) < 1).any() or offsets[-1] != len(array):
-        problems.append(f"offsets.npy must rise from 0 to the {len(array)} frames of features.npy in {n + 1} steps")
+        problems.append(f"{root / 'offsets.npy'} must rise from 0 to the {len(array)} frames of {root / 'features.npy'} "
+                        f"in {n + 1} steps")
     if not np.issubdtype(labels.dtype, np.integer) or len(labels) != n \
             or (n and (labels.min() < 0 or labels.max() >= len(index["classnames"]))):
-        problems.append(f"labels.npy must hold {n} class indices below {len(index['classnames'])}")
+        problems.append(f"{root / 'labels.npy'} must hold {n} class indices below the {len(index['classnames'])} "
+                        f"classes {root / INDEX_FILE} lists")
     if len(index["paths"]) != n:
-        problems.append(f"{INDEX_FILE} lists {len(index['paths'])} paths for {n} videos")
+        problems.append(f"{root / INDEX_FILE} lists {len(index['paths'])} paths for {n} videos")
     if problems:
         raise VideoCoopError(f"packed split {root} is inconsistent: {'; '.join(problems)}; re-pack the split")
 
@@ -214,7 +212,8 @@ class PackedFeatureDataset(Dataset):
         self.root = Path(root)
         if not is_packed(self.root):
             raise VideoCoopError(f"{self.root} is not a packed split (no {INDEX_FILE}); make one with `videocoop pack SRC DST`")
-        index = read_json_object(self.root / INDEX_FILE, "re-pack the split")
+        index = read_json_object(self.root / INDEX_FILE, "re-pack the split", fields=INDEX_FIELDS,
+                                 required=("classnames", "video_ids", "paths"))
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise VideoCoopError(
                 f"{self.root / INDEX_FILE} is format {index.get('format')!r} v{index.get('version')}; "
@@ -222,7 +221,10 @@ class PackedFeatureDataset(Dataset):
             )
         if num_frames is not None and num_frames < 1:
             raise VideoCoopError(f"num_frames must be >= 1 or None, got {num_frames}")
-        self._array = _load_array(self.root / "features.npy", 2, mmap_mode="r")  # [sum T, D], not read until used
+        self._array = _load_array(self.root / "features.npy", 2, mmap_mode="r", kinds="f")  # [sum T, D], mapped
+        if str(self._array.dtype) != index.get("dtype", str(self._array.dtype)):
+            raise InputError(self.root / "features.npy", f"holds {self._array.dtype} frames where {INDEX_FILE} says "
+                                                         f"{index['dtype']}", fix="re-pack the split")
         self._offsets = _load_array(self.root / "offsets.npy", 1)  # [N + 1]
         labels = _load_array(self.root / "labels.npy", 1)  # [N]
         _check_index(self.root, index, self._array, self._offsets, labels)
@@ -290,7 +292,9 @@ class PackedFeatureDataset(Dataset):
     def _frames(self, indices: Sequence[int]) -> np.ndarray:
         """Rows of the map to read: ``[B, num_frames]``, the same positions as ``FeatureDataset``."""
         offsets = frame_offsets(self.seed, self.epoch, indices, self.num_frames) if self.train else MIDDLE
-        starts = np.array([self._starts[i] for i in indices])  # [B]
+        # int64 even for no indices (a process's empty share of a small last global batch):
+        # np.array([]) is float64, which no array can be indexed with
+        starts = np.array([self._starts[i] for i in indices], dtype=np.int64)  # [B]
         return starts[:, None] + segment_frames([self.lengths[i] for i in indices], self.num_frames, offsets)
 
     def __getitem__(self, i: int) -> VideoSample:

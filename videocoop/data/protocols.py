@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_json
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.files import write_json
+from ..utils.readers import read_json_object, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +99,16 @@ def read_class_list(path: str | os.PathLike) -> list[str]:
     CSV whose header has a ``name`` column (ViFi-CLIP's ``labels/*_base_labels.csv``).
 
     Raises:
-        VideoCoopError: unreadable or empty file.
+        InputError: unreadable, not UTF-8 (:func:`~videocoop.utils.readers.read_lines`), or empty.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VideoCoopError(f"cannot read the base class list {path}: {e}") from e
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    lines = read_lines(path)
     if lines and "name" in [c.strip() for c in lines[0].split(",")]:
         names = [(row.get("name") or "").strip() for row in csv.DictReader(io.StringIO("\n".join(lines)),
                                                                              skipinitialspace=True)]
         lines = [n for n in names if n]
     if not lines:
-        raise VideoCoopError(f"the base class list {path} names no classes; write one class name per line")
+        raise InputError(path, "names no classes (the base class list of --base-classes)",
+                         fix="write one class name per line")
     return lines
 
 
@@ -172,6 +170,7 @@ class ProtocolSplit:
     all_classnames: list[str]  # the training split's whole class list
     novel: list[str] = field(default_factory=list)  # novel classes (base-to-novel), never trained on
     novel_val_set: object | None = None  # validation videos of the novel classes, labelled over them
+    select_set: object | None = None  # the split an epoch is chosen on, cut as val_set is (base classes only)
     shots: dict[str, list[str]] | None = None  # class -> drawn video ids, in draw order
 
     @property
@@ -184,23 +183,28 @@ def _class_indices(dataset, classes: Sequence[str]) -> list[int]:
     return [i for i, y in enumerate(dataset.labels) if y in wanted]
 
 
-def apply_protocols(cfg, train_set, val_set=None) -> ProtocolSplit:
+def apply_protocols(cfg, train_set, val_set=None, select_set=None) -> ProtocolSplit:
     """Cut the datasets down to what the run's protocol allows training to see.
 
     ``cfg`` is a :class:`~videocoop.train.config.TrainConfig` (``shots``, ``split_seed`` or
     ``seed``, ``base_classes``). Under base-to-novel the training set keeps the base
     classes' videos only, relabelled over the base classes, before anything is drawn; the
-    validation set splits into base and novel videos, each labelled over its own classes.
+    validation set splits into base and novel videos, each labelled over its own classes;
+    the selection set (``select_feature_dir``) keeps its base classes' videos, as training's.
 
     Raises:
         VideoCoopError: a bad ``--base-classes``, or a (base) class with too few videos.
     """
     all_names = list(train_set.classnames)
-    split = ProtocolSplit(train_set, val_set, all_names, all_names)
+    split = ProtocolSplit(train_set, val_set, all_names, all_names, select_set=select_set)
     if cfg.base_classes:
         base, novel = split_classes(all_names, cfg.base_classes)
         split.classnames, split.novel = base, novel
         split.train_set = train_set.subset(_class_indices(train_set, base), classnames=base)
+        if select_set is not None:
+            split.select_set = select_set.subset(_class_indices(select_set, base), classnames=base)
+            if len(split.select_set) == 0:
+                raise VideoCoopError(f"{select_set.root} has no videos of the base classes {base} to choose an epoch on")
         if val_set is not None:
             split.val_set = val_set.subset(_class_indices(val_set, base), classnames=base)
             split.novel_val_set = val_set.subset(_class_indices(val_set, novel), classnames=novel)

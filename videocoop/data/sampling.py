@@ -17,6 +17,9 @@ from ..utils.seeding import GOLDEN, seed_hash, splitmix
 
 #: Evaluation's offset within each segment: its middle frame, deterministic.
 MIDDLE = 0.5
+#: The most frames a sample takes from one video: video CLIP models take 8 to 64, and a batch
+#: of 32 videos of 10k frames of 512 floats is already 650 MB (more is a typo, not a setting).
+MAX_FRAMES = 10_000
 
 
 def frame_indices(length: int, num_frames: int) -> torch.Tensor:

@@ -23,9 +23,10 @@ from ..data.features import check_feature_info, load_feature_file, read_feature_
 from ..data.layout import FEATURE_SUFFIXES, INFO_FILE
 from ..data.samples import VideoSample, collate_samples
 from ..data.sampling import frame_indices
-from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_text
+from ..utils.errors import InputError, VideoCoopError
+from ..utils.files import write_text
 from ..utils.progress import Progress
+from ..utils.readers import read_json_object
 from ..video.decode import Sampling
 from ..video.extractor import Extracted, Extractor, Failed, default_workers
 from ..video.preprocess import Preprocess
@@ -51,6 +52,7 @@ class Predictions:
     failures: list[dict] = field(default_factory=list)  # videos that could not be decoded
     classnames: list[str] = field(default_factory=list)
     checkpoint: str = ""
+    model: str = ""  # which model: the checkpoint, its epoch and what chose it (the last epoch, or the selection split)
 
     def accuracy(self) -> tuple[float, int] | None:
         """Top-1 percent on the rows with a known label, and how many; None without labels."""
@@ -63,29 +65,32 @@ class Predictions:
         acc = self.accuracy()
         tail = f"; top-1 {acc[0]:.1f}% on the {acc[1]} in a folder named after their class" if acc else ""
         failed = f"; {len(self.failures)} could not be decoded" if self.failures else ""
-        return f"predict: {len(self.rows)} videos with {self.checkpoint}{tail}{failed}"
+        return f"predict: {len(self.rows)} videos with {self.model or self.checkpoint}{tail}{failed}"
 
 
-def load_run(run_dir: str | os.PathLike):
-    """A run's config and its best (else last) checkpoint.
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "last"):
+    """A run's config and the checkpoint ``checkpoint`` names: ``last`` (the model after the
+    last epoch, the default) or ``best`` (the epoch chosen on the run's selection split).
 
     Returns:
-        ``(TrainConfig, checkpoint state, checkpoint path)``.
+        ``(TrainConfig, checkpoint state, checkpoint path, a line saying which model it is
+        and what chose it)``.
 
     Raises:
-        VideoCoopError: no config.json or no checkpoint in ``run_dir``.
+        VideoCoopError: no config.json or no such checkpoint in ``run_dir``
+            (:func:`~videocoop.train.selection.load_run_checkpoint`).
     """
-    from ..train.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint
     from ..train.config import TrainConfig
+    from ..train.selection import load_run_checkpoint
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise VideoCoopError(f"{run} holds no training run (no config.json); pass the --output-dir of a `videocoop train`")
-    cfg = TrainConfig.from_dict(read_json_object(run / "config.json", "it is written by videocoop train"))
-    path = next((run / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (run / n).is_file()), None)
-    if path is None:
-        raise VideoCoopError(f"{run} has no {CHECKPOINT_BEST} or {CHECKPOINT_LAST}: the run has not finished an epoch")
-    return cfg, load_checkpoint(path), path
+    cfg = TrainConfig.from_file(run / "config.json")
+    if cfg.clip_model is None:  # training writes the CLIP it resolved: a config without one is not a run's
+        raise InputError(run / "config.json", 'no key "clip_model"; a run\'s config names the CLIP it trained on',
+                         fix="videocoop train writes it; restore it from the run")
+    return cfg, *load_run_checkpoint(run, checkpoint)
 
 
 def run_classes(run_dir: str | os.PathLike, classnames: list[str]) -> list[str]:
@@ -108,15 +113,18 @@ def run_classes(run_dir: str | os.PathLike, classnames: list[str]) -> list[str]:
     return lists[0] + lists[1]
 
 
-def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] | None = None):
+def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] | None = None,
+                    path: str | os.PathLike | None = None):
     """The run's model with its learned tensors, and its CLIP, on ``device``.
 
     Built by the builder training used (:func:`videocoop.train.builder.build_model`) from the
-    run's resolved config; the strict load of the checkpoint refuses any difference.
+    run's resolved config; the strict load of the checkpoint refuses any difference (named, with
+    the checkpoint's ``path``: :func:`~videocoop.train.checkpoint.check_checkpoint`).
     ``classes``: every class of the run's data (:func:`run_classes`), which its prompts file
     may name; default the checkpoint's.
     """
     from ..train.builder import build_model, load_prompts, load_run_clip
+    from ..train.checkpoint import check_checkpoint
 
     if cfg.initial_prompts_file and not Path(cfg.initial_prompts_file).is_file():
         raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
@@ -124,6 +132,8 @@ def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] |
     prompts = load_prompts(cfg)
     clip_model, tokenizer = load_run_clip(cfg)
     model = build_model(cfg, state["classnames"], clip_model, tokenizer, prompts=prompts, run_classes=classes)
+    if path is not None:
+        check_checkpoint(state, path, trainable=model.trainable_state_dict())
     model.load_trainable_state_dict(state["trainable"])
     clip_model.to(device)
     return model.to(device).eval(), clip_model
@@ -135,7 +145,10 @@ def _run_sampling(cfg, num_frames: int | None, fps: float | None) -> Sampling:
         return Sampling(num_frames=num_frames if fps is None else None, fps=fps)
     info = read_feature_info(cfg.feature_dir) if cfg.feature_dir and Path(cfg.feature_dir).is_dir() else None
     if info is not None and isinstance(info.get("sampling"), dict):
-        return Sampling.from_dict(info["sampling"])
+        try:
+            return Sampling.from_dict(info["sampling"])
+        except VideoCoopError as e:
+            raise InputError(Path(cfg.feature_dir) / INFO_FILE, str(e), at='key "sampling"') from e
     if cfg.num_frames is not None:
         return Sampling(num_frames=cfg.num_frames)
     raise VideoCoopError(f"cannot tell how the run's training features were sampled ({cfg.feature_dir}/{INFO_FILE} "
@@ -202,7 +215,7 @@ def _score(model, items: Sequence[tuple[str, str | None, torch.Tensor]], num_fra
 def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = None,
             features: str | os.PathLike | None = None, top_k: int = 5, device: str = "auto",
             num_frames: int | None = None, fps: float | None = None, batch_size: int = 128,
-            num_workers: int | None = None, progress: str = "auto") -> Predictions:
+            num_workers: int | None = None, progress: str = "auto", checkpoint: str = "last") -> Predictions:
     """Apply a trained run to ``videos`` (a folder of video files, any layout) or to
     ``features`` (a feature folder or packed split); exactly one.
 
@@ -214,6 +227,8 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         num_frames, fps: sampling for ``videos``; default the one the run's training
             features were made with (their features.json).
         batch_size, num_workers, progress: as for ``videocoop extract``.
+        checkpoint: ``last`` (the model after the last epoch) or ``best`` (the epoch chosen
+            on the run's ``--select-feature-dir``).
 
     Raises:
         VideoCoopError: no run or checkpoint, both or neither input, features from
@@ -225,12 +240,12 @@ def predict(run_dir: str | os.PathLike, *, videos: str | os.PathLike | None = No
         raise VideoCoopError("predict needs exactly one input: --videos SRC or --features DIR")
     if top_k < 1:
         raise VideoCoopError(f"top_k must be >= 1, got {top_k}")
-    cfg, state, ckpt = load_run(run_dir)
+    cfg, state, ckpt, described = load_run(run_dir, checkpoint)
     dev = resolve_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random CLIP weights: the run already said so when it trained
-        model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]))
-    out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt))
+        model, clip_model = build_run_model(cfg, state, dev, run_classes(run_dir, state["classnames"]), path=ckpt)
+    out = Predictions(classnames=list(model.classnames), checkpoint=str(ckpt), model=described)
     if features is not None:
         root = Path(features)
         if not root.is_dir():
@@ -288,7 +303,8 @@ def to_json(preds: Predictions) -> str:
     rows = [{"video": r.video, "label": r.label, "top": [{"class": c, "prob": round(p, 6)} for c, p in r.top]}
             for r in preds.rows]
     acc = preds.accuracy()
-    return json.dumps({"checkpoint": preds.checkpoint, "classnames": preds.classnames, "predictions": rows,
+    return json.dumps({"checkpoint": preds.checkpoint, "model": preds.model, "classnames": preds.classnames,
+                       "predictions": rows,
                        "failures": preds.failures, "top1_on_labelled": None if acc is None else acc[0]}, indent=2) + "\n"
 
 

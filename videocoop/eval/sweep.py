@@ -22,14 +22,17 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 from ..data.protocols import apply_protocols, harmonic_mean, split_seed_of
 from ..train.config import EXECUTION_KEYS, TrainConfig
-from ..train.rundir import run_state, same_setting
+from ..train.record import describe_protocol
+from ..train.rundir import read_summary, run_state, same_setting
 from ..utils.config import config_from_dict
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_json, write_text
+from ..utils.files import write_json, write_text
+from ..utils.readers import read_json_object
 from .zeroshot import DEFAULT_TEMPLATES, RESULT_FILE, config_from_train, zero_shot
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,9 @@ SWEEP_FILE = "sweep.json"
 ZERO_SHOT_DIR = "zeroshot"
 # Settings that vary per run of a sweep, or are actions: not part of what the runs share.
 PER_RUN_KEYS = ("shots", "seed", "output_dir", "resume", "eval_only", "overwrite")
+SWEEP_FIELDS = {"settings": dict, "shots": list[int], "seeds": list[int]}  # the types of sweep.json's keys
+#: The numbers of the zero-shot row's result (zeroshot.json) that the table reads.
+ZERO_SHOT_FIELDS = {"top1": Real, "top5": Real, "base_top1": Real, "novel_top1": Real, "hm": Real}
 
 
 @dataclass
@@ -115,7 +121,7 @@ def _check_root(cfg: SweepConfig, root: Path) -> None:
     path = root / SWEEP_FILE
     new = _shared_settings(cfg)
     if path.is_file():
-        old = read_json_object(path, "choose another --output-dir").get("settings", {})
+        old = read_json_object(path, "choose another --output-dir", fields=SWEEP_FIELDS, required=("settings",))["settings"]
         diff = [k for k in sorted(set(old) | set(new)) if not same_setting(k, old.get(k), new.get(k))]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
@@ -194,9 +200,11 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         except TrainingDiverged as e:
             log.error(f"{name}: training diverged ({e}); left out of the table")
             result.failed.append(name)
-    result.rows = table_rows(collect(cfg), base_to_novel=bool(cfg.train.base_classes))
-    write_results(root, result.rows, base_to_novel=bool(cfg.train.base_classes))
-    for line in markdown_table(result.rows, bool(cfg.train.base_classes)).splitlines():
+    found = collect(cfg)
+    result.rows = table_rows(found, base_to_novel=bool(cfg.train.base_classes))
+    record = sweep_protocol(cfg, found)
+    write_results(root, result.rows, base_to_novel=bool(cfg.train.base_classes), protocol=record)
+    for line in markdown_table(result.rows, bool(cfg.train.base_classes)).splitlines() + record:
         log.info(line)
     log.info(f"wrote {root / 'results.csv'}, results.md, results.png"
              + (f"; {len(result.failed)} run(s) diverged: {', '.join(result.failed)}" if result.failed else ""))
@@ -208,13 +216,33 @@ def collect(cfg: SweepConfig) -> dict:
     root = Path(cfg.output_dir)
     found: dict[int, list[dict]] = {}
     if cfg.zero_shot and (root / ZERO_SHOT_DIR / RESULT_FILE).is_file():
-        found[0] = [read_json_object(root / ZERO_SHOT_DIR / RESULT_FILE)]
+        found[0] = [read_json_object(root / ZERO_SHOT_DIR / RESULT_FILE, "run the sweep again", fields=ZERO_SHOT_FIELDS,
+                                     required=("top1", "top5"))]
     for shots in sorted(cfg.shots):
         for seed in cfg.seeds:
             path = root / run_name(shots, seed) / "summary.json"
             if path.is_file():
-                found.setdefault(shots, []).append(read_json_object(path))
+                found.setdefault(shots, []).append(read_summary(path))
     return found
+
+
+def sweep_protocol(cfg: SweepConfig, found: dict) -> list[str]:
+    """The protocol under the table: the runs' own record (``summary.json``'s ``protocol``: model selection,
+    frames and views, prompt, classes), the grid's shots and seeds, the zero-shot templates, how HM is taken."""
+    runs = [s for shots, summaries in sorted(found.items()) if shots for s in summaries]
+    record = next((s["protocol"] for s in runs if s.get("protocol")), None)
+    lines = describe_protocol(record) if record else ["protocol: the runs' summaries record none (trained before "
+                                                      "videocoop recorded it)"]
+    split = "the run's seed" if cfg.train.split_seed is None else f"split seed {cfg.train.split_seed}"
+    lines.append(f"shots: {', '.join(map(str, sorted(cfg.shots)))} per class, drawn with {split}; seeds "
+                 f"{', '.join(map(str, cfg.seeds))}")
+    if cfg.zero_shot:
+        templates = f"the templates of {cfg.templates_file}" if cfg.templates_file else cfg.templates
+        lines.append(f"zero-shot row: frozen CLIP, templates {templates}")
+    if cfg.train.base_classes:
+        lines.append("HM: the harmonic mean of the mean base and the mean novel accuracy (CoCoOp), not the mean of "
+                     "the runs' own HMs; ± the std of the runs' HMs")
+    return lines
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -269,8 +297,10 @@ def markdown_table(rows: Sequence[dict], base_to_novel: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(root: Path, rows: Sequence[dict], base_to_novel: bool = False) -> None:
-    """``results.csv`` (full precision), ``results.md`` and ``results.png``, atomically."""
+def write_results(root: Path, rows: Sequence[dict], base_to_novel: bool = False,
+                  protocol: Sequence[str] = ()) -> None:
+    """``results.csv`` (full precision), ``results.md`` (the table, then the ``protocol`` lines) and
+    ``results.png``, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_columns(base_to_novel), lineterminator="\n")
     writer.writeheader()
@@ -281,7 +311,9 @@ def write_results(root: Path, rows: Sequence[dict], base_to_novel: bool = False)
         else "validation top-1/top-5 of the model after the last epoch"
     note = (f"\n{what}; mean ± std over seeds (ddof=0, as CoOp's parse_test_res.py); runs: how many runs each row "
             f"averages. Each run's own numbers are in ROOT/shots<K>_seed<S>/summary.json.\n")
-    write_text(root / "results.md", markdown_table(rows, base_to_novel) + note)
+    record = "".join(f"- {line}\n" for line in protocol)
+    write_text(root / "results.md", markdown_table(rows, base_to_novel) + note + ("\nProtocol:\n\n" + record if record
+                                                                                 else ""))
     plot_results(rows, root / "results.png", base_to_novel)
 
 
@@ -317,4 +349,4 @@ def plot_results(rows: Sequence[dict], path: Path, base_to_novel: bool = False) 
 
 
 __all__ = ["SWEEP_FILE", "SweepConfig", "SweepResult", "collect", "markdown_table", "mean_std", "plot_results", "run_config",
-           "run_name", "run_sweep", "table_rows", "write_results"]
+           "run_name", "run_sweep", "sweep_protocol", "table_rows", "write_results"]

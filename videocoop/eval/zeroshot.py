@@ -27,15 +27,18 @@ from ..data.layout import INFO_FILE
 from ..data.packed import open_feature_dataset
 from ..data.protocols import harmonic_mean, split_classes
 from ..data.samples import collate_samples
+from ..data.sampling import MAX_FRAMES
 from ..model.prompt_learner import class_words
 from ..model.prompts_file import PromptsFile
 from ..model.video_clip import masked_mean
 from ..train.config import resolve_clip
 from ..train.engine import autocast, validate
+from ..train.record import class_list_hash, frames_record
 from ..utils.config import config_from_dict, known_fields
 from ..utils.distributed import resolve_device
-from ..utils.errors import VideoCoopError
+from ..utils.errors import InputError, VideoCoopError
 from ..utils.files import write_json
+from ..utils.readers import read_lines
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class ZeroShotConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise VideoCoopError(f"{key} must be >= 1, got {value}")
+        if self.num_frames is not None and self.num_frames > MAX_FRAMES:
+            raise VideoCoopError(f"num_frames must be at most {MAX_FRAMES}, got {self.num_frames}")
 
     def resolved_templates(self) -> list[str]:
         """The templates to ensemble, checked.
@@ -94,18 +99,17 @@ class ZeroShotConfig:
         """
         templates = list(self.templates)
         if self.templates_file:
-            try:
-                text = Path(self.templates_file).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise VideoCoopError(f"cannot read the templates file {self.templates_file}: {e}") from e
-            templates = [t.strip() for t in text.splitlines() if t.strip() and not t.strip().startswith("#")]
+            templates = read_lines(self.templates_file)
+        example = f"e.g. {DEFAULT_TEMPLATES[0]!r}"
         if not templates:
-            raise VideoCoopError(f"no templates{f' in {self.templates_file}' if self.templates_file else ''}; "
-                                 f"write one per line with {{}} where the class name goes, e.g. {DEFAULT_TEMPLATES[0]!r}")
+            problem = f"no templates; write one per line with {{}} where the class name goes, {example}"
+            raise InputError(self.templates_file, problem) if self.templates_file else VideoCoopError(problem)
         for t in templates:
             if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
-                raise VideoCoopError(f"template {t!r} must hold exactly one {{}} (where the class name goes) and no "
-                                     f"other braces, e.g. {DEFAULT_TEMPLATES[0]!r}")
+                problem = f"template {t!r} must hold exactly one {{}} (where the class name goes) and no other braces"
+                if self.templates_file:
+                    raise InputError(self.templates_file, problem, fix=example)
+                raise VideoCoopError(f"{problem}, {example}")
         return templates
 
 
@@ -195,7 +199,9 @@ def zero_shot(cfg: ZeroShotConfig, classnames: Sequence[str] | None = None) -> d
     every = score(dataset, list(range(len(names))))
     result = {"data": str(cfg.feature_dir), "clip_model": cfg.clip_model, "weights": weights, "templates": templates,
               "classnames": names, "videos": len(dataset), "loss": every.loss, "top1": every.top1, "top5": every.top5,
-              "per_class": every.per_class}
+              "per_class": every.per_class,
+              "protocol": {"model_selection": "none (frozen CLIP, nothing trained)", **frames_record(cfg.num_frames),
+                           "templates": templates, "classes": len(names), "classes_sha256": class_list_hash(names)}}
     log.info(f"zero-shot CLIP {cfg.clip_model} ({weights}), {len(templates)} template(s), {len(names)} classes, "
              f"{len(dataset)} videos of {cfg.feature_dir}: top1 {every.top1:.2f}% top5 {every.top5:.2f}%")
     if cfg.base_classes:

@@ -1,13 +1,13 @@
 """The custom prompts file (--initial-prompts-file): how prompts start, validated."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..utils.errors import VideoCoopError
+from ..utils.readers import read_json
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,12 @@ class PromptsFile:
         """Read and validate a prompts file.
 
         Raises:
-            VideoCoopError: missing or unreadable file, invalid JSON, unknown keys (the
-                message lists the valid ones), values of the wrong type.
+            VideoCoopError: missing or unreadable file, not UTF-8, invalid JSON (an
+                InputError naming the line), unknown keys (the message lists the valid ones),
+                values of the wrong type.
         """
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError as e:
-            raise VideoCoopError(f"prompts file {path} does not exist") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VideoCoopError(f"cannot read prompts file {path}: {e}") from e
-        return cls.from_dict(data, source=os.fspath(path))
+        return cls.from_dict(read_json(path, "a prompts file holds a JSON object (docs/training.md)"),
+                             source=os.fspath(path))
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "<dict>") -> PromptsFile:

@@ -10,6 +10,7 @@ the checkpoint's strict load fits it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..data.protocols import ProtocolSplit, apply_protocols
 from ..model.prompts_file import PromptsFile
 from ..model.video_clip import VideoFeatureCLIP
 from ..utils.distributed import World, device_for, resolve_device, world_from_env
+from ..utils.errors import VideoCoopError
 from .base_to_novel import check_transferable
 from .config import TrainConfig, default_precision, resolve_clip
 
@@ -121,6 +123,7 @@ class TrainSetup:
     world: World = World()  # this process among those of a torchrun run
     protocol: ProtocolSplit | None = None  # few-shot draw and base/novel split (videocoop.data.protocols)
     novel_model: VideoFeatureCLIP | None = None  # base-to-novel: the novel classes' model, never trained
+    select_set: FeatureDataset | None = None  # the split an epoch is chosen on (select_feature_dir), never the test split
 
 
 def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
@@ -142,19 +145,18 @@ def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
     clip_model, tokenizer = load_run_clip(cfg)
     dim = embed_dim(clip_model)
     weights = weights_id_of(cfg)
-    val_info = None
-    if cfg.val_feature_dir:
-        val_info = read_feature_info(cfg.val_feature_dir)
-    for root, info in ((cfg.feature_dir, train_info), (cfg.val_feature_dir, val_info)):
+    for root in (cfg.feature_dir, cfg.val_feature_dir, cfg.select_feature_dir):
+        info = read_feature_info(root) if root else None
         if info is not None:
             check_feature_info(info, cfg.clip_model, weights, dim, where=str(Path(root) / INFO_FILE))
     # per-file folders or packed splits (`videocoop pack`), whichever the folder holds
     train_set = open_feature_dataset(cfg.feature_dir, num_frames=cfg.num_frames, train=True, dim=dim, seed=cfg.seed)
-    val_set = None
-    if cfg.val_feature_dir:
-        val_set = open_feature_dataset(cfg.val_feature_dir, classnames=train_set.classnames, num_frames=cfg.num_frames,
-                                       dim=dim)
-    split = apply_protocols(cfg, train_set, val_set)  # few-shot draw, base classes: what training may see
+    val_set, select_set = (  # labelled with training's class order
+        open_feature_dataset(root, classnames=train_set.classnames, num_frames=cfg.num_frames, dim=dim) if root else None
+        for root in (cfg.val_feature_dir, cfg.select_feature_dir))
+    if val_set is not None and select_set is not None:
+        _refuse_shared_videos(select_set, val_set)
+    split = apply_protocols(cfg, train_set, val_set, select_set)  # few-shot draw, base classes: what training may see
     classnames = split.classnames
     model = build_model(cfg, classnames, clip_model, tokenizer, prompts=prompts,
                         run_classes=split.all_classnames).to(device)
@@ -167,7 +169,27 @@ def build(cfg: TrainConfig, world: World | None = None) -> TrainSetup:
     # what the run really uses: a prompts file sets n_ctx (its phrase's tokens) and may imply csc
     cfg = dataclasses.replace(cfg, n_ctx=model.prompt_learner.n_ctx, csc=bool(model.prompt_learner.csc), device=str(device))
     return TrainSetup(cfg, device, clip_model, tokenizer, model, split.train_set, split.val_set, list(classnames),
-                      world=world, protocol=split, novel_model=novel_model)
+                      world=world, protocol=split, novel_model=novel_model, select_set=split.select_set)
+
+
+def _refuse_shared_videos(select_set: FeatureDataset, val_set: FeatureDataset) -> None:
+    """An epoch chosen on videos of the test split is chosen on the test split. A video counts
+    as shared when its evaluation frames are the same bytes in both (the same file, a copy, or
+    its packed rows; the same video stored in another dtype is not caught).
+
+    Raises:
+        VideoCoopError: a video in both, both places named.
+    """
+    def fingerprints(dataset) -> dict[str, str]:  # sha1 of a video's frames -> where it is
+        return {hashlib.sha1(dataset[i].features.numpy().tobytes()).hexdigest(): str(dataset.files[i][0])
+                for i in range(len(dataset))}
+
+    test = fingerprints(val_set)
+    shared = [(path, test[key]) for key, path in fingerprints(select_set).items() if key in test]
+    if shared:
+        raise VideoCoopError(f"--select-feature-dir {select_set.root} shares {len(shared)} video(s) with the test split "
+                             f"--val-feature-dir {val_set.root} (e.g. {shared[0][0]} = {shared[0][1]}): choose epochs "
+                             f"on videos of their own")
 
 
 __all__ = [

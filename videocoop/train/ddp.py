@@ -21,12 +21,14 @@ Exactness is the design goal: G processes compute what one process computes.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from ..utils.distributed import World
@@ -133,3 +135,18 @@ class TrainStep(nn.Module):
         super().train(mode)
         self.model.text_encoder.eval()  # frozen CLIP: no dropout, whatever the mode of the rest
         return self
+
+
+def wrap(step: TrainStep, device: torch.device) -> DistributedDataParallel:
+    """``step`` under DistributedDataParallel (gradients of the trainable parameters averaged
+    over the processes), without DDP's buffer broadcast before every forward: the buffers
+    (prompt tokens, CLIP's mask) are constants, the same in every process.
+
+    Recent torch releases name that switch ``forward_sync_buffers`` and deprecate
+    ``broadcast_buffers``; older ones (back to the 2.5 floor in pyproject.toml) have only
+    ``broadcast_buffers``, which, False, also skips the buffers' sync at construction:
+    harmless for constants.
+    """
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else {"broadcast_buffers": False})
+    return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)

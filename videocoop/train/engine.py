@@ -100,8 +100,8 @@ def train_one_epoch(
         precision: ``amp`` autocasts the step; the others need nothing here.
         scaler: a GradScaler for fp16 autocast on CUDA.
         on_batch: called as ``on_batch(step, steps, loss, top1, lr, items)`` for progress.
-        check_every: read the on-device "loss not finite" flag every this many steps (and
-            every step when ``on_batch`` reads the loss anyway).
+        check_every: read the on-device "loss not finite" flag every this many steps, and at
+            the end of the epoch; the same steps on every process, with or without ``on_batch``.
         world: the processes sharing each global batch: each scales its summed loss by
             ``world.size / global batch``, so DDP's average is the global mean's gradient.
 
@@ -132,8 +132,10 @@ def train_one_epoch(
         if on_batch is not None:
             # a host sync per batch, only when someone is watching
             on_batch(step + 1, steps, (summed / n).item(), 100.0 * hit.float().mean().item(), lr, labels.shape[0])
-        if on_batch is not None or (step + 1) % check_every == 0:
-            tally.raise_if_diverged()  # a host sync every check_every steps
+        if (step + 1) % check_every == 0:
+            # a host sync, and under torchrun two all-reduces: at the same steps on every process,
+            # whoever shows bars (a collective one process skips waits for ever in the others)
+            tally.raise_if_diverged()
     tally.raise_if_diverged()  # the steps since the last read
     return tally.result()
 

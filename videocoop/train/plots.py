@@ -7,16 +7,14 @@ no display needed. Each picture lands atomically like every other file of a run.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_bytes
+from ..utils.files import write_bytes
 
-log = logging.getLogger(__name__)
 #: Class names are written on the confusion matrix's axes up to this many classes.
 MAX_LABELLED_CLASSES = 40
 
@@ -44,7 +42,9 @@ def _series(rows: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
 def plot_curves(rows: Sequence[Mapping], path: str | Path) -> Path:
     """Loss, top-1 (and top-5) and learning rate per epoch, from ``metrics.jsonl`` rows.
 
-    Epoch 0 is the untrained prompts' evaluation; the best validation epoch is marked.
+    Epoch 0 is the untrained prompts' evaluation. The model a run reports is the last
+    epoch's; with a selection split its top-1 is drawn too and the epoch it chose is marked
+    (nothing is marked on the test split's curve: nothing is chosen on it).
     """
     fig = _figure(12, 3.6)
     loss, acc, lr = fig.subplots(1, 3)
@@ -53,16 +53,19 @@ def plot_curves(rows: Sequence[Mapping], path: str | Path) -> Path:
         if x:
             loss.plot(x, y, style, ms=3, label=label)
     for key, label, style in (("train_top1", "train top-1", "-o"), ("val_top1", "validation top-1", "-s"),
-                              ("val_top5", "validation top-5", "--")):
+                              ("val_top5", "validation top-5", "--"), ("select_top1", "selection top-1", "-^")):
         x, y = _series(rows, key)
         if x:
             acc.plot(x, y, style, ms=3, label=label)
     acc_title = "accuracy"
     x, y = _series(rows, "val_top1")
     if x:
-        best = int(np.argmax(y))
-        acc.plot([x[best]], [y[best]], "*", ms=12, color="tab:orange", zorder=3)
-        acc_title = f"accuracy (best validation top-1 {y[best]:.1f}%, epoch {x[best]})"
+        acc_title = f"accuracy (last epoch {x[-1]}: validation top-1 {y[-1]:.1f}%)"
+    sx, sy = _series(rows, "select_top1")
+    if sx:
+        chosen = int(np.argmax(sy))  # the first best, as training chose it
+        acc.plot([sx[chosen]], [sy[chosen]], "*", ms=12, color="tab:orange", zorder=3)
+        acc_title += f"\nchosen on the selection split: epoch {sx[chosen]}"
     x, y = _series([r for r in rows if r["epoch"] >= 1], "lr")
     lr.plot(x, y, "-o", ms=3)
     for ax, title, ylabel in ((loss, "loss", "cross-entropy"), (acc, acc_title, "%"), (lr, "learning rate", "lr")):
@@ -117,9 +120,10 @@ def plot_run(out: str | Path) -> list[Path]:
     ``summary.json`` only; without ``summary.json`` there is no confusion picture).
 
     Raises:
-        VideoCoopError: ``out`` holds no ``metrics.jsonl``.
+        VideoCoopError: ``out`` holds no ``metrics.jsonl``; an InputError for a damaged
+            ``metrics.jsonl``, ``summary.json`` or ``confusion.npy`` (:mod:`.rundir`'s readers).
     """
-    from .rundir import METRICS_FILE, read_metrics
+    from .rundir import METRICS_FILE, read_confusion, read_metrics, read_summary
 
     out = Path(out)
     if not (out / METRICS_FILE).is_file():
@@ -127,17 +131,21 @@ def plot_run(out: str | Path) -> list[Path]:
     rows = read_metrics(out / METRICS_FILE)
     written = [plot_curves(rows, out / "curves.png")]
     if (out / "summary.json").is_file():
-        summary = read_json_object(out / "summary.json")
+        summary = read_summary(out / "summary.json")
         classnames, per_class = summary.get("classnames", []), summary.get("per_class", {})
-        confusion = np.load(out / "confusion.npy") if (out / "confusion.npy").is_file() else None
-        if confusion is not None and confusion.shape != (len(classnames), len(classnames)):
-            log.warning(f"{out / 'confusion.npy'} is {confusion.shape}, not one row and column per class: left out")
-            confusion = None
+        confusion = read_confusion(out / "confusion.npy", len(classnames)) if (out / "confusion.npy").is_file() else None
         if per_class:
-            title = f"best epoch {summary.get('best_epoch')}: {summary.get('best_metric', 'top1')} " \
-                    f"{summary.get('best_top1', 0):.1f}%"
-            written.append(plot_confusion(confusion, classnames, per_class, out / "confusion.png", title))
+            written.append(plot_confusion(confusion, classnames, per_class, out / "confusion.png", _title(summary)))
     return written
+
+
+def _title(summary: Mapping) -> str:
+    """What the confusion picture shows: the last epoch's model, or (a run of an older
+    videocoop) the epoch it chose on its validation folder."""
+    if "best_epoch" in summary:
+        return f"best epoch {summary['best_epoch']}: {summary.get('best_metric', 'top1')} {summary['best_top1']:.1f}%"
+    final, epoch = summary.get("final_val_top1"), (summary.get("model") or {}).get("epoch", summary.get("epochs"))
+    return f"epoch {epoch} (the last)" + ("" if final is None else f": validation top-1 {final:.1f}%")
 
 
 __all__ = ["plot_confusion", "plot_curves", "plot_run"]

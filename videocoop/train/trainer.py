@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..clip.loader import weights_id_of
@@ -35,27 +34,21 @@ from ..utils.distributed import (
     resolve_device,
     world_from_env,
 )
-from ..utils.errors import VideoCoopError
+from ..utils.errors import InputError
 from ..utils.files import atomic_write, write_json
-from ..utils.progress import Bars, file_handler, format_epoch, log_handlers
+from ..utils.progress import Bars, file_handler, log_handlers
 from .base_to_novel import evaluate_novel
 from .builder import TrainSetup, build
-from .checkpoint import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, check_checkpoint, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
-from .ddp import GlobalBatchSampler, ShardSampler, TrainStep
+from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
 from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
-from .rundir import (
-    METRICS_FILE,
-    TENSORBOARD_DIR,
-    append_metrics,
-    check_output,
-    read_config,
-    read_metrics,
-    start_output,
-    truncate_metrics,
-)
+from .record import LAST_EPOCH, run_protocol, selection_line
+from .selection import Selection, load_run_checkpoint
+from .rundir import Recorder, check_output, resumed_rows, start_output, truncate_metrics
 
 log = logging.getLogger(__name__)
 #: Whether a distributed run shards the classes' text encoding over its processes when
@@ -72,11 +65,16 @@ def _loaders(setup: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
     common = {"num_workers": cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
     batches = GlobalBatchSampler(len(setup.train_set), cfg.batch_size, cfg.seed, world)
     train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
-    val = None
-    if setup.val_set is not None:
-        val = DataLoader(setup.val_set, sampler=ShardSampler(len(setup.val_set), world), batch_size=cfg.batch_size,
-                         collate_fn=collate_samples, **common)
-    return train, val
+    return train, _eval_loader(setup, setup.val_set)
+
+
+def _eval_loader(setup: TrainSetup, dataset) -> DataLoader | None:
+    """This process's share of ``dataset``'s videos for an evaluation; None without a dataset."""
+    if dataset is None:
+        return None
+    return DataLoader(dataset, sampler=ShardSampler(len(dataset), setup.world), batch_size=setup.cfg.batch_size,
+                      collate_fn=collate_samples, num_workers=setup.cfg.num_workers,
+                      pin_memory=setup.device.type == "cuda", persistent_workers=False)
 
 
 def _collate_share(items):
@@ -156,24 +154,23 @@ def _eval_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     from this call, frames and precision too where given."""
     if not (out / "config.json").is_file():
         return cfg
-    stored = TrainConfig.from_dict({k: v for k, v in read_config(out / "config.json").items() if k not in ACTION_KEYS})
+    stored = TrainConfig.from_file(out / "config.json")
     given = {k: getattr(cfg, k) for k in ("num_frames", "precision") if getattr(cfg, k) is not None}
     this_call = {k: getattr(cfg, k) for k in ("feature_dir", "val_feature_dir", *EXECUTION_KEYS)}
-    return dataclasses.replace(stored, **this_call, **given)
+    # nothing is chosen here (cfg.checkpoint names the checkpoint): the selection split is not read
+    return dataclasses.replace(stored, **this_call, **given, select_feature_dir=None)
 
 
 def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
     model, cfg = setup.model, setup.cfg
-    ckpt_path = next((out / n for n in (CHECKPOINT_BEST, CHECKPOINT_LAST) if (out / n).is_file()), None)
-    if ckpt_path is not None:
-        state = load_checkpoint(ckpt_path)
-        if state["classnames"] != setup.classnames:
-            raise VideoCoopError(f"{ckpt_path} was trained on classes {state['classnames']}, the data has {setup.classnames}")
-        model.load_trainable_state_dict(state["trainable"])
-        what = f"{ckpt_path} (epoch {state['epoch']})"
-    else:
+    state = ckpt_path = None
+    if cfg.checkpoint == "last" and not (out / CHECKPOINT_LAST).is_file():
         log.warning(f"no checkpoint in {out}: evaluating the initial prompts")
         what = "the initial prompts (no checkpoint)"
+    else:
+        state, ckpt_path, what = load_run_checkpoint(out, cfg.checkpoint)
+        check_checkpoint(state, ckpt_path, classnames=setup.classnames, trainable=model.trainable_state_dict())
+        model.load_trainable_state_dict(state["trainable"])
     dataset = setup.val_set
     if dataset is None:
         # the training split, with evaluation's frame sampling (segment middles), not
@@ -185,9 +182,12 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
     log.info(f"eval of {what} on {dataset.root}: loss {result.loss:.4f} top1 {result.top1:.2f}% top5 {result.top5:.2f}%")
     for c, acc in result.per_class.items():
         log.info(f"  {c}: {acc:.1f}%")
-    summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "data": str(dataset.root),
+    chosen = state.get("selection") if state is not None and cfg.checkpoint == "best" else None  # what chose it
+    summary = {"checkpoint": None if ckpt_path is None else str(ckpt_path), "model": what,
+               "epoch": 0 if state is None else state["epoch"], "selection": chosen, "data": str(dataset.root),
                "loss": result.loss, "top1": result.top1, "top5": result.top5, "per_class": result.per_class}
     summary.update(_protocol_results(setup, result.top1))
+    summary["protocol"] = _protocol(setup, what)
     if setup.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval.json", summary)
@@ -208,6 +208,12 @@ def _protocol_results(setup: TrainSetup, base_top1: float | None) -> dict:
     return results
 
 
+def _protocol(setup: TrainSetup, selection: str = LAST_EPOCH) -> dict:
+    """The run's protocol record (:func:`~videocoop.train.record.run_protocol`)."""
+    novel = setup.protocol.novel if setup.protocol is not None else ()
+    return run_protocol(setup.cfg, setup.model, setup.classnames, selection, novel)
+
+
 def _divergence_error(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainConfig) -> TrainingDiverged:
     """Say where the loss diverged and what is kept; logged, then raised by the caller."""
     kept = (f"{CHECKPOINT_LAST} keeps epoch {epoch - 1}, the last good state" if epoch > 1
@@ -217,18 +223,6 @@ def _divergence_error(e: TrainingDiverged, epoch: int, steps: int, cfg: TrainCon
                f"{kept}: {hint}")
     log.error(message)
     return TrainingDiverged(message, e.step, e.loss)
-
-
-def _tensorboard_writer(cfg: TrainConfig, out: Path, first_epoch: int):
-    """A SummaryWriter for ``--tensorboard``; events of epochs from ``first_epoch`` on, left by
-    a killed run, are purged so a resumed run writes each epoch once."""
-    if not cfg.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise VideoCoopError("--tensorboard needs the tensorboard package: pip install 'videocoop[tensorboard]'") from e
-    return SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=first_epoch)
 
 
 @dataclass
@@ -251,33 +245,6 @@ class _Stepper:
             self.scaler.load_state_dict(state["scaler"])
 
 
-class _Recorder:
-    """The epochs' rows: kept for the summary; on rank 0 also appended to the metrics file,
-    logged, shown by the bars and written to TensorBoard."""
-
-    def __init__(self, cfg: TrainConfig, out: Path, main: bool, first_epoch: int, rows: list[dict]):
-        self.cfg, self.out, self.main, self.rows = cfg, out, main, rows
-        self.bars = Bars(cfg.progress if main else "none")
-        self.board = _tensorboard_writer(cfg, out, first_epoch) if main else None
-
-    def record(self, row: dict) -> None:
-        self.rows.append(row)
-        if not self.main:
-            return
-        append_metrics(self.out, row)
-        line = format_epoch(row["epoch"], self.cfg.epochs, row)
-        log.info(line)
-        self.bars.end_epoch(line.split("|")[0].strip())
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
-            if self.board is not None and row.get(key) is not None:
-                self.board.add_scalar(key, row[key], row["epoch"])
-
-    def close(self) -> None:
-        self.bars.close()
-        if self.board is not None:
-            self.board.close()
-
-
 def _train(setup: TrainSetup, out: Path, t_start: float) -> dict:
     cfg, model, device, world = setup.cfg, setup.model, setup.device, setup.world
     train_loader, val_loader = _loaders(setup)
@@ -287,11 +254,10 @@ def _train(setup: TrainSetup, out: Path, t_start: float) -> dict:
                        torch.amp.GradScaler("cuda") if fp16_amp else None)
     step_model = model
     if world.distributed:  # gradients of the trainable parameters averaged over the processes
-        # the buffers (prompt tokens, CLIP's mask) are constants: no sync before every forward
-        step_model = DistributedDataParallel(TrainStep(model, world, _shard_text(setup)), forward_sync_buffers=False,
-                                             device_ids=[device.index] if device.type == "cuda" else None)
-    best, first_epoch, rows = _start(setup, out, stepper)
-    recorder = _Recorder(cfg, out, world.is_main, first_epoch, rows)
+        step_model = wrap(TrainStep(model, world, _shard_text(setup)), device)
+    selection, first_epoch, rows, per_class = _start(setup, out, stepper)
+    select_loader = _eval_loader(setup, setup.select_set)
+    recorder = Recorder(cfg, out, world.is_main, first_epoch, rows)
     try:
         if first_epoch == 1 and val_loader is not None:
             t0 = time.perf_counter()
@@ -301,50 +267,56 @@ def _train(setup: TrainSetup, out: Path, t_start: float) -> dict:
                              "untrained": True})
         recorder.bars.start(cfg.epochs, first_epoch)
         for epoch in range(first_epoch, cfg.epochs + 1):
-            row, tr, ev = _epoch(setup, epoch, step_model, train_loader, val_loader, stepper, recorder.bars)
-            score, per_class, confusion = (tr.top1, {}, None) if ev is None else (ev.top1, ev.per_class, ev.confusion)
-            is_best = score > best["top1"]  # the same on every process: the numbers are reduced
-            if is_best:
-                best = {"epoch": epoch, "top1": score, "per_class": per_class}
+            row, ev = _epoch(setup, epoch, step_model, train_loader, (val_loader, select_loader), stepper,
+                             recorder.bars)
+            # chosen on the selection split only, never on the test split; the same on every process
+            is_best = selection is not None and selection.update(epoch, row["select_top1"], row["val_top1"])
+            per_class = {} if ev is None else ev.per_class
             recorder.record(row)
             if world.is_main:
-                _save_epoch(setup, out, epoch, best, stepper, confusion, is_best)
+                _save_epoch(setup, out, epoch, selection, stepper, ev, is_best)
     finally:
         recorder.close()
-    return _finish(setup, out, best, recorder.rows, val_loader is not None, t_start)
+    return _finish(setup, out, selection, recorder.rows, per_class, t_start)
 
 
-def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[dict, int, list[dict]]:
-    """The best epoch so far, the first epoch to train and the metrics rows so far: a fresh
-    start (the global RNGs seeded), or where ``checkpoint_last.pt`` left off (every
-    process resumes from the same checkpoint)."""
+def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[Selection | None, int, list[dict], dict]:
+    """The epoch chosen so far on the selection split (None without one), the first epoch to
+    train, the metrics rows and the last epoch's per-class top-1 so far: a fresh start (the
+    global RNGs seeded), or where ``checkpoint_last.pt`` left off (every process resumes from
+    the same checkpoint; one of an older videocoop holds no selection)."""
     cfg, world = setup.cfg, setup.world
+    fresh = Selection(cfg.select_feature_dir) if cfg.select_feature_dir else None
     if not cfg.resume:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-        return {"epoch": 0, "top1": -1.0, "per_class": {}}, 1, []
-    state = load_checkpoint(out / CHECKPOINT_LAST)
-    if state["classnames"] != setup.classnames:
-        raise VideoCoopError(f"{out / CHECKPOINT_LAST} was trained on classes {state['classnames']}, the data has "
-                             f"{setup.classnames}")
+        return fresh, 1, [], {}
+    path = out / CHECKPOINT_LAST
+    state = load_checkpoint(path)
+    check_checkpoint(state, path, classnames=setup.classnames, trainable=setup.model.trainable_state_dict())
     setup.model.load_trainable_state_dict(state["trainable"])
-    stepper.load_state_dicts(state)
+    try:
+        stepper.load_state_dicts(state)
+        set_rng_state(state["rng"])
+        selection = Selection(**state["selection"]) if state.get("selection") else fresh
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:  # torch's loaders raise these
+        raise InputError(path, f"its optimiser, schedule or RNG state cannot be restored ({type(e).__name__}: "
+                               f"{str(e)[:160]})", fix="the file is damaged or of another videocoop; pass --overwrite "
+                                                       "to train anew, or choose another --output-dir") from e
     first_epoch = state["epoch"] + 1
-    set_rng_state(state["rng"])
-    # a kill between the metrics line and the checkpoint leaves a line too many
-    metrics = out / METRICS_FILE
-    rows = [r for r in read_metrics(metrics) if r["epoch"] < first_epoch] if metrics.is_file() else []
+    rows = resumed_rows(out, first_epoch)
     if world.is_main:
         truncate_metrics(out, first_epoch)
         _log_resume(out, state, first_epoch, cfg.epochs, world)
-    return dict(state["best"]), first_epoch, rows
+    return selection, first_epoch, rows, state.get("per_class", {})
 
 
 def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: DataLoader,
-           val_loader: DataLoader | None, stepper: _Stepper, bars: Bars) -> tuple[dict, TrainResult, EvalResult | None]:
-    """Train one epoch, then evaluate; its metrics row and both results (no evaluation
-    without validation videos)."""
+           eval_loaders: tuple[DataLoader | None, DataLoader | None], stepper: _Stepper,
+           bars: Bars) -> tuple[dict, EvalResult | None]:
+    """Train one epoch, then evaluate on the test split (``val_*``) and the selection split
+    (``select_*``) where there are; its metrics row and the test split's result."""
     cfg, device, world = setup.cfg, setup.device, setup.world
     t0 = time.perf_counter()
     lr = stepper.optimizer.param_groups[0]["lr"]
@@ -360,62 +332,73 @@ def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: D
         raise _divergence_error(e, epoch, len(train_loader), cfg) from e
     row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
            "val_top5": None, "lr": lr}
-    ev = None
-    if val_loader is not None:
-        ev = validate(setup.model, val_loader, device, setup.classnames, precision=cfg.precision, world=world)
-        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+    results = [None if loader is None else validate(setup.model, loader, device, setup.classnames,
+                                                    precision=cfg.precision, world=world) for loader in eval_loaders]
+    for prefix, result in zip(("val", "select"), results):
+        if result is not None:
+            row.update({f"{prefix}_loss": result.loss, f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5})
     row["seconds"] = time.perf_counter() - t0
-    return row, tr, ev
+    return row, results[0]
 
 
-def _save_epoch(setup: TrainSetup, out: Path, epoch: int, best: dict, stepper: _Stepper,
-                confusion: torch.Tensor | None, is_best: bool) -> None:
-    """Rank 0's checkpoints after an epoch: ``checkpoint_best.pt`` (and the best epoch's
-    confusion matrix) when it is the best so far, ``checkpoint_last.pt`` always."""
+def _save_epoch(setup: TrainSetup, out: Path, epoch: int, selection: Selection | None, stepper: _Stepper,
+                ev: EvalResult | None, is_best: bool) -> None:
+    """Rank 0's files after an epoch: the test split's confusion matrix (the model the summary
+    reports is the last epoch's), ``checkpoint_best.pt`` when the selection split chose this
+    epoch, ``checkpoint_last.pt`` always."""
     state = {
-        "trainable": setup.model.trainable_state_dict(), **stepper.state_dicts(), "epoch": epoch, "best": best,
+        "trainable": setup.model.trainable_state_dict(), **stepper.state_dicts(), "epoch": epoch,
+        "selection": None if selection is None else selection.to_dict(), "per_class": {} if ev is None else ev.per_class,
         "rng": rng_state(), "config": setup.cfg.to_dict(), "classnames": setup.classnames,
         "world_size": setup.world.size,
     }
-    # best first: a kill between the writes leaves last at the previous epoch, whose best is on disk
+    if ev is not None and ev.confusion is not None:
+        atomic_write(out / "confusion.npy", lambda fh: np.save(fh, ev.confusion.numpy()))
+    # best first: a kill between the writes leaves last at the previous epoch, whose choice is on disk
     if is_best:
-        if confusion is not None:
-            atomic_write(out / "confusion.npy", lambda fh: np.save(fh, confusion.numpy()))
         save_checkpoint(out / CHECKPOINT_BEST, **state)
     save_checkpoint(out / CHECKPOINT_LAST, **state)
 
 
-def _finish(setup: TrainSetup, out: Path, best: dict, rows: list[dict], validated: bool, t_start: float) -> dict:
+def _finish(setup: TrainSetup, out: Path, selection: Selection | None, rows: list[dict], per_class: dict,
+            t_start: float) -> dict:
     """The run's summary, with its protocol's numbers; on rank 0 written (``summary.json``),
-    pictured (``curves.png``, ``confusion.png``) and logged."""
+    pictured (``curves.png``, ``confusion.png``) and logged. Its numbers are the last epoch's
+    model (``checkpoint_last.pt``), as CoOp reports; an epoch chosen on the selection split is
+    described beside them (``selection``), never in their place."""
     cfg = setup.cfg
     untrained = next((r["val_top1"] for r in rows if r["epoch"] == 0), None)
     final = rows[-1]
     summary = {
-        "best_epoch": best["epoch"],
-        "best_top1": best["top1"],
-        "best_metric": "val_top1" if validated else "train_top1",
+        "model": {"checkpoint": CHECKPOINT_LAST, "epoch": final["epoch"], "chosen": "the last epoch"},
         "untrained_val_top1": untrained,
         "final_val_top1": final.get("val_top1"),
         "final_val_top5": final.get("val_top5"),
         "final_train_loss": final.get("train_loss"),
+        "final_train_top1": final.get("train_top1"),
+        "per_class": per_class,  # the last epoch's, on the test split
+        "selection": None if selection is None or not selection.epoch else selection.summary(),
         "epochs": cfg.epochs,
         "seconds": time.perf_counter() - t_start,
         "device": str(setup.device),
         "processes": setup.world.size,
         "classnames": setup.classnames,
-        "per_class": best["per_class"],
     }
     summary.update(_protocol_results(setup, final.get("val_top1")))
+    summary["protocol"] = _protocol(setup, selection_line(summary["selection"]))
     if not setup.world.is_main:
         return summary
     write_json(out / "summary.json", summary)
     plot_run(out)
     if untrained is not None:
-        log.info(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {cfg.epochs}): "
-                 f"val top1 {final['val_top1']:.2f}%")
-    log.info(f"best: epoch {best['epoch']}, {summary['best_metric']} {best['top1']:.2f}%; "
-             f"{summary['seconds']:.0f}s; output in {out} (curves.png, confusion.png)")
+        log.info(f"untrained prompts (epoch 0): val top1 {untrained:.2f}%; trained (epoch {final['epoch']}, the last, "
+                 f"{CHECKPOINT_LAST}): val top1 {final['val_top1']:.2f}%")
+    if summary["selection"]:
+        chosen = summary["selection"]
+        val = "" if chosen["val_top1"] is None else f", val top1 {chosen['val_top1']:.2f}%"
+        log.info(f"chosen on {chosen['split']}: epoch {chosen['epoch']} (select top1 {chosen['select_top1']:.2f}%{val}), "
+                 f"{CHECKPOINT_BEST}: --eval-only and predict load it with --checkpoint best")
+    log.info(f"{summary['seconds']:.0f}s; output in {out} (curves.png, confusion.png)")
     return summary
 
 

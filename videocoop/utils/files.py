@@ -1,4 +1,4 @@
-"""Reading and writing the small files of a run or a feature folder, safely.
+"""Writing the files of a run or a feature folder, safely (their readers: :mod:`.readers`).
 
 Every file videocoop writes lands atomically: a temporary file beside it, flushed to
 disk, then renamed over the target. A crash or a kill mid-write leaves the previous
@@ -9,56 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
-
-from .errors import VideoCoopError
-
-
-def read_json_object(path: str | os.PathLike, hint: str = "") -> dict:
-    """A JSON object from ``path``; an unreadable, corrupt or non-object file is a
-    VideoCoopError naming it, followed by ``hint`` (what to do about it)."""
-    tail = f"; {hint}" if hint else ""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VideoCoopError(f"cannot read {path}: {e}{tail}") from e
-    if not isinstance(value, dict):
-        raise VideoCoopError(f"{path} is not a JSON object{tail}")
-    return value
-
-
-# Phrases of numpy's and torch's load errors that advise loading the file unsafely: never relayed.
-_UNSAFE_ADVICE = ("allow_pickle", "weights_only", "trust", "pickle.load", "file an issue")
-
-
-def load_error(path: str | os.PathLike, error: BaseException, holds: str) -> VideoCoopError:
-    """The user error for a file that numpy or torch could not load safely.
-
-    Says what is wrong with the file and what a valid one ``holds``; never relays the
-    libraries' advice to unpickle a file we refused (pickled objects stay refused).
-    """
-    path = Path(path)
-    kind = path.suffix or "array"
-    text = str(error)
-    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if unsupported:
-        reason = f"it holds a pickled {unsupported.group(1)} object, and videocoop never unpickles objects"
-    elif "Object arrays cannot be loaded" in text:
-        reason = "it holds Python objects (an object array), and videocoop never unpickles objects"
-    elif path.is_file() and path.stat().st_size == 0:
-        reason = "it is empty"
-    else:
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        if len(first) > 160:  # torch's run on with advice after the first sentence
-            first = re.split(r"(?<=[.?])\s", first, maxsplit=1)[0]
-        # the libraries' own words only where they describe the damage (numpy: "file seems not
-        # fully written?"), not a generic IndexError from deep inside an unpickler
-        safe = first and isinstance(error, (ValueError, RuntimeError)) and not any(a in text for a in _UNSAFE_ADVICE)
-        reason = "it is damaged or in another format" + (f" ({type(error).__name__}: {first})" if safe else "")
-    return VideoCoopError(f"{path} is not a valid {kind} file: {reason}; a valid one holds {holds}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,4 +67,4 @@ def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
-__all__ = ["atomic_write", "load_error", "read_json_object", "write_bytes", "write_json", "write_text"]
+__all__ = ["atomic_write", "write_bytes", "write_json", "write_text"]

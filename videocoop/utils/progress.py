@@ -103,6 +103,8 @@ def format_epoch(epoch: int, epochs: int, row: Mapping) -> str:
         parts.append(f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2f}%")
     if row.get("val_top1") is not None:
         parts.append(f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f}% top5 {row['val_top5']:.2f}%")
+    if row.get("select_top1") is not None:
+        parts.append(f"select top1 {row['select_top1']:.2f}%")
     parts.append(f"lr {row['lr']:.2e}  {row['seconds']:.1f}s")
     return " | ".join(parts)
 

@@ -3,6 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ConfigError
+
+#: The largest seed: numpy's global generator (which a run seeds too) takes 32 bits.
+MAX_SEED = 2 ** 32 - 1
+
+
+def check_seed(key: str, value: int) -> None:
+    """Refuse a seed the generators cannot take (numpy's: 0 to 2**32 - 1), naming its ``key``."""
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(key, f"{key} must be between 0 and {MAX_SEED} (2**32 - 1), got {value}")
+
 
 def seed_hash(*values: int) -> int:
     """A 63-bit seed from integers (splitmix64 over each in turn): the same on every machine,

@@ -6,18 +6,23 @@ A video's frames are its decoded frames in presentation order: frame ``i`` is th
 ones without decoding the rest where it can: one demux pass (packets only, no decoding)
 lists every frame's timestamp and the keyframes, then it seeks to the keyframe before
 each wanted frame and decodes forward from there, converting only the frames it keeps.
-:func:`read_frames` with ``seek=False`` is the plain path (decode everything, in order);
-the tests hold the two to equality, and the seeking path falls back to the plain one
-when a file's packets and frames disagree.
+That takes packets for frames, one each, so it is checked twice: MPEG-4 Part 2 packets
+must each code one picture (:mod:`.mpeg4`: no N-VOPs; DivX's packed pairs count two), and
+every frame the decoder gives must be the next packet in presentation order. Where
+either fails, the plain path decodes every frame in order (``seek=False``); the tests
+hold the two to equality. :func:`iter_frames` gives the kept frames in pieces as they
+are decoded, so that a long video is never held whole.
 
 CLIP's preprocessing of the frames is :mod:`videocoop.video.preprocess`.
 """
 from __future__ import annotations
 
 import bisect
+import contextlib
+import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -25,9 +30,12 @@ import av
 import numpy as np
 import torch
 
+from ..data.sampling import MAX_FRAMES
 from ..utils.errors import VideoCoopError
+from .mpeg4 import PictureCount
 
 SAMPLING_METHODS = ("segment-middle", "fps")
+MAX_FPS = 1000  # frames per second past any video's rate: a typo, whose frame list would not fit in memory
 
 
 class VideoDecodeError(VideoCoopError):
@@ -62,10 +70,12 @@ class Sampling:
     def __post_init__(self):
         if (self.num_frames is None) == (self.fps is None):
             raise VideoCoopError(f"sample by num_frames or by fps, exactly one; got num_frames={self.num_frames}, fps={self.fps}")
-        if self.num_frames is not None and (not isinstance(self.num_frames, int) or self.num_frames < 1):
-            raise VideoCoopError(f"num_frames must be an integer >= 1, got {self.num_frames!r}")
-        if self.fps is not None and not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise VideoCoopError(f"fps must be a number > 0, got {self.fps!r}")
+        if self.num_frames is not None and (not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool)
+                                            or not 1 <= self.num_frames <= MAX_FRAMES):
+            raise VideoCoopError(f"num_frames must be an integer from 1 to {MAX_FRAMES}, got {self.num_frames!r}")
+        if self.fps is not None and not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps)
+                                         and 0 < self.fps <= MAX_FPS):
+            raise VideoCoopError(f"fps must be a number above 0 and at most {MAX_FPS}, got {self.fps!r}")
 
     @property
     def method(self) -> str:
@@ -122,9 +132,40 @@ def fps_indices(times: Sequence[float], fps: float) -> list[int]:
 # --------------------------------------------------------------------------- decoding
 
 
+class FrameClock:
+    """Each decoded frame's time in seconds from the first frame, fed the frames in order.
+
+    A frame's time is its timestamp minus the first frame's (exactly, in the stream's time
+    base, as the seeking path times packets). Raw streams (H.264 or MPEG-4 without a
+    container) carry no timestamps: when the first frame has none, frame ``n`` is at
+    ``n / rate``; a later frame without one comes one frame interval after the one before.
+    ``rate`` is FFmpeg's guess of the frame rate (the stream's own timing, e.g. H.264's
+    VUI, before the container's average). The extractor and the ``extraction-parity``
+    audit both time frames with this clock.
+    """
+
+    def __init__(self, stream):
+        self.rate = float(stream.guessed_rate or stream.average_rate or 1)
+        self.n, self.first, self.last = 0, None, 0.0
+
+    def __call__(self, frame) -> float:
+        n, self.n = self.n, self.n + 1
+        if n == 0:
+            self.first = frame.pts
+            t = 0.0
+        elif self.first is None:
+            t = n / self.rate
+        elif frame.pts is not None:
+            t = float((frame.pts - self.first) * (frame.time_base or Fraction(1, 1)))
+        else:
+            t = self.last + 1 / self.rate
+        self.last = t
+        return t
+
+
 @dataclass
 class Frames:
-    """The kept frames of one video and where they came from.
+    """The kept frames of one video (or, from :func:`iter_frames`, a piece of them) and where they came from.
 
     ``frames`` is uint8 ``[T, H, W, 3]`` in RGB order; ``indices`` and ``times`` (seconds
     from the first frame) say which frames they are; ``length`` counts the video's frames.
@@ -135,10 +176,16 @@ class Frames:
     times: list[float]
     length: int
     fps: float  # frames per second over the whole video (0 for one frame)
+    last: bool = True  # the video's last piece (a whole video is one)
+
+
+#: :func:`iter_frames` yields this when the pieces it gave so far are void: the seeking path
+#: found the decoder disagreeing with the packets; the plain path's pieces follow.
+RESTART = "restart"
 
 
 class _Disagree(Exception):
-    """The packets' timestamps do not describe the decoded frames: use the plain path."""
+    """The packets do not describe the decoded frames: use the plain path."""
 
 
 def read_frames(path: str | os.PathLike, sampling: Sampling, *, seek: bool = True) -> Frames:
@@ -148,70 +195,136 @@ def read_frames(path: str | os.PathLike, sampling: Sampling, *, seek: bool = Tru
         path: the video file.
         sampling: which frames.
         seek: demux once, then seek to the keyframe before each kept frame (decoding only
-            from there); False decodes every frame in order (the plain path).
+            from there), checking every decoded frame against the packets; False decodes
+            every frame in order (the plain path).
 
     Raises:
         VideoDecodeError: the file cannot be opened or decoded, has no video stream or no
             frames; the message names the file.
     """
+    parts: list[Frames] = []
+    for part in iter_frames(path, sampling, seek=seek):
+        parts = [] if part is RESTART else [*parts, part]
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(parts[-1], frames=torch.cat([p.frames for p in parts]),
+                               indices=[i for p in parts for i in p.indices], times=[t for p in parts for t in p.times])
+
+
+def iter_frames(path: str | os.PathLike, sampling: Sampling, *, piece: int | None = None,
+                seek: bool = True) -> Iterator[Frames | str]:
+    """:func:`read_frames` in pieces of at most ``piece`` frames, each yielded as soon as it is
+    decoded, so that a long video never sits in memory whole (None: one piece). It yields
+    :data:`RESTART` when the seeking path fails a check after it gave pieces: those are
+    void, the plain path's follow. Raises as :func:`read_frames`, also after some pieces."""
+    if seek:
+        given = False
+        try:
+            for part in _seeking(path, sampling, piece):
+                given = True
+                yield part
+                del part  # not held while the next piece is decoded
+            return
+        except _Disagree:
+            if given:
+                yield RESTART
+    yield from _plain(path, sampling, piece)
+
+
+@contextlib.contextmanager
+def _opened(path):
+    """The container and its first video stream; PyAV's errors become :class:`VideoDecodeError` naming the file."""
     try:
         with av.open(os.fspath(path)) as container:
             if not container.streams.video:
                 raise VideoDecodeError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            if seek:
-                try:
-                    return _read_seeking(container, stream, sampling)
-                except _Disagree:
-                    container.seek(0)  # start over on the plain path
-            return _read_plain(container, stream, sampling)
-    except VideoDecodeError:
+            yield container, container.streams.video[0]
+    except VideoDecodeError:  # a VideoCoopError is a ValueError: not PyAV's
         raise
     except (av.FFmpegError, OSError, ValueError, IndexError, RuntimeError, MemoryError) as e:
-        raise VideoDecodeError(f"cannot decode {path}: {type(e).__name__}: {e}") from e
+        raise VideoDecodeError(f"cannot decode {path}: {type(e).__name__}: {e}{_what_it_is(path)}") from e
+
+
+def _what_it_is(path: str | os.PathLike) -> str:
+    """What a file that is not a video is, where its first bytes tell (a web page saved under a
+    video's name, by a download that got the page instead of the video)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    except OSError:
+        return ""
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")):
+        return " (it is an HTML page, not a video: a download that saved the web page; download the video itself)"
+    return " (it is empty)" if not head else ""
 
 
 def _rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")  # [H, W, 3]; FFmpeg's own YUV -> RGB conversion
 
 
-def _frames_from_arrays(arrays: dict[int, np.ndarray], indices: list[int], times: list[float], length: int) -> Frames:
-    """The :class:`Frames` of the kept frames: ``arrays`` maps a frame index to its RGB
-    array, ``times`` holds every frame's time, ``length`` counts the video's frames."""
-    shapes = {a.shape for a in arrays.values()}
-    if len(shapes) != 1:
-        raise VideoDecodeError(f"frames change size within the video ({sorted(shapes)})")
-    frames = torch.from_numpy(np.stack([arrays[i] for i in indices]))  # [T, H, W, 3]
-    span = times[-1] - times[0] if length > 1 else 0.0
-    fps = (length - 1) / span if span > 0 else 0.0
-    return Frames(frames, list(indices), [times[i] for i in indices], length, fps)
+class _Pieces:
+    """Collects the kept frames, in order, into pieces of at most ``size``: each decoded frame
+    is copied into its piece's array at once, so a piece's frames are held once."""
+
+    def __init__(self, path, indices: list[int], times: list[float], size: int | None):
+        self.path, self.indices, self.times, self.length = path, indices, times, len(times)
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        self.fps = (len(times) - 1) / span if span > 0 else 0.0
+        self.size, self.k, self.start, self.buffer = size or len(indices), 0, 0, None
+
+    @property
+    def done(self) -> bool:
+        return self.k == len(self.indices)
+
+    @property
+    def wanted(self) -> int:
+        return self.indices[self.k]
+
+    def add(self, i: int, array: np.ndarray) -> Iterator[Frames]:
+        """Frame ``i`` decoded: it fills every kept place it has (short videos repeat frames)."""
+        while not self.done and self.wanted == i:
+            if self.buffer is None:
+                self.start = self.k
+                n = min(self.size, len(self.indices) - self.k)
+                self.buffer = np.empty((n, *array.shape), np.uint8)  # [t, H, W, 3]
+            elif array.shape != self.buffer.shape[1:]:
+                raise VideoDecodeError(f"{self.path}: frames change size within the video "
+                                       f"({self.buffer.shape[1:]} and {array.shape})")
+            self.buffer[self.k - self.start] = array
+            self.k += 1
+            if self.k - self.start == len(self.buffer):
+                kept = self.indices[self.start:self.k]
+                buffer, self.buffer = self.buffer, None
+                yield Frames(torch.from_numpy(buffer), kept, [self.times[j] for j in kept], self.length, self.fps,
+                             last=self.done)
+                del buffer  # the piece is the consumer's now: hold no reference while decoding the next
 
 
-def _read_plain(container, stream, sampling: Sampling) -> Frames:
-    """Every frame decoded in order (twice: once to count and time them, once to keep)."""
-    rate = float(stream.average_rate or 1)
-    stamps = []
-    for n, frame in enumerate(container.decode(stream)):
-        stamps.append(frame.time if frame.time is not None else n / rate)
-    if not stamps:
-        raise VideoDecodeError("the video has no decodable frames")
-    times = [t - stamps[0] for t in stamps]
-    indices = sampling.indices(times)
-    wanted = set(indices)
-    container.seek(0)
-    arrays = {}
-    for n, frame in enumerate(container.decode(stream)):
-        if n in wanted:
-            arrays[n] = _rgb(frame)
-        if n >= max(wanted):
-            break
-    if len(arrays) != len(wanted):
-        raise VideoDecodeError(f"a second decode gave fewer frames ({len(arrays)} of {len(wanted)} kept)")
-    return _frames_from_arrays(arrays, indices, times, len(times))
+def _plain(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
+    """Every frame decoded in order, twice: once to count and time them, once to keep. The
+    second pass opens the file again: raw streams cannot seek back."""
+    with _opened(path) as (container, stream):
+        clock = FrameClock(stream)
+        times = [clock(frame) for frame in container.decode(stream)]
+    if not times:
+        raise VideoDecodeError(f"{path}: the video has no decodable frames")
+    out = _Pieces(path, sampling.indices(times), times, piece)
+    with _opened(path) as (container, stream):
+        for n, frame in enumerate(container.decode(stream)):
+            if n == out.wanted:
+                yield from out.add(n, _rgb(frame))
+            if out.done:
+                return
+    raise VideoDecodeError(f"{path}: a second decode gave fewer frames ({out.k} of {len(out.indices)} kept)")
 
 
-def _read_seeking(container, stream, sampling: Sampling) -> Frames:
-    pts, keyframes = [], []
+def _packets(path, container, stream) -> tuple[list[int], list[int], dict[int, int]]:
+    """Every packet's timestamp in presentation order, the keyframes', and each keyframe's
+    decoding timestamp (AVI's index holds those: seeking by the presentation time can land
+    on the next keyframe), from one demux pass, where the packets are the frames (else
+    :class:`_Disagree`)."""
+    pts, keyframes, seek_at = [], [], {}
+    pictures = PictureCount(stream.codec_context.extradata) if stream.codec_context.name == "mpeg4" else None
     for packet in container.demux(stream):
         if packet.size == 0:  # the demuxer's flush packet
             continue
@@ -219,35 +332,62 @@ def _read_seeking(container, stream, sampling: Sampling) -> Frames:
             raise _Disagree
         pts.append(packet.pts)
         keyframes.append(packet.is_keyframe)
+        if packet.is_keyframe:
+            seek_at[packet.pts] = packet.pts if packet.dts is None else min(packet.dts, packet.pts)
+        if pictures is not None:
+            pictures.add(bytes(packet))
     if not pts:
-        raise VideoDecodeError("the video has no frames")
+        raise VideoDecodeError(f"{path}: the video has no frames")
+    if pictures is not None and not pictures.one_per_packet():
+        raise _Disagree  # MPEG-4 Part 2 packets that show no picture (N-VOPs) or two
     order = sorted(range(len(pts)), key=pts.__getitem__)
-    pts = [pts[i] for i in order]  # presentation order
-    if len(set(pts)) != len(pts):
+    if len({pts[i] for i in order}) != len(pts):
         raise _Disagree
-    key_pts = [pts[j] for j, i in enumerate(order) if keyframes[i]] or [pts[0]]
-    time_base = stream.time_base or Fraction(1, 1)
-    times = [float((p - pts[0]) * time_base) for p in pts]
-    indices = sampling.indices(times)
-    wanted = {pts[i]: i for i in indices}
-    arrays: dict[int, np.ndarray] = {}
-    decoder, last = None, None
-    for target in sorted(wanted):
-        if wanted[target] in arrays:
-            continue
-        key = key_pts[max(bisect.bisect_right(key_pts, target) - 1, 0)]
-        if decoder is None or last is None or key > last:  # a keyframe lies ahead: jump to it
-            container.seek(key, stream=stream, backward=True)
-            decoder = container.decode(stream)
-        for frame in decoder:
-            if frame.pts is None:
-                raise _Disagree
-            last = frame.pts
-            if frame.pts in wanted:
-                arrays[wanted[frame.pts]] = _rgb(frame)
-            if frame.pts >= target:
-                break
-        if wanted[target] not in arrays:
-            raise _Disagree
-    return _frames_from_arrays(arrays, indices, times, len(pts))
+    keys = [pts[i] for i in order if keyframes[i]] or [min(pts)]
+    return [pts[i] for i in order], keys, seek_at
 
+
+def _seeking(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
+    """Seek to the keyframe before each kept frame and decode forward from there. Every frame
+    decoded must be the next packet in presentation order (none missing, none extra), else
+    :class:`_Disagree`: a decoder that shows a frame per two packets (field pairs) or none
+    for one (an invisible or not-coded frame) would shift the frames silently."""
+    with _opened(path) as (container, stream):
+        pts, key_pts, seek_at = _packets(path, container, stream)
+        time_base = stream.time_base or Fraction(1, 1)
+        times = [float((p - pts[0]) * time_base) for p in pts]
+        out = _Pieces(path, sampling.indices(times), times, piece)
+        position = {p: j for j, p in enumerate(pts)}
+        decoder, after = None, None  # after: the position the decoder gives next
+        while not out.done:
+            i = out.wanted
+            key = key_pts[max(bisect.bisect_right(key_pts, pts[i]) - 1, 0)]
+            frame = None
+            if decoder is not None and after is not None and key <= pts[after - 1]:  # no keyframe ahead: go on
+                frame, after = _decode_to(decoder, position, i, after)
+            else:  # jump to the keyframe: by its presentation time, else by its decoding time (AVI's index)
+                for at in dict.fromkeys((key, seek_at.get(key, key))):
+                    container.seek(at, stream=stream, backward=True)
+                    decoder = container.decode(stream)
+                    frame, after = _decode_to(decoder, position, i, None)
+                    if frame is not None:
+                        break
+            if frame is None:
+                raise _Disagree
+            yield from out.add(i, _rgb(frame))
+
+
+def _decode_to(decoder, position: dict[int, int], i: int, after: int | None):
+    """Decode up to the frame at position ``i``: ``(frame, the position after it)``, or
+    ``(None, None)`` when the first frame after a seek (``after`` None) lies past it. Every
+    frame must be the next packet (:class:`_Disagree`)."""
+    for frame in decoder:
+        j = position.get(frame.pts, -1)
+        if j < 0 or (after is not None and j != after):
+            raise _Disagree
+        if after is None and j > i:
+            return None, None  # the seek landed past the frame
+        after = j + 1
+        if j >= i:
+            return frame, after
+    raise _Disagree  # the decoder ended first

@@ -13,7 +13,10 @@ chunks ``r, r + W, ...``). A chunk goes through the same forward whichever rank 
 it, so the files are identical, bit for bit, to a one-process run.
 
 Every file lands atomically (a temporary file, then a rename), so a rerun skips the
-videos whose file exists, and a stopped run loses at most the chunk in flight.
+videos whose file exists, and a stopped run loses at most the chunk in flight. With
+``overwrite``, rank 0 first moves everything the previous run wrote into ``DST/.replaced``
+(deleted when the new run is done), so the folder ends holding exactly what the new
+``features.json`` describes, and a stopped overwrite resumes like a fresh run.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import dataclasses
 import datetime
 import io
 import json
+import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,22 +33,26 @@ from pathlib import Path
 
 import torch
 
-from ..data.features import write_feature_info
-from ..data.layout import CLASSNAMES_FILE
+from ..data.features import read_feature_info, write_feature_info
+from ..data.layout import CLASSNAMES_FILE, FEATURE_SUFFIXES, INFO_FILE
+from ..data.packed import INDEX_FILE
 from ..utils.config import config_from_dict
 from ..utils.distributed import World, destroy_process_group, init_process_group, world_from_env
 from ..utils.errors import VideoCoopError
-from ..utils.files import read_json_object, write_bytes, write_text
+from ..utils.files import write_bytes, write_text
+from ..utils.readers import read_json_object, read_lines
 from ..utils.progress import PROGRESS, Progress
 from .decode import Sampling
-from .extractor import Extracted, Extractor, Failed
+from .extractor import SOURCE, Extracted, Extractor, Failed
 from .sources import VideoEntry, chunked, find_videos
 
 EXTRACT_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DTYPES = ("float16", "float32")
 RUN_FILE = "extract.json"  # the settings of the run that is filling DST; a rerun must match them
+RUN_FIELDS = {"format": str, "version": int, "settings": dict, "config": dict}  # its keys' types
 FAILURES_FILE = "failures.jsonl"
 PER_FILE_DIR = "per-file"  # with --packed: the per-video files the packed splits are made from
+REPLACED_DIR = ".replaced"  # with --overwrite: the previous run's files, until the new run is done
 #: How long a rank waits for the others: they meet only at the end, and an uneven split
 #: can keep one waiting for hours, far past torch's default 30 minutes.
 RANK_TIMEOUT = datetime.timedelta(days=7)
@@ -175,11 +184,65 @@ def _check_previous_run(out: Path, settings: dict, overwrite: bool) -> None:
     path = out / RUN_FILE
     if overwrite or not path.is_file():
         return
-    old = read_json_object(path, "pass --overwrite to start over, or choose another --out").get("settings", {})
+    old = read_json_object(path, "pass --overwrite to start over, or choose another --out", fields=RUN_FIELDS,
+                           required=("settings",))["settings"]
     diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
     if diff:
-        raise VideoCoopError(f"{out} holds features extracted with other settings ({'; '.join(diff)}); pass --overwrite "
-                             f"to redo them with these, or choose another --out")
+        raise VideoCoopError(f"{out} holds features extracted with other settings ({'; '.join(diff)}, as {path} "
+                             f"records them); pass --overwrite to redo them with these, or choose another --out")
+
+
+def _set_aside(out: Path, entries: list[VideoEntry]) -> None:
+    """``--overwrite``, on rank 0 before any rank writes: move what the previous run wrote into
+    ``DST/.replaced``: its failures.jsonl, its packed splits, and in each feature folder (one
+    this run writes into, or one whose features.json says ``videocoop extract`` made it) the
+    features.json, classnames.txt and the feature files of the class folders this run or the
+    previous one names, class folders left empty going too. Nothing else is touched."""
+    roots: dict[Path, set[str]] = {}  # feature folder -> its class folders
+    for e in entries:  # this run's folders in both layouts: a stopped run of the other may have left files
+        for root in (out / e.split, out / PER_FILE_DIR / e.split):
+            roots.setdefault(root, set()).add(e.label)
+    splits = []  # packed splits
+    for folder, dirs, names in os.walk(out):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(folder)
+        made_here = (read_feature_info(here) or {}).get("source") == SOURCE if INFO_FILE in names else False
+        if INDEX_FILE in names:
+            dirs[:] = []
+            if made_here:
+                splits.append(here)
+        elif made_here:
+            listed = read_lines(here / CLASSNAMES_FILE, comments=False) if CLASSNAMES_FILE in names else []
+            roots.setdefault(here, set()).update(listed)
+    aside = out / REPLACED_DIR
+
+    def move(path: Path) -> None:
+        target = aside / path.relative_to(out)
+        if target.exists():  # set aside by an earlier overwrite that stopped: keep that one, the oldest
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+    for split in splits:
+        move(split)
+    for root, classes in roots.items():
+        if not root.is_dir() or (root / INDEX_FILE).is_file():  # a packed split: moved whole if ours
+            continue
+        for name in (INFO_FILE, CLASSNAMES_FILE):
+            if (root / name).is_file():
+                move(root / name)
+        for c in sorted(classes):
+            folder = root / c
+            if not folder.is_dir():
+                continue
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and f.suffix in FEATURE_SUFFIXES and not f.name.startswith("."):
+                    move(f)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    if (out / FAILURES_FILE).is_file():
+        move(out / FAILURES_FILE)
 
 
 def extract(cfg: ExtractConfig, extractor: Extractor | None = None) -> ExtractSummary:
@@ -220,9 +283,12 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
     _check_previous_run(out, settings, cfg.overwrite)  # every rank reads before rank 0 writes
     world.barrier()
     if world.is_main:
+        if cfg.overwrite:
+            _set_aside(out, entries)
         config = {k: v for k, v in cfg.to_dict().items() if k != "out"}  # the folder itself: the record moves with it
         write_text(out / RUN_FILE, json.dumps({"format": "videocoop-extract", "version": 1, "settings": settings,
                                                "config": config}, indent=2) + "\n", make_dirs=True)
+    world.barrier()  # no rank writes before the previous run's files are set aside
     chunks = chunked(entries, extractor.videos_per_chunk())[world.rank::world.size]
     todo = [[e for e in chunk if cfg.overwrite or not (files_root / e.split / e.out).is_file()] for chunk in chunks]
     mine = sum(len(c) for c in chunks)
@@ -283,11 +349,12 @@ def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries
         if cfg.packed:
             from ..data.packed import pack
 
-            pack(root, out / split, dtype=cfg.dtype)
+            pack(root, out / split, dtype=cfg.dtype, overwrite=True)  # a rerun's: made again from every file
         splits.append(str(out / split) if split else str(out))
     failures_path = out / FAILURES_FILE
     if failures:
         write_text(failures_path, "".join(json.dumps(f) + "\n" for f in failures))
     else:
         failures_path.unlink(missing_ok=True)  # an earlier run's list: those videos are done now
+    shutil.rmtree(out / REPLACED_DIR, ignore_errors=True)  # the run is done: what it replaced goes
     return splits

@@ -76,8 +76,15 @@ def find_videos(videos: str | os.PathLike | None = None, manifest: str | os.Path
 
 def _from_tree(root: Path, labelled: bool) -> list[VideoEntry]:
     entries = []
+    above = {str(root): [os.path.realpath(root)]}  # each folder's real path and those of the folders above it
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in dirs:  # links are followed (a tree of links is a tree), but never back up into themselves
+            real = os.path.realpath(os.path.join(folder, d))
+            if real in above[folder]:
+                raise VideoCoopError(f"{os.path.join(folder, d)} is a symbolic link loop: it leads back to {real}, "
+                                     f"which holds it; remove the link, or link to the videos themselves")
+            above[os.path.join(folder, d)] = [*above[folder], real]
         here = Path(folder)
         for name in sorted(files):
             if not is_video_file(name):
@@ -110,12 +117,10 @@ def _from_tree(root: Path, labelled: bool) -> list[VideoEntry]:
 def _from_manifest(manifest: Path, root: Path) -> list[VideoEntry]:
     rows = read_manifest(manifest)
     entries = []
-    for n, row in enumerate(rows, start=2):  # row 1 is the header
-        rel, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-        if not rel or not label:
-            raise VideoCoopError(f"manifest {manifest} row {n} needs both a path and a label, got {row}")
+    for row in rows:
+        rel, label = row["path"], row["label"]
         if "/" in label or label.startswith("."):
-            raise VideoCoopError(f"manifest {manifest} row {n}: label {label!r} cannot be a folder name")
+            raise VideoCoopError(f"manifest {manifest}: label {label!r} cannot be a folder name")
         path = root / rel
         entries.append(VideoEntry(path, Path(rel).as_posix(), label, "", f"{label}/{Path(rel).stem}.pt"))
     if not any(e.source.is_file() for e in entries):

@@ -41,6 +41,7 @@ FAMILIES: tuple[Family, ...] = (
         Fault(cocoop.cocoop_batch_mean, "video-batch-independence", "mixes videos"),
         Fault(cocoop.cocoop_aliased_tokens, "buffer-device-sync", "tokenized_prompts"),
         Fault(cocoop.cocoop_permute_kept, "batch-independence", "classes mix inside attention"),
+        Fault(cocoop.cocoop_ddp_checkpoint, "checkpoint-strictness", "prefix 'module.'"),
     )),
     Family("kgcoop", "KgCoOp: (logits, score), a loss towards the template's features", kgcoop.kgcoop, (
         Fault(kgcoop.kgcoop_plain_template, "buffer-device-sync", "text_features_old"),
