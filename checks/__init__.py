@@ -27,7 +27,8 @@ The audits and the runner:
 ``python -m checks`` (which audits what ``videocoop train`` would train), the self-test and
 the pytest plugin:
 
-    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names, load_run_checkpoint
+    videocoop        train: build, make_optimizer, make_scheduler, the seed's two loops, the checkpoint names,
+                     load_run_checkpoint, build_model and load_prompts (the model over another class list)
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
     videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
     videocoop.utils  read_lines: the reader of text lists (--classnames FILE)
@@ -41,6 +42,7 @@ The planted faults (:mod:`checks.faults`), models and extractors built on ours:
     videocoop.clip   TINY_MODEL, embed_dim, load_clip: the tiny random-weight CLIP
     videocoop.model  VideoFeatureCLIP, masked_mean: the clean model each fault breaks
     videocoop.model  TextEncoder: the encoder the device and text faults subclass
+    videocoop.model  PromptLearner: the prompts a fault rebuilds for a new class list
     videocoop.model  eot_positions: the EOT of each prompt, as those encoders pool it
     videocoop.data   FeatureDataset: the feature folder an extraction fault writes
     videocoop.video  ExtractConfig, Extractor, extract: extraction with one part swapped

@@ -112,11 +112,12 @@ def video_response(target: AuditTarget) -> dict:
         n = logits.shape[-1]
         rows = logits.sum(-1)
         probabilities = None
-        if n > 1 and bool(torch.isfinite(logits).all()) and float(logits.min()) >= -PROBABILITY_TOL \
+        declared = target.output == "probabilities"  # by design (a template ensemble): judged as such, no cause
+        if not declared and n > 1 and bool(torch.isfinite(logits).all()) and float(logits.min()) >= -PROBABILITY_TOL \
                 and float(logits.max()) <= 1 + PROBABILITY_TOL and float((rows - 1).abs().max()) <= PROBABILITY_TOL:
-            probabilities = (f"the forward returns probabilities: every logit lies in [0, 1] and each row sums to 1 "
-                             f"({float(rows.min()):.4f} to {float(rows.max()):.4f}), so a softmax runs inside the "
-                             f"forward and cross-entropy applies its own softmax again")
+            probabilities = (f"the forward returns probabilities (rows in [0, 1] summing to {float(rows.min()):.4f} to "
+                             f"{float(rows.max()):.4f}): a softmax runs inside the forward and cross-entropy applies its "
+                             f"own again; a model returning them by design declares AuditTarget(output='probabilities')")
         return {"spread": spread, "zero_diff": zero_diff, "tolerance": tol, "cause": cause,
                 "probabilities": probabilities}
     return _cached("cause:video_response", target, measure)

@@ -23,6 +23,7 @@ from videocoop.data import UCF101, collate_samples, synthesize
 from videocoop.utils import read_lines
 
 from .audits.determinism import environment_line
+from .classes import rebuilt_for_classes
 from .core import AuditTarget, get_audit, list_audits, resolve_device
 from .distributed import videocoop_step
 from .locations import locate, relpath
@@ -192,6 +193,12 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         _, path, described = train.load_run_checkpoint(cfg.output_dir, "last" if cfg.resume else cfg.checkpoint)
         checkpoint, model = str(path), f"; checkpoint {described}"
     steps_per_epoch = -(-len(built.train_set) // cfg.batch_size)
+    prompts = train.load_prompts(cfg)
+    # another class list: the model built over it, the learned context carried over (class-specific context
+    # cannot carry over to a class list it was not trained on: class-list-response says what to declare)
+    for_classes = None if cfg.csc else rebuilt_for_classes(lambda classes: train.build_model(
+        cfg, classes, built.clip_model, built.tokenizer, prompts=prompts, run_classes=built.protocol.all_classnames if built.protocol else None),
+        built.classnames)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,
@@ -202,6 +209,7 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
         train_command=command, rebuild=lambda: train.build(cfg).model, checkpoint=checkpoint,
         make_scheduler=lambda opt: train.make_scheduler(cfg, opt, steps_per_epoch), distributed_step=videocoop_step,
         shots=cfg.shots, novel_classnames=list(built.protocol.novel) if built.protocol is not None else [],
+        for_classes=for_classes, temporal_kind="attention" if cfg.temporal_agg == "transformer" else None,
     )
 
 

@@ -22,6 +22,19 @@ from torch import nn
 
 from .core import AuditTarget, Skip
 
+#: What ``combine`` may say: how the K prompts of a class (a template ensemble) make one score.
+COMBINES = ("features", "probabilities", "max")
+#: What the evaluation forward may return (``output``).
+OUTPUTS = ("logits", "probabilities")
+#: The temporal operations ``temporal_kind`` may name, and what each does to a signal in one frame.
+TEMPORAL_KINDS = {
+    "pointwise": "each frame on its own: a signal stays in its frame, frame order changes nothing",
+    "shift": "channels read from the next or previous frame: a signal reaches its neighbours only",
+    "conv:K": "a convolution of width K over the frames: a signal reaches K // 2 frames either side",
+    "attention": "self-attention over the frames with their positions: reaches every frame, order matters",
+    "attention-unordered": "self-attention without positions: reaches every frame, permuting the frames permutes "
+                           "the output",
+}
 #: Declaration -> what it says, and the CoOp layout's default when it is not declared.
 DECLARATIONS = {
     "logits": "logits(model, features [B, T, D], mask [B, T] | None) -> [B, n_cls]; default model(features[, mask])",
@@ -36,14 +49,31 @@ DECLARATIONS = {
     "save_state": "save_state(model) -> dict, the checkpoint; default trainable_state_dict() or the trainable tensors",
     "load_state": "load_state(model, state), the run's loader; default load_trainable_state_dict(strict) or a strict "
                   "load of the trainable tensors",
-    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss, one training step; default loss, "
-                  "backward, optimizer.step()",
+    "train_step": "train_step(model, features, labels, mask | None, optimizer) -> loss, one training step of the "
+                  "user's own loop, with its precision handling; default loss, backward, optimizer.step()",
     "make_scheduler": "make_scheduler(optimizer) -> scheduler, stepped once per training step; default none (the "
                       "optimiser's learning rate held)",
     "distributed_step": "distributed_step(model, features, labels, mask | None, optimizer, rank, world_size) -> loss: "
                         "this process's share of a global batch, one step as the run takes it under torchrun; no default",
     "shots": "K of a K-shot training split; default none (the count per class is shown, not judged)",
     "novel_classnames": "the classes held out for base-to-novel; default none",
+    # past one prompt per class
+    "prompts_per_class": "K prompts per class (a template ensemble): prompts [K, n_cls, L, width] ([B, K, n_cls, L, "
+                         "width] per video), token_ids [K, n_cls, L]; default 1",
+    "combine": "how the K prompts' scores become one: features (the mean of the normalised text features), "
+               "probabilities (each prompt's softmax over the classes, averaged), max (of the logits); default features",
+    "output": "what the evaluation forward returns, logits or probabilities; default detected (rows of non-negative "
+              "values summing to 1 are probabilities) and said",
+    "encode_video": "encode_video(model, features, mask) -> [B, E], the video feature the scores use; default "
+                    "model.encode_video(features[, mask])",
+    "text_features": "text_features(model, features, mask) -> [n_cls, E], [B, n_cls, E] (text conditioned on each "
+                     "video), [K, n_cls, E] or [B, K, n_cls, E]; default the text encoder on the prompts",
+    "for_classes": "for_classes(model, classnames) -> the model scoring these classes (changed in place or new); no "
+                   "default: the CoOp layout fixes its classes when it is built",
+    "temporal": "temporal(model, frames [B, T, D]) -> [B, T, D], the temporal head before pooling; default "
+                "model.temporal(frames)",
+    "temporal_kind": "the temporal head's operation: " + ", ".join(f"{k} ({v})" for k, v in TEMPORAL_KINDS.items()),
+    "eval_temperature": "the fixed temperature evaluation applies by design, where training applies exp(logit_scale)",
 }
 #: Frame counts tried, in order, when neither the target nor its data says how many frames the model takes.
 FRAME_CANDIDATES = (8, 16, 4, 32, 2)
@@ -68,10 +98,108 @@ def logits(target: AuditTarget, model: nn.Module, features: torch.Tensor, mask: 
 
 
 def loss(target: AuditTarget, model: nn.Module, features, labels, mask=None) -> torch.Tensor:
-    """The training loss of a batch (a scalar), as the target says to compute it."""
+    """The training loss of a batch (a scalar), as the target says to compute it: by default the
+    cross-entropy of the logits, or the NLL of the probabilities when the target declares its output is
+    probabilities (undeclared, a training loop would apply cross-entropy's softmax to them again)."""
     if target.loss is not None:
         return target.loss(model, features, labels, mask)
-    return F.cross_entropy(logits(target, model, features, mask).float(), labels.long())
+    out = logits(target, model, features, mask).float()
+    if target.output == "probabilities":
+        return F.nll_loss(out.clamp_min(1e-12).log(), labels.long())
+    return F.cross_entropy(out, labels.long())
+
+
+def looks_like_probabilities(out: torch.Tensor) -> bool:
+    """Rows of non-negative values summing to 1 (within half-precision rounding)."""
+    out = out.detach().float()
+    return out.dim() == 2 and out.shape[1] > 1 and bool((out >= 0).all()) and \
+        bool(((out.sum(dim=1) - 1).abs() <= 1e-2).all())
+
+
+def output_kind(target: AuditTarget) -> tuple[str, str]:
+    """``("logits" | "probabilities", how it is known)``: declared, or read off the probe forward."""
+    if target.output is not None:
+        return target.output, f"declared (AuditTarget(output={target.output!r}))"
+    unmet(target, "forward")
+    out = target.cache.get("probe_output")
+    if isinstance(out, torch.Tensor) and looks_like_probabilities(out):
+        return "probabilities", ("detected: the forward's rows are non-negative and sum to 1 (declare "
+                                 "AuditTarget(output='probabilities') to say so)")
+    return "logits", "the forward's rows are not probabilities: logits"
+
+
+def combine(target: AuditTarget) -> str:
+    """How the K prompts of a class combine (``features`` when one prompt per class, or undeclared)."""
+    return target.combine or "features"
+
+
+def check_declarations(target: AuditTarget) -> None:
+    """Refuse declarations that name no known option.
+
+    Raises:
+        VideoCoopError: naming the value and the valid options.
+    """
+    from videocoop import VideoCoopError
+
+    k = target.prompts_per_class
+    if not isinstance(k, int) or k < 1:
+        raise VideoCoopError(f"AuditTarget(prompts_per_class={k!r}): give the number of prompts per class, an int >= 1")
+    for name, value, options in (("combine", target.combine, COMBINES), ("output", target.output, OUTPUTS)):
+        if value is not None and value not in options:
+            raise VideoCoopError(f"AuditTarget({name}={value!r}): choose one of {', '.join(options)}")
+    if target.temporal_kind is not None and temporal_reach(target.temporal_kind) is None:
+        raise VideoCoopError(f"AuditTarget(temporal_kind={target.temporal_kind!r}): choose one of "
+                             f"{', '.join(TEMPORAL_KINDS)} (conv:K with K an odd width, e.g. conv:3)")
+
+
+def temporal_reach(kind: str) -> int | None:
+    """How many frames away a signal may land under ``kind``: 0, 1, K // 2; -1 for attention (any); None: unknown."""
+    if kind in ("pointwise", "shift", "attention", "attention-unordered"):
+        return {"pointwise": 0, "shift": 1}.get(kind, -1)
+    width = kind.removeprefix("conv:")
+    if kind.startswith("conv:") and width.isdigit() and int(width) % 2 == 1:
+        return int(width) // 2
+    return None
+
+
+def encode_video(target: AuditTarget, model: nn.Module, features, mask=None) -> torch.Tensor:
+    """The video feature ``[B, E]`` the scores use.
+
+    Raises:
+        Skip: no ``encode_video`` anywhere, or one that does not return ``[B, E]`` (the reason names what to declare).
+    """
+    if target.encode_video is not None:
+        return target.encode_video(model, features, mask)
+    fn = getattr(model, "encode_video", None)
+    if not callable(fn):
+        raise Skip(f"{type(model).__name__} has no encode_video: declare AuditTarget(encode_video=lambda model, "
+                   f"features, mask: ...) giving the video feature [B, E] its scores use")
+    out = fn(features, mask) if mask is not None else fn(features)
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == features.shape[0]:
+        return out
+    at = [i for i, v in enumerate(out) if isinstance(v, torch.Tensor) and v.dim() == 2] \
+        if isinstance(out, (tuple, list)) else []
+    try:
+        two = len(inspect.signature(fn).parameters) >= 2
+    except (TypeError, ValueError):
+        two = False
+    pick = f"model.encode_video(features{', mask' if two else ''})[{at[0]}]" if at else "..."
+    raise Skip(f"model.encode_video returned a {type(out).__name__}, not the video feature [B, E]: declare "
+               f"AuditTarget(encode_video=lambda model, features, mask: {pick})")
+
+
+def for_classes(target: AuditTarget, model: nn.Module, classnames) -> nn.Module:
+    """The model scoring ``classnames`` instead of its own (the declared ``for_classes``; for a model built per
+    class list, :func:`checks.classes.rebuilt_for_classes` makes one)."""
+    out = target.for_classes(model, list(classnames))
+    return model if out is None else out
+
+
+def temporal(target: AuditTarget, model: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """The temporal head on ``frames`` ``[B, T, D]`` -> ``[B, T, D]``, as declared (default ``model.temporal``)."""
+    if target.temporal is not None:
+        return target.temporal(model, frames)
+    return model.temporal(frames)
 
 
 def train_step(target: AuditTarget, model: nn.Module, features, labels, mask, optimizer) -> torch.Tensor:
@@ -93,9 +221,20 @@ def scheduler(target: AuditTarget, optimizer):
 
 
 def prompts(target: AuditTarget, model: nn.Module, videos: torch.Tensor | None = None) -> torch.Tensor:
-    """The prompt embeddings the text encoder gets: ``[n_cls, L, width]`` or ``[B, n_cls, L, width]``."""
+    """The prompt embeddings the text encoder gets: ``[n_cls, L, width]`` or ``[B, n_cls, L, width]``
+    (``[K, n_cls, ...]`` or ``[B, K, n_cls, ...]`` for K prompts per class). A model with no prompt learner
+    whose target declares ``token_ids`` has prompts with no learned context: the ids' token embeddings in
+    the suite's clean CLIP (the ``clip`` need)."""
     if target.prompts is not None:
         return target.prompts(model, videos)
+    if getattr(model, "prompt_learner", None) is None and target.token_ids is not None:
+        from .reference import tower
+
+        embedding = tower(target.cache["clean_clip"]).token_embedding
+        ids = token_ids(target, model)
+        dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), embedding.weight.dtype)
+        with torch.no_grad():
+            return embedding(ids.long().to(embedding.weight.device)).to(ids.device, dtype)
     return model.prompt_learner()
 
 
@@ -144,6 +283,7 @@ def _forward(target: AuditTarget) -> str | None:
     out = outs[0]
     n = len(target.classnames)
     if isinstance(out, torch.Tensor) and list(out.shape) == [PROBE, n]:
+        target.cache["probe_output"] = out.detach()  # the eval output of probe videos 0 and 1
         return None
     how = "logits(model, features, mask)" if target.logits is not None else "model(features)"
     hint = "lambda model, features, mask: ..."
@@ -174,20 +314,27 @@ def _loss(target: AuditTarget) -> str | None:
                 f"{(str(e).splitlines() or [''])[0][:120]}): if the training forward takes the labels or returns "
                 f"the loss, declare AuditTarget(loss=lambda model, features, labels, mask: ...)")
     if isinstance(out, torch.Tensor) and list(out.shape) == [PROBE, len(target.classnames)]:
+        target.cache["probe_train_output"] = out.detach()  # the training-mode output of the preflight's probe videos
         return None
     return (f"in training mode the forward returns {describe(out)}, not logits: declare AuditTarget(loss=lambda "
             f"model, features, labels, mask: ...) (the training objective, a scalar)")
 
 
 def _text(target: AuditTarget) -> str | None:
-    model, n = target.model, len(target.classnames)
-    declare = "declare AuditTarget(prompts=..., token_ids=..., encode_text=...) to audit its text path"
+    model = target.model
+    declare = ("declare AuditTarget(prompts=..., token_ids=..., encode_text=...) to audit its text path, or for "
+               "prompts with no learned context (bare class names, hand-written templates) token_ids=... and "
+               "encode_text=... (the suite embeds the ids with CLIP's token embedding)")
     if target.prompts is None:
         pl = getattr(model, "prompt_learner", None)
-        if pl is None:
+        if pl is None and target.token_ids is not None:  # no learned context: the prompts are the ids' embeddings
+            gap = unmet(target, "clip")
+            if gap:
+                return f"prompts with no learned context are embedded with the clean CLIP's token embedding: {gap}"
+        elif pl is None:
             return f"{type(model).__name__} has no prompt_learner (no learned prompts in the CoOp layout): {declare}"
         try:
-            params = inspect.signature(pl.forward).parameters.values()
+            params = inspect.signature(pl.forward).parameters.values() if pl is not None else []
         except (TypeError, ValueError):
             params = []
         required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -201,10 +348,10 @@ def _text(target: AuditTarget) -> str | None:
         return f"{type(model).__name__} has no text_encoder: declare AuditTarget(encode_text=lambda model, prompts, ids: ...)"
     from .text import compute_view
 
-    p, ids = compute_view(target)
-    if p.dim() != 3 or p.shape[0] != n or ids.shape != p.shape[:2]:
-        return (f"prompts {list(p.shape)} and ids {list(ids.shape)} are not [n_cls={n}, L, width] and [n_cls, L]: "
-                f"declare prompts= and token_ids= giving them")
+    try:
+        p, ids = compute_view(target)
+    except Skip as e:  # shapes that are not one (or K) prompt(s) per class
+        return str(e)
     with torch.no_grad():
         out = encode_text(target, model, p[:1], ids[:1])
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
@@ -249,6 +396,36 @@ def _distributed(target: AuditTarget) -> str | None:
             "the run takes it under torchrun (its DDP wrapper, gathers and loss scaling)")
 
 
+def _classes(target: AuditTarget) -> str | None:
+    if target.for_classes is not None:
+        return None
+    return ("the target says no way to score another class list (the CoOp layout fixes its classes when it is "
+            "built): declare AuditTarget(for_classes=lambda model, classnames: ...) returning the model scoring "
+            "those classes (a rebuilt one, or the same one given the new list)")
+
+
+def _temporal(target: AuditTarget) -> str | None:
+    kinds = ", ".join(TEMPORAL_KINDS)
+    module = getattr(target.model, "temporal", None)
+    if target.temporal is None and not isinstance(module, nn.Module):
+        return (f"the model declares no temporal head and has no model.temporal module (a mean or max over the frames "
+                f"has no temporal operation to hold): for one, declare AuditTarget(temporal=lambda model, frames: ... "
+                f"[B, T, D] before pooling, temporal_kind=...), the kind one of {kinds}")
+    if target.temporal_kind is None:
+        return f"the temporal head's operation is not declared: declare AuditTarget(temporal_kind=...), one of {kinds}"
+    from .inputs import probe_videos
+
+    from .models import preserved_modes
+
+    x = probe_videos(target, PROBE)
+    with preserved_modes(target.model), torch.no_grad():
+        out = temporal(target, target.model.eval(), x)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return (f"the temporal head returned {describe(out)} for frames {list(x.shape)}: declare AuditTarget(temporal="
+                f"lambda model, frames: ...) giving every frame's features [B, T, D] before pooling")
+    return None
+
+
 def unmet(target: AuditTarget, need: str) -> str | None:
     """Why the target does not meet ``need`` (what to declare), or None; resolved once per run."""
     key = f"need:{need}"
@@ -258,4 +435,5 @@ def unmet(target: AuditTarget, need: str) -> str | None:
 
 
 NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip, "tokenizer": _tokenizer, "data": _data,
-         "train": _train, "distributed": _distributed}
+         "train": _train, "distributed": _distributed,
+         "classes": _classes, "temporal": _temporal}

@@ -156,8 +156,8 @@ class AuditTarget:
             checkpoint writer and loader.
 
     What training, the splits and several processes add (issue 20; defaults in :mod:`checks.contract`):
-        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``, one training step
-            (default: ``loss``, backward, the optimiser's step).
+        train_step: ``(model, features, labels, mask | None, optimizer) -> loss``, one training step of the
+            user's own loop, with its precision handling (default: ``loss``, backward, the optimiser's step).
         make_scheduler: ``optimizer -> scheduler`` stepped once per training step, the run's schedule
             (None: the optimiser's learning rate held, said so).
         distributed_step: ``(model, features, labels, mask | None, optimizer, rank, world_size) -> loss``,
@@ -165,6 +165,21 @@ class AuditTarget:
             the run does it under torchrun (its wrapper, gathers, loss scaling, the step).
         shots: K of a K-shot training split (every class must hold exactly K videos).
         novel_classnames: the classes held out for base-to-novel (never among ``classnames``).
+
+    Past one prompt per class (:data:`checks.contract.DECLARATIONS` says each one's default):
+        prompts_per_class, combine: K prompts per class (a template ensemble): ``prompts`` gives
+            ``[K, n_cls, L, width]`` (``[B, K, n_cls, L, width]`` per video), ``token_ids`` ``[K, n_cls, L]``;
+            ``combine`` says how the K prompts' scores become one: ``"features"`` (the mean of the normalised
+            text features), ``"probabilities"`` (each prompt's softmax, averaged), ``"max"`` (of the logits).
+        output: ``"logits"`` or ``"probabilities"``: what the evaluation forward returns (None: detected).
+        encode_video: ``(model, features, mask) -> [B, E]``, the video feature the scores use.
+        text_features: ``(model, features, mask) -> [n_cls, E]``, ``[B, n_cls, E]`` (text conditioned on each
+            video), ``[K, n_cls, E]`` or ``[B, K, n_cls, E]``: the class text the scores use.
+        for_classes: ``(model, classnames) -> model``: the model scoring these classes instead.
+        temporal, temporal_kind: ``(model, frames [B, T, D]) -> [B, T, D]``, the temporal head before
+            pooling, and the operation it is (:data:`checks.contract.TEMPORAL_KINDS`).
+        eval_temperature: the fixed temperature evaluation applies by design where training applies
+            ``exp(logit_scale)``.
     """
 
     model: nn.Module
@@ -198,6 +213,16 @@ class AuditTarget:
     distributed_step: Callable[..., Any] | None = None
     shots: int | None = None
     novel_classnames: Sequence[str] = ()
+    # past one prompt per class: ensembles, text per video, no learned context, what a forward leaves behind
+    prompts_per_class: int = 1
+    combine: str | None = None
+    output: str | None = None
+    encode_video: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    text_features: Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    for_classes: Callable[[nn.Module, list[str]], nn.Module] | None = None
+    temporal: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    temporal_kind: str | None = None
+    eval_temperature: float | None = None
     cache: dict = field(default_factory=dict, repr=False)  # shared measurements within one run
 
     def __post_init__(self):

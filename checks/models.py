@@ -23,6 +23,20 @@ def copy_model(model: nn.Module) -> nn.Module:
         raise Skip(f"the model cannot be deep-copied ({type(e).__name__}: {e}); this audit needs a copy to move or train") from e
 
 
+def handed_over(target: AuditTarget) -> nn.Module:
+    """The model as the target handed it over, before any audit ran it: a copy taken when the first audit
+    starts (the runner asks for it before any preflight). The forwards the audits run on the model itself
+    (the preflight's probe, say) may leave state behind, a cache the first forward fills; the device audits
+    move a copy of this one, so what a forward leaves is judged by forward-state alone. The model itself
+    when it cannot be deep-copied (the audits that need a copy say so)."""
+    if "handed_over" not in target.cache:
+        try:
+            target.cache["handed_over"] = copy.deepcopy(target.model)
+        except Exception:  # noqa: BLE001: copy_model reports it where a copy is needed
+            target.cache["handed_over"] = target.model
+    return target.cache["handed_over"]
+
+
 def fp32_copy(clip: nn.Module) -> nn.Module:
     """An fp32 copy of CLIP's text path. The image tower is left out (deepcopy's memo maps it
     to None): encode_text never reads it, and it can be most of the model."""

@@ -18,6 +18,7 @@ from . import contract
 from .core import (AuditSpec, AuditTarget, CheckResult, Outcome, Skip, Status, allow_spawn, audit_device, get_audit,
                    list_audits, spawning_allowed)
 from .locations import locate, relpath
+from .models import handed_over
 
 #: Evidence lines kept per result; the rest are counted, not shown.
 MAX_EVIDENCE = 14
@@ -33,6 +34,7 @@ def run_audit(spec: AuditSpec, target: AuditTarget) -> CheckResult:
     try:
         if target.cache.get("no_values"):
             raise Skip(target.cache["no_values"])
+        handed_over(target)  # before any forward of the audits' own (the preflight's probe) can leave state behind
         contract.preflight(target, spec.needs)
         out = spec.func(target)
         if out.status == Status.PASS and not (out.metrics or out.evidence):
@@ -68,9 +70,11 @@ def run_audits(target: Any, ids: Sequence[str] | None = None,
 
     Raises:
         VideoCoopError: an unknown audit id (the message lists the valid ones), an unknown
-            device, or ``"cuda"`` without CUDA.
+            device, ``"cuda"`` without CUDA, or a declaration naming no known option (``combine``,
+            ``output``, ``temporal_kind``).
     """
     target = on_its_device(AuditTarget.coerce(target))
+    contract.check_declarations(target)
     specs = [get_audit(i) for i in (ids or list_audits())]
     results = []
     with audit_device(device), allow_spawn(spawn or spawning_allowed()):

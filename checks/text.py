@@ -35,7 +35,12 @@ def view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def compute_view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`view` without the preflight (the preflight itself reads it)."""
+    """:func:`view` without the preflight (the preflight itself reads it). Every prompt set is kept
+    (:func:`prompt_sets`); the view is the first (template 0 of an ensemble).
+
+    Raises:
+        Skip: prompts and ids that are not one (or ``prompts_per_class``) prompt(s) per class.
+    """
     if "text_view" not in target.cache:
         from .inputs import probe_videos
 
@@ -43,10 +48,46 @@ def compute_view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             prompts = contract.prompts(target, model, probe_videos(target, 1))
             ids = contract.token_ids(target, model)
-        conditioned = prompts.dim() == 4
+        sets, id_sets, conditioned = split_sets(target, prompts.detach(), ids.detach())
         target.cache["conditioned"] = conditioned
-        target.cache["text_view"] = (prompts[0] if conditioned else prompts).detach(), ids.detach()
+        target.cache["text_sets"] = sets, id_sets
+        target.cache["text_view"] = sets[0], id_sets[0]
     return target.cache["text_view"]
+
+
+def split_sets(target: AuditTarget, prompts: torch.Tensor, ids: torch.Tensor):
+    """``(prompts [K, n_cls, L, width], ids [K, n_cls, L], conditioned)`` from what the target gives: ids
+    ``[n_cls, L]``, ``[K, n_cls, L]`` or template-major ``[K * n_cls, L]``; prompts the same with a width, or
+    with a leading batch of videos (conditioned on each: the first video's are kept)."""
+    n, k = len(target.classnames), target.prompts_per_class
+    shape = f"prompts {list(prompts.shape)} and ids {list(ids.shape)}"
+    if ids.dim() == 2 and ids.shape[0] == k * n:
+        ids = ids.reshape(k, n, ids.shape[-1])
+    if ids.dim() != 3 or tuple(ids.shape[:2]) != (k, n):
+        many = ids.shape[0] // n if ids.dim() == 2 and ids.shape[0] % n == 0 and ids.shape[0] > n else None
+        hint = (f"declare AuditTarget(prompts_per_class={many}) for {many} prompts per class (ids [{many}, n_cls, L] "
+                f"or template-major [{many} x n_cls, L])" if many and k == 1 else
+                f"declare prompts= and token_ids= giving [n_cls={n}, L, width] and [n_cls, L]"
+                + (f", [{k}, n_cls, ...] for {k} prompts per class" if k > 1 else ""))
+        raise Skip(f"{shape} are not {'one prompt' if k == 1 else f'{k} prompts'} per class: {hint}")
+    L = ids.shape[-1]
+    lead = tuple(prompts.shape[:-2]) if prompts.dim() >= 3 and prompts.shape[-2] == L else None
+    own = {(k * n,), (k, n)} if k > 1 else {(n,)}
+    if lead in own:
+        conditioned = False
+    elif lead is not None and len(lead) >= 2 and lead[1:] in own:
+        conditioned, prompts = True, prompts[0]  # the first video's: the first video of every probe batch
+    else:
+        raise Skip(f"{shape} do not fit {k} prompt(s) per class: declare prompts= giving [n_cls={n}, L, width] "
+                   f"([B, n_cls, L, width] conditioned on each video)" + (f", [{k}, n_cls, L, width] for {k} prompts "
+                                                                        f"per class" if k > 1 else ""))
+    return prompts.reshape(k, n, L, prompts.shape[-1]), ids, conditioned
+
+
+def prompt_sets(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every prompt set ``[K, n_cls, L, width]`` and its ids ``[K, n_cls, L]`` (K = 1 without an ensemble)."""
+    view(target)
+    return target.cache["text_sets"]
 
 
 def prompts_and_tokens(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +98,15 @@ def prompts_and_tokens(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]
 def view_note(target: AuditTarget) -> str:
     """An evidence line saying which prompts the text audits read."""
     view(target)
+    k = target.prompts_per_class
+    ensemble = (f"; {k} prompts per class (combined by {contract.combine(target)}): the text audits read the first "
+                f"set, prompt-tokenization every set" if k > 1 else "")
+    none = ("; no learned context: the prompts are the ids' token embeddings in the clean CLIP"
+            if target.prompts is None and getattr(target.model, "prompt_learner", None) is None else "")
     if target.cache.get("conditioned"):
         return ("the prompts are conditioned on each video ([B, n_cls, L, width]): the text audits read those of "
-                "probe video 0, the first video of every batch the forward probes run")
-    return "the prompts do not depend on the videos: the text audits read the one set [n_cls, L, width]"
+                "probe video 0, the first video of every batch the forward probes run" + ensemble + none)
+    return "the prompts do not depend on the videos: the text audits read the one set [n_cls, L, width]" + ensemble + none
 
 
 def encode(target: AuditTarget, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

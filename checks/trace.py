@@ -16,7 +16,7 @@ from . import contract
 from .core import AuditTarget
 from .inputs import probe_batch
 from .locations import relpath
-from .models import copy_model, run_model
+from .models import copy_model, handed_over, run_model
 
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
@@ -324,7 +324,7 @@ def foreign_run(target: AuditTarget, device: torch.device) -> ForeignRun:
 
 
 def _foreign_run(target: AuditTarget, device: torch.device, answers: list | None) -> ForeignRun:
-    model = copy_model(target.model)
+    model = copy_model(handed_over(target))  # as handed over: what the audits' own forwards left is forward-state's
     before = {n: t.device.type for n, t in _named_tensors(model)}
     model.to(device).eval()
     moved = [f"{n} {_describe(t)} (was {before[n]})" for n, t in _named_tensors(model) if n.startswith("prompt_learner.")]

@@ -10,7 +10,8 @@ PUBLIC_IDS = ["determinism", "learning-signal", "buffer-device-sync", "index-dev
               "text-encoder-parity", "causal-mask", "batch-independence", "gradient-flow", "prompt-tokenization",
               "host-sync", "checkpoint-roundtrip", "feature-model-match", "temporal-padding", "video-batch-independence",
               "class-order", "logit-scale", "optimizer-step", "extraction-parity", "split-integrity",
-              "distributed-equivalence", "checkpoint-strictness"]
+              "distributed-equivalence", "checkpoint-strictness", "forward-state",
+              "class-list-response", "temporal-operation", "temperature"]
 
 
 def test_public_ids_in_report_order():

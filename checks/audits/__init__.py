@@ -23,4 +23,8 @@ from . import (  # noqa: F401  (order = report order)
     split_integrity,
     distributed_equivalence,
     checkpoint_strictness,
+    forward_state,
+    class_list_response,
+    temporal_operation,
+    temperature,
 )

@@ -8,7 +8,7 @@ import torch
 from .. import contract
 from ..core import AuditTarget, Outcome, Status, audit
 from ..inputs import probe_batch
-from ..models import copy_model
+from ..models import copy_model, handed_over
 from ..text import text_location
 from ..trace import foreign_run
 
@@ -42,7 +42,7 @@ def host_sync(target: AuditTarget) -> Outcome:
         evidence.append(f"the meta forward stopped at an op whose output shape depends on the data "
                         f"({run.error}) at {run.error_site}: it waits for the device on CUDA")
     if torch.cuda.is_available():
-        model = copy_model(target.model).cuda().eval()
+        model = copy_model(handed_over(target)).cuda().eval()
         x = probe_batch(target, 2, device="cuda")[0]
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             warnings.simplefilter("always")

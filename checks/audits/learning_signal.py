@@ -108,7 +108,7 @@ def initial_loss(target: AuditTarget) -> Start:
             handle.remove()
     logits = seen[-1] if seen else None
     ce = ratio = top = None
-    if logits is not None:
+    if logits is not None and target.output != "probabilities":  # declared probabilities: the loss is their NLL
         z = logits.detach().float()
         ce, top = float(F.cross_entropy(z, y.long())), float(z.abs().max())
         if logits.grad is not None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from .. import contract, scores
 from ..causes import deferred
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..inputs import probe_videos
 from ..locations import locate
-from ..models import copy_model, preserved_modes, run_model, text_features
+from ..models import copy_model, run_model
 from ..tolerances import FP32_TOL, rel_diff, video_tolerance
 
 BATCH = 4
@@ -64,17 +64,27 @@ def trains_scale(target: AuditTarget) -> bool:
     needs=("forward",),
 )
 def logit_scale(target: AuditTarget) -> Outcome:
-    """Logits of a batch against exp(logit_scale) x the cosine of the model's own video and text features."""
+    """Scores of a batch against exp(logit_scale) x the cosine of the model's own video and text features,
+    combined over a class's prompts as declared and softmaxed when the output is probabilities."""
     log_scale, name, own, clip_log = scales(target)
     scale = _exp(log_scale)
     model, made = copy_model(target.model), "a copy of the model"
     x = probe_videos(target, BATCH)
     logits = run_model(target, x, model=model).float()  # [B, n_cls]
+    kind, kind_how = contract.output_kind(target)
+    if kind == "probabilities" and target.output is None:  # undeclared probabilities: learning-signal's finding
+        cause = deferred(target, "probabilities", what="the logits' scale")
+        if cause:
+            return cause
+    how_combine = contract.combine(target)
     own_log = None if own is None else _log(own)
     evidence = [f"expected scale exp({name}) = exp({log_scale:.4g}) = {scale:.4g}"
                 + (f"; model.logit_scale holds {own_log:.4g}" if own is not None and name != "model.logit_scale" else ""),
-                f"logits [{BATCH}, {logits.shape[-1]}] of {made}: largest |logit| {float(logits.abs().max()):.4g}"]
-    metrics = {"logit_scale": log_scale, "scale": scale, "max_abs_logit": float(logits.abs().max())}
+                f"output [{BATCH}, {logits.shape[-1]}] of {made}: {kind}, {kind_how}; largest |value| "
+                f"{float(logits.abs().max()):.4g}"]
+    if target.prompts_per_class > 1:
+        evidence.append(f"{target.prompts_per_class} prompts per class, combined by {how_combine}")
+    metrics = {"logit_scale": log_scale, "scale": scale, "max_abs_logit": float(logits.abs().max()), "output": kind}
     location = (locate(getattr(type(target.model), "logits", type(target.model).forward), r"logit_scale")
                 or locate(type(target.model).forward))
     # what a stored value that is not CLIP's says: exponentiated already, or another temperature
@@ -97,33 +107,46 @@ def logit_scale(target: AuditTarget) -> Outcome:
                         f"inf/NaN): {why}")
         return Outcome(Status.FAIL, "; ".join(problems), metrics, evidence, location)
     tol = max(video_tolerance(target).value, FP32_TOL)
-    if float(logits.abs().max()) > scale * (1 + tol):
+    if kind == "probabilities" and not contract.looks_like_probabilities(logits):
+        sums = logits.sum(dim=1)
+        problems.insert(0, f"the output is declared probabilities, but its rows sum to {float(sums.min()):.4g} to "
+                        f"{float(sums.max()):.4g}" + (" with negative values" if bool((logits < 0).any()) else ""))
+    elif kind == "logits" and float(logits.abs().max()) > scale * (1 + tol):
         problems.insert(0, f"logits reach {float(logits.abs().max()):.4g}, beyond exp({name}) = {scale:.4g}: "
                         + (stored or "a cosine is at most 1, so the features are not L2-normalised before the product"))
-    parts = features(target, model, x)
+    parts, gap = scores.features(target, model, x)
     if parts is not None:
         video, text, rows, how, norms = parts
-        cos = video[rows] @ text.t()  # [rows, n_cls]
-        logits = logits[rows]
-        diff = rel_diff(logits, scale * cos)
-        fitted = float((logits * cos).sum() / cos.pow(2).sum().clamp_min(1e-12))
+        out = logits[rows]
+        want = scores.expected(video[rows], text, scale, how_combine, kind)  # [rows, n_cls]
+        diff = rel_diff(out, want)
+        if kind == "logits" and how_combine != "max" and text.shape[1] == 1:  # the scale a least-squares fit gives
+            cos = want / scale
+            fitted = float((out * cos).sum() / cos.pow(2).sum().clamp_min(1e-12))
+        else:
+            fitted = scores.fit_scale(out, video[rows], text, how_combine, kind)[0]
         metrics.update(max_rel_diff=float(diff.max()), fitted_scale=fitted)
-        evidence.append(f"exp({name}) x cos(normalised encode_video, normalised text features) vs the logits{how}: "
-                        f"{float(diff.max()):.2e} (relative; tolerance {tol:g}); the logits fit a scale of {fitted:.4g}")
+        what = ("cos(normalised encode_video, normalised text features)" if text.shape[1] == 1 else
+                f"each prompt's cosine, combined by {how_combine}") + (", softmaxed" if kind == "probabilities" and
+                                                                       how_combine != "probabilities" else "")
+        evidence.append(f"exp({name}) x {what} vs the output{how}: {float(diff.max()):.2e} (relative; tolerance "
+                        f"{tol:g}); the output fits a scale of {fitted:.4g}")
         if float(diff.max()) > tol and not problems:
             off_unit = float((norms - 1).abs().max())
             if math.isclose(fitted, log_scale, rel_tol=0.05):
-                why = f"the scale is applied without its exp (the logits fit {fitted:.4g} = {name} itself)"
-            elif off_unit > 1e-3:
+                why = f"the scale is applied without its exp (the output fits {fitted:.4g} = {name} itself)"
+            elif off_unit > 1e-3 and kind == "logits":
                 why = (f"the features are not L2-normalised before the product (encode_video's norms "
                        f"{float(norms.min()):.3g} to {float(norms.max()):.3g})")
             elif not math.isclose(fitted, scale, rel_tol=0.05):
-                why = stored or f"the logits fit a scale of {fitted:.4g}, not {scale:.4g}"
+                why = stored or f"the output fits a scale of {fitted:.4g}, not {scale:.4g}"
             else:
                 why = "the features are not L2-normalised before the product"
-            problems.append(f"logits differ from exp({name}) x cosine by {float(diff.max()):.2e} (relative): {why}")
+            problems.append(f"{kind} differ from exp({name}) x cosine by {float(diff.max()):.2e} (relative): {why}")
+    elif kind == "probabilities":
+        raise Skip(f"the output is probabilities, which no bound on logits judges, and cannot be recomputed: {gap}")
     else:
-        evidence.append("no encode_video or no text features to hold the logits to: only the bound |logit| <= "
+        evidence.append(f"no video or text features to hold the logits to ({gap}): only the bound |logit| <= "
                         "exp(logit_scale) is checked")
     if problems:
         cause = deferred(target, "probabilities", "ignores_video", "nondeterministic", what="the logits' scale")
@@ -131,26 +154,7 @@ def logit_scale(target: AuditTarget) -> Outcome:
     kept = "" if own is None else f"; model.logit_scale {'trained, as the model says' if own.requires_grad else 'frozen'}"
     fit = (f" (within {metrics['max_rel_diff']:.1e})" if "max_rel_diff" in metrics
            else f": the bound holds (largest |logit| {float(logits.abs().max()):.4g})")
-    return Outcome(Status.PASS, f"logits = exp({name}) x cosine = {scale:.4g} x cosine{fit}{kept}",
+    said = ("logits =" if kind == "logits" else "probabilities = the mean of each prompt's softmax of"
+            if how_combine == "probabilities" else "probabilities = the softmax of")
+    return Outcome(Status.PASS, f"{said} exp({name}) x cosine = {scale:.4g} x cosine{fit}{kept}",
                    metrics, evidence, location)
-
-
-def features(target: AuditTarget, model, x: torch.Tensor):
-    """``(video [B, E], text [n_cls, E], rows, how, norms [B])``, both L2-normalised: the model's
-    ``encode_video`` (``norms``: its own norms) and the class text features its forward computes; for
-    prompts conditioned on each video, row 0 only (the text view's video). None when the model has no
-    ``encode_video`` or no text view."""
-    encode_video = getattr(model, "encode_video", None)
-    if not callable(encode_video):
-        return None
-    try:
-        text = F.normalize(text_features(target).float(), dim=-1)  # [n_cls, E]
-        with preserved_modes(model), torch.no_grad():
-            model.eval()  # as the logits were computed
-            raw = encode_video(x).float()  # [B, E]
-    except Skip:
-        return None
-    video, norms = F.normalize(raw, dim=-1), raw.norm(dim=-1)
-    if target.cache.get("conditioned"):
-        return video, text, slice(0, 1), " (video 0: the text is conditioned on each video)", norms
-    return video, text, slice(None), "", norms

@@ -8,7 +8,7 @@ import torch
 from .. import reference
 from ..core import AuditTarget, Outcome, Status, audit
 from ..locations import locate
-from ..text import class_word_list, clean_clip, eot_token_id, prompts_and_tokens, text_location
+from ..text import class_word_list, clean_clip, eot_token_id, prompt_sets, text_location
 
 
 def find(row: list[int], sub: list[int]) -> int:
@@ -84,7 +84,7 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
     context_length = text.positional_embedding.shape[0]
     pl = getattr(target.model, "prompt_learner", None)
     te = getattr(target.model, "text_encoder", None)
-    tokens = prompts_and_tokens(target)[1].cpu().long()
+    sets, id_sets = prompt_sets(target)  # [K, n_cls, L, width], [K, n_cls, L]: K prompts per class (1 for CoOp)
     eot_id = eot_token_id(target)
     n_ctx = context_count(pl) if pl is not None else None
     # the layout's word for where the class goes; CoOp's default (end) when it has context slots and
@@ -95,30 +95,35 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
     before_expected = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}.get(position) if n_ctx and position else None
     decode = getattr(target.tokenizer, "decode", None)
     words = class_word_list(target)
-    prompts = prompts_and_tokens(target)[0]  # [n_cls, L, width]
     problems, evidence = [], []
     n_eot_bad = n_pool_bad = n_missing = n_misplaced = n_merged = 0
     pools_by_id = getattr(te, "eot_token_id", None) is not None
-    for c, (name, w) in enumerate(zip(target.classnames, words)):
+    class_ids = []
+    for w in words:
+        ids = target.tokenizer([w])[0]
+        class_ids.append(ids[1: int((ids > 0).sum()) - 1].tolist())  # the words' ids between SOS and EOT
+    n_sets = id_sets.shape[0]
+    for k, c in ((k, c) for k in range(n_sets) for c in range(len(words))):  # every prompt of every class
+        tokens, prompts, name = id_sets[k].cpu().long(), sets[k], target.classnames[c]
+        label = f"{name!r}" + (f" (prompt {k + 1} of {n_sets})" if n_sets > 1 else "")
         row = tokens[c].tolist()
         eots = [i for i, t in enumerate(row) if t == eot_id] if eot_id is not None else [int(tokens[c].argmax())]
         if len(eots) != 1:
             n_eot_bad += 1
-            problems.append(f"{name!r}: {len(eots)} EOT tokens")
+            problems.append(f"{label}: {len(eots)} EOT tokens")
             continue
         eot = eots[0]
         if int(tokens[c].argmax()) != eot and not pools_by_id:
             n_pool_bad += 1
-            problems.append(f"{name!r}: argmax of the ids is position {int(tokens[c].argmax())}, the EOT is at {eot}")
-        ids = target.tokenizer([w])[0]
-        sub = ids[1: int((ids > 0).sum()) - 1].tolist()  # the words' ids between SOS and EOT
+            problems.append(f"{label}: argmax of the ids is position {int(tokens[c].argmax())}, the EOT is at {eot}")
+        sub = class_ids[c]
         start, end = find_class(row[:eot], sub, decode)
         if start < 0:
             n_missing += 1
             kept = sum(1 for t in sub if t in row[:eot])
             why = (f"cut at the context length {context_length} (the EOT is in its last slot)" if eot == context_length - 1
                    else "not together in the prompt's ids")
-            problems.append(f"{name!r}: its {len(sub)} tokens are not all in the prompt ({kept} found before the "
+            problems.append(f"{label}: its {len(sub)} tokens are not all in the prompt ({kept} found before the "
                             f"EOT at {eot}): {why}")
             continue
         merged = row[start:end] != sub  # the name's last (or first) token merged with punctuation
@@ -137,27 +142,29 @@ def prompt_tokenization(target: AuditTarget) -> Outcome:
         if misplaced:
             n_misplaced += 1
             said = f" ({before_expected} before it)" if before_expected is not None else ""
-            problems.append(f"{name!r}: class tokens at {start}..{end - 1}, {slots} ({where} layout); "
+            problems.append(f"{label}: class tokens at {start}..{end - 1}, {slots} ({where} layout); "
                             f"the layout says {position!r}{said}")
-        if c < 3 or (merged and n_merged == 1):
-            evidence.append(f"{name!r}: {end - start} class tokens at {start}..{end - 1} ({slots}, read from the "
+        if k == 0 and (c < 3 or (merged and n_merged == 1)):
+            evidence.append(f"{label}: {end - start} class tokens at {start}..{end - 1} ({slots}, read from the "
                             f"{'prompt embeddings' if at >= 0 else 'ids'}), EOT at {eot}{merged_note}")
     evidence.append(f"EOT id {eot_id}; pooling by {'id' if pools_by_id else 'argmax of the ids'}; "
-                    f"prompt length {tokens.shape[1]}; class position {position!r}"
+                    f"prompt length {id_sets.shape[-1]}; class position {position!r}"
                     + (f" ({before_expected} of {n_ctx} context slots before the class)" if before_expected is not None
                        else ""))
     if n_merged:
         evidence.append(f"{n_merged} class(es) end or start in punctuation that BPE merged with the prompt's "
                         f"next or previous token: matched by their text, not their ids")
     evidence += problems
-    metrics = {"classes": len(words), "eot_problems": n_eot_bad, "pool_index_problems": n_pool_bad,
+    metrics = {"classes": len(words), "prompts_per_class": n_sets, "eot_problems": n_eot_bad,
+               "pool_index_problems": n_pool_bad,
                "classes_cut": n_missing, "misplaced": n_misplaced, "merged_with_punctuation": n_merged}
     owner = type(pl) if pl is not None else type(target.model)
     location = locate(owner.__init__, r"tokeniz\w*\(") or locate(owner) or text_location(target)
     if problems:
         return Outcome(Status.FAIL, f"{len(problems)} prompt problem(s): {problems[0]}", metrics, evidence, location)
     where = f"at the {position}" if position else "where the prompts put them (the layout states no position to hold)"
-    return Outcome(Status.PASS, f"all {len(words)} prompts whole, class tokens {where}, one EOT each, "
+    count = f"{len(words)}" if n_sets == 1 else f"{n_sets * len(words)} ({n_sets} per class)"
+    return Outcome(Status.PASS, f"all {count} prompts whole, class tokens {where}, one EOT each, "
                    f"pooled index = EOT", metrics, evidence, location)
 
 

@@ -22,6 +22,7 @@ One module per audit group, every name importable from here:
 - ``extraction``: extractors that go wrong the way hand-written ones do
 - ``training``: what training sees and repeats (dropout in evaluation, unseeded noise, a scale applied again in
   the loss, probabilities for logits, logits that ignore the video, a schedule at 0, a learning rate of 0)
+- ``state``: what a forward leaves behind, another class list, the temporal operation, the temperature
 - ``targets``: zero-argument factories for ``python -m checks --target checks.faults:NAME``
 - ``zoo``: correct models of the other prompt-learning families our users bring, not built on ours,
   each with its family's own faults (``checks.faults.zoo.FAMILIES``; ``--selftest`` runs them too)
@@ -53,6 +54,8 @@ from .model import (BatchCentred, BatchNormVideo, ContextOnlyCheckpoint, HalfTex
                     scale_without_exp, transformer_mask_ignored, unnormalised_video)
 from .splits import (WithItems, base_novel_overlap, class_without_videos, duplicate_class_names, kshot_clean,
                      unequal_shots, val_copies_train, val_reextracts_train)
+from .state import (CachedText, FixedEvalScale, StaleText, Unordered, class_list_clean, fixed_eval_temperature,
+                    temporal_clean, temporal_positions_dropped, text_cache_left_behind, text_cache_stale_classes)
 from .targets import (bare_model, bare_model_without_classnames, broken_factory, clean_target, item_loop_target,
                       plain_attribute_target)
 from .training import (FunctionalDropout, RandomCrops, SoftmaxForward, UnseededNoise, VideoIgnored, eval_dropout,
@@ -97,6 +100,10 @@ PLANTED: dict[str, Planted] = {
     "split-integrity": Planted(val_copies_train, Status.FAIL, "in two splits"),
     "distributed-equivalence": Planted(world_size_scaled, Status.FAIL, "the world size"),
     "checkpoint-strictness": Planted(checkpoint_misses_temporal, Status.FAIL, "missing temporal."),
+    "forward-state": Planted(text_cache_left_behind, Status.FAIL, "text_cache"),
+    "class-list-response": Planted(text_cache_stale_classes, Status.FAIL, "returned logits for"),
+    "temporal-operation": Planted(temporal_positions_dropped, Status.FAIL, "ignores frame order"),
+    "temperature": Planted(fixed_eval_temperature, Status.FAIL, "fixed temperature"),
 }
 
 #: Further planted faults, each under the audit whose job its root cause is (the self-test runs them after
@@ -124,9 +131,12 @@ ALSO_PLANTED: tuple[tuple[str, Planted], ...] = (
 )
 
 #: Audits whose clean case needs a target of its own (the default clean model's data names no
-#: source videos, so extraction-parity has nothing to compare there: SKIP).
+#: source videos, so extraction-parity has nothing to compare there: SKIP; it declares no other class list
+#: and has no temporal head).
 CLEAN: dict[str, Callable[..., AuditTarget]] = {"extraction-parity": extraction_clean,
-                                                "distributed-equivalence": distributed_clean}
+                                                "distributed-equivalence": distributed_clean,
+                                                "class-list-response": class_list_clean,
+                                                "temporal-operation": temporal_clean}
 
 #: The runner's own planted fault: a model that raises on its own data is a FAIL naming its
 #: exception (``(audit it runs under, fault)``), never an ERROR.

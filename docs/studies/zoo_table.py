@@ -4,7 +4,8 @@ on clean models, ERRORs, planted faults caught by the audit that names them.
 Run from the repository root: ``python docs/studies/zoo_table.py`` (seconds on two CPU cores; the tiny
 random-weight CLIP); ``--markdown`` prints the table of docs/foreign_models.md. ``python -m checks --selftest`` prints the same table after its own. The
 output of a run is kept beside this script: ``zoo_before.txt`` (the audits before the contract,
-issue 19), ``zoo_after.txt`` and ``zoo_issue20.txt`` (with issue 20's audits).
+issue 19), ``zoo_after.txt`` and ``zoo_issue20.txt`` (with issue 20's audits); ``zoo_before_23.txt`` (the families past one prompt
+per class on the audits before issue 23, run with them added to the families) and ``zoo_after_23.txt``.
 """
 import sys
 import time

@@ -17,7 +17,7 @@ base-to-novel evaluation at the end of a run, the run's pictures, and ``build``/
 - :mod:`.trainer`: ``fit`` (the run: epochs, evaluation, checkpoints, the summary).
 """
 from ..utils.distributed import DEVICES, resolve_device
-from .builder import TrainSetup, build, build_model
+from .builder import TrainSetup, build, build_model, load_prompts
 from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, StateDiff, check_checkpoint, diff_state, load_checkpoint,
                          save_checkpoint)
 from .config import CHECKPOINTS, OPTIMIZERS, PROGRESS, TrainConfig, resolve_clip
@@ -30,6 +30,6 @@ from .trainer import fit
 __all__ = [
     "CHECKPOINTS", "CHECKPOINT_BEST", "CHECKPOINT_LAST", "DEVICES", "OPTIMIZERS", "PROGRESS", "EvalResult", "Selection",
     "StateDiff", "TrainConfig", "TrainResult", "TrainSetup", "TrainStep", "TrainingDiverged", "build", "build_model",
-    "check_checkpoint", "diff_state", "fit", "load_checkpoint", "load_run_checkpoint", "make_optimizer",
+    "check_checkpoint", "diff_state", "fit", "load_checkpoint", "load_prompts", "load_run_checkpoint", "make_optimizer",
     "make_scheduler", "resolve_clip", "resolve_device", "save_checkpoint", "train_one_epoch", "validate",
 ]

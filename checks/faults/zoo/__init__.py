@@ -5,7 +5,7 @@ The suite's verdict is worth something only on code it did not write. Every clea
 come through ``python -m checks --selftest`` with no FAIL and no ERROR (a SKIP says what the family
 would have to declare), and every planted fault must FAIL the audit that names it. The models are
 written from the structure of the published code (CoOp, CoCoOp, KgCoOp, Efficient-Prompt,
-ViFi-CLIP, CLIP-Adapter) in our own words, on the tiny random-weight CLIP.
+ViFi-CLIP, CLIP-Adapter, ActionCLIP, X-CLIP) in our own words, on the tiny random-weight CLIP.
 
 Every factory takes ``(clip_model, tokenizer, classnames)`` and returns an
 :class:`~checks.AuditTarget` with the declarations its family needs; none changes the CLIP model it
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ...core import AuditTarget
-from . import adapter, cocoop, deep_prompts, heads, kgcoop, layouts, prefix_postfix
+from . import (adapter, cocoop, context_free, deep_prompts, ensemble, heads, kgcoop, layouts, prefix_postfix,
+               template_finetune, xclip)
 
 
 class Fault(NamedTuple):
@@ -76,6 +77,28 @@ FAMILIES: tuple[Family, ...] = (
     Family("on-accelerator", "a CoOp port already on the accelerator", layouts.on_accelerator, (
         Fault(layouts.on_accelerator_host_mask, "index-device-consistency", "CPU tensor meets"),
     )),
+    # past one prompt per class: template ensembles, text conditioned on each video, prompts with no learned
+    # context, fine-tuning on a drawn template; their faults live in what a forward leaves behind, the temporal
+    # operation, the precision of the step and the temperature
+    Family("template-ensemble", "ActionCLIP evaluation: 16 templates per class, probabilities averaged; a width-3 "
+           "convolution over 8 frames", ensemble.template_ensemble, (
+               Fault(ensemble.template_ensemble_view, "temporal-operation", "not a convolution of width 3"),
+           )),
+    Family("video-text", "X-CLIP: bare class names, a prompt generator attending to each video's frames, "
+           "encode_video -> (video, frames)", xclip.xclip, (
+               Fault(xclip.xclip_cache_left_behind, "forward-state", "cache_text_features"),
+               Fault(xclip.xclip_stale_class_list, "class-list-response", "returned logits for"),
+               Fault(xclip.xclip_mode_flip, "forward-state", "training mode"),
+           )),
+    Family("context-free", "a hand-written template per class, no learned context; a temporal shift over the "
+           "frames", context_free.context_free, (
+               Fault(context_free.context_free_stale_weights, "class-list-response", "returned logits for"),
+           )),
+    Family("template-finetune", "ActionCLIP training: CLIP's text tower and temperature fine-tuned on one drawn "
+           "template per class per step; its own training step", template_finetune.template_finetune, (
+               Fault(template_finetune.template_finetune_fp16, "optimizer-step", "rounded away"),
+               Fault(template_finetune.template_finetune_fixed_eval_scale, "temperature", "fixed temperature"),
+           )),
 )
 
 ZOO: dict[str, Family] = {f.name: f for f in FAMILIES}

@@ -41,6 +41,19 @@ class PortTextEncoder(nn.Module):
         return x @ self.text_projection  # [n_cls, E]
 
 
+class IdsTextTower(PortTextEncoder):
+    """CLIP's text path as the families without learned context call it: ``encode(ids)`` is
+    ``encode_text`` (token embedding, then the encoder); ``forward(prompts, ids)`` the same path from
+    prompt embeddings (what the contract's ``encode_text`` declares)."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__(clip)
+        self.token_embedding = text_tower(clip).token_embedding
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        return self(self.token_embedding(ids), ids)  # [n, E]
+
+
 class PermuteTextEncoder(PortTextEncoder):
     """CoOp's own encoder kept as written: ``permute(1, 0, 2)`` around a batch-first transformer,
     and the mask dropped to silence the shape error that follows (open_clip #910)."""

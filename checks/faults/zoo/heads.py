@@ -79,14 +79,18 @@ def _trained(model):
     return model
 
 
+def _bf16_target(cls, clip, tok, names, what):
+    target = _head_target(_trained(seeded(cls, clip, tok, names)), clip, tok, names, what)
+    target.temporal_kind = "attention-unordered"  # no frame positions: the frames are a set to it (model.temporal)
+    return target
+
+
 def bf16_head(clip, tok, names):
-    return _head_target(_trained(seeded(Bf16Head, clip, tok, names)), clip, tok, names,
-                        "a masked temporal attention in bf16")
+    return _bf16_target(Bf16Head, clip, tok, names, "a masked temporal attention in bf16")
 
 
 def bf16_head_mask_dropped(clip, tok, names):
-    return _head_target(_trained(seeded(Bf16MaskDropped, clip, tok, names)), clip, tok, names,
-                        "a bf16 temporal attention run without its padding mask")
+    return _bf16_target(Bf16MaskDropped, clip, tok, names, "a bf16 temporal attention run without its padding mask")
 
 
 class TrimmedHead(CoOpVideo):

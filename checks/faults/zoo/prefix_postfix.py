@@ -81,12 +81,16 @@ class PrefixPostfixVideo(nn.Module):
     def tokens(self) -> torch.Tensor:
         return self.prompt_learner.prompt_actiontoken
 
-    def encode_video(self, features: torch.Tensor) -> torch.Tensor:
+    def frames(self, features: torch.Tensor) -> torch.Tensor:
+        """The temporal transformer over the frames, ``[B, T, D]`` -> ``[B, T, D]`` (sequence-first inside)."""
         if features.shape[1] != self.num_frames:  # upstream: einops.rearrange(..., t=self.numF)
             raise ValueError(f"the temporal module takes {self.num_frames} frames, got {features.shape[1]}")
         x = features.float().permute(1, 0, 2)  # [T, B, D]
         x = x + self.temporal_embedding(torch.arange(self.num_frames, device=x.device)).unsqueeze(1)
-        return F.normalize(self.temporal(x).mean(dim=0), dim=-1)  # [B, D]
+        return self.temporal(x).permute(1, 0, 2)
+
+    def encode_video(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.frames(features).mean(dim=1), dim=-1)  # [B, D]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         text = F.normalize(self.text_encoder(self.prompt_learner(), self.tokens()), dim=-1)  # [n_cls, E]
@@ -122,7 +126,8 @@ def _target(model, clip, tok, names):
     return make_target(model, names, clip, tok, videos(clip, names, frames=FRAMES),
                        description=f"prefix/postfix video prompts (Efficient-Prompt): {PREFIX} + {POSTFIX} learned "
                                    f"tokens around the name, float ids, a temporal transformer over {FRAMES} frames",
-                       token_ids=lambda m: m.prompt_learner.prompt_actiontoken)
+                       token_ids=lambda m: m.prompt_learner.prompt_actiontoken,
+                       temporal=lambda m, x: m.frames(x), temporal_kind="attention")
 
 
 def prefix_postfix(clip, tok, names):
