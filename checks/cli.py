@@ -195,10 +195,12 @@ def build_own_target(args: argparse.Namespace, train_flags: list[str], workdir: 
     steps_per_epoch = -(-len(built.train_set) // cfg.batch_size)
     prompts = train.load_prompts(cfg)
     # another class list: the model built over it, the learned context carried over (class-specific context
-    # cannot carry over to a class list it was not trained on: class-list-response says what to declare)
-    for_classes = None if cfg.csc else rebuilt_for_classes(lambda classes: train.build_model(
-        cfg, classes, built.clip_model, built.tokenizer, prompts=prompts, run_classes=built.protocol.all_classnames if built.protocol else None),
-        built.classnames)
+    # by its rows: class-list-response asks for subsets of the classes it was trained on, so a subset is the
+    # whole run for the rebuilt model; unified context keeps the run's classes, which its prompts file may name)
+    csc = cfg.csc or (prompts is not None and prompts.csc)
+    run_classes = None if csc or built.protocol is None else built.protocol.all_classnames
+    for_classes = rebuilt_for_classes(lambda classes: train.build_model(
+        cfg, classes, built.clip_model, built.tokenizer, prompts=prompts, run_classes=run_classes), built.classnames)
     return AuditTarget(
         built.model, built.classnames, built.clip_model, built.tokenizer, dataset=built.train_set,
         val_dataset=built.val_set, collate_fn=collate_samples, clip_name=cfg.clip_model, weights=weights,

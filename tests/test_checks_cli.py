@@ -118,6 +118,19 @@ def test_own_model_from_train_flags(tmp_path):
     assert "videocoop train --feature-dir data/synth/train" in report.read_text()
 
 
+def test_class_list_response_judges_class_specific_context(tmp_path):
+    """--csc: another class list is the rebuilt model with the learned context's rows picked by class (it
+    SKIPped, declaring no for_classes), and the scores equal those classes' among all."""
+    from videocoop.clip import TINY_MODEL
+
+    js = tmp_path / "r.json"
+    code = main(["--clip-model", TINY_MODEL, "--n-ctx", "4", "--csc", "--only", "class-list-response", "--report",
+                 str(tmp_path / "r.md"), "--json", str(js)])
+    (r,) = json.loads(js.read_text())
+    assert code == 0 and r["status"] == "pass", r["message"]
+    assert "equal to those classes' logits among all" in r["message"]
+
+
 def test_train_flags_do_not_mix_with_target(capsys):
     assert main(["--target", "checks.faults:clean_target", "--n-ctx", "4"]) == 2
     assert "do not apply" in capsys.readouterr().err
