@@ -36,6 +36,7 @@ from checks import faults, run_audits  # noqa: E402
 from checks.tolerances import NOISE_FACTOR  # noqa: E402
 from videocoop.clip import TINY_MODEL, load_clip  # noqa: E402
 from videocoop.data import UCF101  # noqa: E402
+from videocoop.utils.files import write_json  # noqa: E402
 
 OUT = Path(__file__).with_name("precision_margins.json")
 AUDITS = ["text-encoder-parity", "causal-mask", "batch-independence"]
@@ -105,7 +106,7 @@ def main() -> None:
                   f"{row['correct_max_ratio']:.1f} ({w['config']}, {w['audit']}) | "
                   f"{row['fault_min_ratio']:.0f} ({c['fault']}, {c['audit']}) |", flush=True)
             row["load_avg_after"] = os.getloadavg()
-            OUT.write_text(json.dumps(results, indent=2) + "\n")  # a run cut short keeps what it finished
+            write_json(OUT, results)  # a run cut short keeps what it finished, whole (the next run reads it)
     print(f"wrote {OUT}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -25,6 +24,7 @@ sys.path[:0] = [str(ROOT)]  # this checkout's packages
 
 from bench.__main__ import environment  # noqa: E402
 from videocoop.cli import main  # noqa: E402
+from videocoop.utils.files import write_json  # noqa: E402
 
 OUT = Path(__file__).with_name("sweep_synth.json")
 SYNTH = "videocoop synth --out s10 --clip-model videocoop-tiny --n-classes 10 --train-per-class 16 --val-per-class 12 --noise 6"
@@ -64,7 +64,7 @@ def main_() -> None:
                                        "results_md": (root / "results.md").read_text(), "results_csv": rows}
             print(f"{name} ({seconds:.0f} s):\n{(root / 'results.md').read_text()}", flush=True)
     results["load_avg_after"] = os.getloadavg()
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(OUT, results)
     print(f"wrote {OUT}")
 
 

@@ -99,6 +99,8 @@ class PortPromptLearner(nn.Module):
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over the real frames of ``[B, T, D]`` (``mask`` ``[B, T]``; None: all)."""
+    # the same as videocoop.model.video_clip.masked_mean, written again on purpose: the zoo imports no
+    # videocoop model code (the module docstring), so the audits meet a pooling they were not tuned on
     if mask is None:
         return x.mean(dim=1)
     m = mask.unsqueeze(-1).to(x.dtype)  # [B, T, 1]
