@@ -328,6 +328,27 @@ def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
     assert result.top5 == 100.0  # 5 classes
 
 
+def test_an_epoch_encodes_the_class_text_once_for_both_evaluated_splits(synth, select_split, tmp_path, monkeypatch):
+    """The test and selection splits are scored by one model after each epoch: its class text
+    features are encoded once for both (the text tower is evaluation's main cost), and
+    scoring against them equals validate's own encoding exactly."""
+    from videocoop.model.video_clip import VideoFeatureCLIP
+    from videocoop.train.engine import class_text
+
+    real, calls = VideoFeatureCLIP.encode_text, []
+    monkeypatch.setattr(VideoFeatureCLIP, "encode_text",
+                        lambda self, *a, **kw: calls.append(torch.is_grad_enabled()) or real(self, *a, **kw))
+    fit(_cfg(synth, tmp_path, epochs=2, **select_split))
+    assert calls.count(False) == 1 + 2  # epoch 0 (the test split alone), then one per epoch for both splits
+    built = build(_cfg(synth, tmp_path, output_dir=str(tmp_path / "other"), **select_split))
+    loader = train_mod._eval_loader(built, built.select_set)
+    plain = validate(built.model, loader, built.device, built.classnames)
+    shared = validate(built.model, loader, built.device, built.classnames,
+                      text=class_text(built.model, built.device, built.cfg.precision))
+    assert shared.loss == plain.loss and shared.top1 == plain.top1 and shared.top5 == plain.top5
+    assert shared.per_class == plain.per_class and torch.equal(shared.confusion, plain.confusion)
+
+
 @pytest.mark.parametrize("progress, watched", [("plain", False), ("none", False), ("rich", True)])
 def test_per_batch_numbers_only_when_a_bar_shows_them(synth, tmp_path, monkeypatch, progress, watched):
     # on_batch costs a host sync per batch (loss.item()); plain lines print per epoch only

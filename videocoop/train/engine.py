@@ -200,6 +200,15 @@ def _empty_batch(model, device: torch.device):
 
 
 @torch.no_grad()
+def class_text(model: VideoFeatureCLIP, device: torch.device | str, precision: str = "fp32") -> torch.Tensor:
+    """The class text features ``[n_cls, E]`` evaluation scores against: ``encode_text()`` in
+    eval mode, without gradients, autocast as :func:`validate` runs it."""
+    model.eval()
+    with autocast(torch.device(device), precision):
+        return model.encode_text()  # [n_cls, E]
+
+
+@torch.no_grad()
 def validate(
     model: VideoFeatureCLIP,
     loader,
@@ -208,23 +217,25 @@ def validate(
     *,
     precision: str = "fp32",
     world: World = World(),
+    text: torch.Tensor | None = None,
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class top-1 (percent) and the confusion matrix over ``loader``.
 
-    The class text features do not depend on the videos: computed once per call. Under
-    torchrun each process evaluates its share of the videos and the counts are summed
-    over the processes: top-1, top-5, per-class and the matrix equal one process's exactly
-    (the loss to float rounding).
+    The class text features do not depend on the videos: computed once per call, or passed
+    as ``text`` (:func:`class_text` of the same model) by a caller that evaluates several
+    splits of one model. Under torchrun each process evaluates its share of the videos and
+    the counts are summed over the processes: top-1, top-5, per-class and the matrix equal
+    one process's exactly (the loss to float rounding).
     """
     device = torch.device(device)
+    if text is None:
+        text = class_text(model, device, precision)  # [n_cls, E], once per evaluation
     model.eval()
     n_cls = len(classnames)
     k = min(5, n_cls)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     confusion = torch.zeros(n_cls * n_cls, device=device, dtype=torch.long)  # flat [true * n_cls + guess]
-    with autocast(device, precision):
-        text = model.encode_text()  # [n_cls, E], once per evaluation
     for batch in loader:
         features, labels, mask = to_device(batch, device)
         with autocast(device, precision):
@@ -246,5 +257,5 @@ def validate(
                       confusion.cpu())
 
 
-__all__ = ["EvalResult", "TrainResult", "TrainingDiverged", "amp_dtype", "autocast", "to_device", "train_one_epoch",
-           "validate"]
+__all__ = ["EvalResult", "TrainResult", "TrainingDiverged", "amp_dtype", "autocast", "class_text", "to_device",
+           "train_one_epoch", "validate"]

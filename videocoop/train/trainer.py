@@ -43,7 +43,7 @@ from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, check_checkpoint, loa
                          save_checkpoint, set_rng_state)
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
-from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
+from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, class_text, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
 from .record import LAST_EPOCH, run_protocol, selection_line
@@ -332,8 +332,11 @@ def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: D
         raise _divergence_error(e, epoch, len(train_loader), cfg) from e
     row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
            "val_top5": None, "lr": lr}
+    # one model, up to two splits: its class text features encoded once for both
+    text = class_text(setup.model, device, cfg.precision) if any(x is not None for x in eval_loaders) else None
     results = [None if loader is None else validate(setup.model, loader, device, setup.classnames,
-                                                    precision=cfg.precision, world=world) for loader in eval_loaders]
+                                                    precision=cfg.precision, world=world, text=text)
+               for loader in eval_loaders]
     for prefix, result in zip(("val", "select"), results):
         if result is not None:
             row.update({f"{prefix}_loss": result.loss, f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5})
