@@ -3,6 +3,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -171,6 +172,31 @@ def test_a_run_of_an_older_videocoop_loads_its_last_epoch(synth, tmp_path):
     with pytest.raises(VideoCoopError, match="was chosen on the run's test split .--val-feature-dir. by an older"):
         predict(out, features=synth["val"], device="cpu", checkpoint="best")
     assert [p.name for p in plot_run(out)] == ["curves.png", "confusion.png"]
+
+
+def test_resume_eval_only_and_predict_refuse_a_checkpoint_of_another_model_or_class_list(synth, tmp_path):
+    """The three readers of a run's checkpoint restore it one way (checkpoint.restore_trainable):
+    another model's tensors or another class order is refused naming the file and what differs."""
+    from videocoop.eval.predict import predict
+    from videocoop.train import save_checkpoint
+    from videocoop.utils.errors import InputError
+
+    fit(_cfg(synth, tmp_path, epochs=1))
+    path = tmp_path / "out" / "checkpoint_last.pt"
+    state = load_checkpoint(path)
+    ctx = state["trainable"]["prompt_learner.ctx"]
+    save_checkpoint(path, **{**state, "trainable": {"prompt_learner.ctx": ctx[:-1]}})
+    fits = f"{path}: its learned tensors do not fit this run's model: prompt_learner.ctx has shape"
+    for call in (lambda: fit(_cfg(synth, tmp_path, epochs=1, eval_only=True)),
+                 lambda: fit(_cfg(synth, tmp_path, epochs=1, resume=True)),
+                 lambda: predict(tmp_path / "out", features=synth["val"], device="cpu")):
+        with pytest.raises(InputError, match=re.escape(fits)):
+            call()
+    save_checkpoint(path, **{**state, "classnames": state["classnames"][::-1]})
+    for call in (lambda: fit(_cfg(synth, tmp_path, epochs=1, eval_only=True)),
+                 lambda: fit(_cfg(synth, tmp_path, epochs=1, resume=True))):
+        with pytest.raises(InputError, match=re.escape(f"{path}: it was trained on 5 classes in another order")):
+            call()
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])

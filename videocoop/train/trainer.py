@@ -39,7 +39,7 @@ from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, log_handlers
 from .base_to_novel import evaluate_novel
 from .builder import TrainSetup, build
-from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, check_checkpoint, load_checkpoint, rng_state,
+from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, restore_trainable, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
@@ -169,8 +169,7 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
         what = "the initial prompts (no checkpoint)"
     else:
         state, ckpt_path, what = load_run_checkpoint(out, cfg.checkpoint)
-        check_checkpoint(state, ckpt_path, classnames=setup.classnames, trainable=model.trainable_state_dict())
-        model.load_trainable_state_dict(state["trainable"])
+        restore_trainable(model, state, ckpt_path, classnames=setup.classnames)
     dataset = setup.val_set
     if dataset is None:
         # the training split, with evaluation's frame sampling (segment middles), not
@@ -294,8 +293,7 @@ def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[Selection |
         return fresh, 1, [], {}
     path = out / CHECKPOINT_LAST
     state = load_checkpoint(path)
-    check_checkpoint(state, path, classnames=setup.classnames, trainable=setup.model.trainable_state_dict())
-    setup.model.load_trainable_state_dict(state["trainable"])
+    restore_trainable(setup.model, state, path, classnames=setup.classnames)
     try:
         stepper.load_state_dicts(state)
         set_rng_state(state["rng"])
