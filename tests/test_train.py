@@ -385,6 +385,29 @@ def test_per_batch_numbers_only_when_a_bar_shows_them(synth, tmp_path, monkeypat
     assert [b is not None for b in seen] == [watched]
 
 
+def test_per_batch_numbers_cost_one_host_read_a_batch(synth, tmp_path, monkeypatch):
+    """on_batch is handed the batch's loss and top-1 read from the device together: one read
+    (one host sync on CUDA) a batch, not one per number; the numbers are the batch's own."""
+    built = build(_cfg(synth, tmp_path))
+    train_loader, _ = train_mod._loaders(built)
+    reads, seen = [], []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _real=real, _name=name: reads.append(_name) or _real(self))
+
+    def epoch(on_batch):
+        torch.manual_seed(0)
+        reads.clear()
+        model = build(_cfg(synth, tmp_path)).model
+        train_one_epoch(model, train_loader, make_optimizer(built.cfg, model), built.device, on_batch=on_batch)
+        return len(reads)
+
+    unwatched = epoch(None)
+    watched = epoch(lambda *a: seen.append(a))
+    assert watched - unwatched == len(train_loader) == len(seen) == 2
+    assert all(math.isfinite(loss) and 0.0 <= top1 <= 100.0 for _, _, loss, top1, _, _ in seen)
+
+
 def test_schedule_follows_coop():
     cfg = TrainConfig(feature_dir="x", epochs=3)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)

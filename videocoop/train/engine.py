@@ -130,8 +130,9 @@ def train_one_epoch(
         hit = logits.argmax(-1) == labels  # [B]
         tally.add(step, summed.detach(), hit, n)
         if on_batch is not None:
-            # a host sync per batch, only when someone is watching
-            on_batch(step + 1, steps, (summed / n).item(), 100.0 * hit.float().mean().item(), lr, labels.shape[0])
+            # a host sync per batch (one read of both numbers), only when someone is watching
+            batch_loss, batch_top1 = torch.stack([summed.detach() / n, hit.float().mean()]).tolist()
+            on_batch(step + 1, steps, batch_loss, 100.0 * batch_top1, lr, labels.shape[0])
         if (step + 1) % check_every == 0:
             # a host sync, and under torchrun two all-reduces: at the same steps on every process,
             # whoever shows bars (a collective one process skips waits for ever in the others)
