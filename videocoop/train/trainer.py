@@ -61,11 +61,15 @@ def _loaders(setup: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
     validation videos. The batches and each video's frames are functions of (seed, epoch):
     call ``set_epoch`` on the batch sampler and the dataset before each epoch."""
     cfg, world = setup.cfg, setup.world
-    # fresh workers every epoch (persistent workers would keep an old epoch's dataset)
-    common = {"num_workers": cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
     batches = GlobalBatchSampler(len(setup.train_set), cfg.batch_size, cfg.seed, world)
-    train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
+    train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **_loading(setup))
     return train, _eval_loader(setup, setup.val_set)
+
+
+def _loading(setup: TrainSetup) -> dict:
+    """How every loader of a run loads: its workers, pinned memory on CUDA, and fresh workers
+    every epoch (persistent workers would keep an old epoch's dataset)."""
+    return {"num_workers": setup.cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
 
 
 def _eval_loader(setup: TrainSetup, dataset) -> DataLoader | None:
@@ -73,8 +77,7 @@ def _eval_loader(setup: TrainSetup, dataset) -> DataLoader | None:
     if dataset is None:
         return None
     return DataLoader(dataset, sampler=ShardSampler(len(dataset), setup.world), batch_size=setup.cfg.batch_size,
-                      collate_fn=collate_samples, num_workers=setup.cfg.num_workers,
-                      pin_memory=setup.device.type == "cuda", persistent_workers=False)
+                      collate_fn=collate_samples, **_loading(setup))
 
 
 def _collate_share(items):
