@@ -252,3 +252,30 @@ def test_the_audits_see_through_a_ddp_wrapped_model(tiny_clip, classnames, tmp_p
         assert AuditTarget.coerce(DistributedDataParallel(model)).model is model  # a bare wrapped model too
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("switch", ["forward_sync_buffers", "broadcast_buffers"])
+def test_wrap_turns_off_the_buffer_sync_under_the_name_this_torch_knows(switch, monkeypatch):
+    """ddp.wrap: recent torch names the per-forward buffer sync forward_sync_buffers (and
+    deprecates broadcast_buffers); older ones (the 2.5 floor) have only broadcast_buffers.
+    Both releases' signatures, faked: the switch this torch knows is passed, False."""
+    import videocoop.train.ddp as ddp
+
+    made = {}
+
+    class Recent:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True, forward_sync_buffers=True):
+            made.update(module=module, device_ids=device_ids, broadcast_buffers=broadcast_buffers,
+                        forward_sync_buffers=forward_sync_buffers)
+
+    class Older:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            made.update(module=module, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
+
+    monkeypatch.setattr(ddp, "DistributedDataParallel", Recent if switch == "forward_sync_buffers" else Older)
+    step = torch.nn.Linear(2, 2)
+    ddp.wrap(step, torch.device("cpu"))
+    assert made.pop(switch) is False and made.pop("module") is step and made.pop("device_ids") is None
+    assert made == ({"broadcast_buffers": True} if switch == "forward_sync_buffers" else {})
+    ddp.wrap(step, torch.device("cuda", 1))
+    assert made["device_ids"] == [1]

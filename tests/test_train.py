@@ -3,6 +3,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -173,6 +174,31 @@ def test_a_run_of_an_older_videocoop_loads_its_last_epoch(synth, tmp_path):
     assert [p.name for p in plot_run(out)] == ["curves.png", "confusion.png"]
 
 
+def test_resume_eval_only_and_predict_refuse_a_checkpoint_of_another_model_or_class_list(synth, tmp_path):
+    """The three readers of a run's checkpoint restore it one way (checkpoint.restore_trainable):
+    another model's tensors or another class order is refused naming the file and what differs."""
+    from videocoop.eval.predict import predict
+    from videocoop.train import save_checkpoint
+    from videocoop.utils.errors import InputError
+
+    fit(_cfg(synth, tmp_path, epochs=1))
+    path = tmp_path / "out" / "checkpoint_last.pt"
+    state = load_checkpoint(path)
+    ctx = state["trainable"]["prompt_learner.ctx"]
+    save_checkpoint(path, **{**state, "trainable": {"prompt_learner.ctx": ctx[:-1]}})
+    fits = f"{path}: its learned tensors do not fit this run's model: prompt_learner.ctx has shape"
+    for call in (lambda: fit(_cfg(synth, tmp_path, epochs=1, eval_only=True)),
+                 lambda: fit(_cfg(synth, tmp_path, epochs=1, resume=True)),
+                 lambda: predict(tmp_path / "out", features=synth["val"], device="cpu")):
+        with pytest.raises(InputError, match=re.escape(fits)):
+            call()
+    save_checkpoint(path, **{**state, "classnames": state["classnames"][::-1]})
+    for call in (lambda: fit(_cfg(synth, tmp_path, epochs=1, eval_only=True)),
+                 lambda: fit(_cfg(synth, tmp_path, epochs=1, resume=True))):
+        with pytest.raises(InputError, match=re.escape(f"{path}: it was trained on 5 classes in another order")):
+            call()
+
+
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_resume_after_a_kill_reaches_the_same_numbers(synth, select_split, tmp_path, monkeypatch, num_workers):
     # num_workers=1: frames are sampled in the worker, whose RNG must restart from the checkpoint
@@ -328,6 +354,27 @@ def test_text_features_once_per_step_and_once_per_evaluation(synth, tmp_path):
     assert result.top5 == 100.0  # 5 classes
 
 
+def test_an_epoch_encodes_the_class_text_once_for_both_evaluated_splits(synth, select_split, tmp_path, monkeypatch):
+    """The test and selection splits are scored by one model after each epoch: its class text
+    features are encoded once for both (the text tower is evaluation's main cost), and
+    scoring against them equals validate's own encoding exactly."""
+    from videocoop.model.video_clip import VideoFeatureCLIP
+    from videocoop.train.engine import class_text
+
+    real, calls = VideoFeatureCLIP.encode_text, []
+    monkeypatch.setattr(VideoFeatureCLIP, "encode_text",
+                        lambda self, *a, **kw: calls.append(torch.is_grad_enabled()) or real(self, *a, **kw))
+    fit(_cfg(synth, tmp_path, epochs=2, **select_split))
+    assert calls.count(False) == 1 + 2  # epoch 0 (the test split alone), then one per epoch for both splits
+    built = build(_cfg(synth, tmp_path, output_dir=str(tmp_path / "other"), **select_split))
+    loader = train_mod._eval_loader(built, built.select_set)
+    plain = validate(built.model, loader, built.device, built.classnames)
+    shared = validate(built.model, loader, built.device, built.classnames,
+                      text=class_text(built.model, built.device, built.cfg.precision))
+    assert shared.loss == plain.loss and shared.top1 == plain.top1 and shared.top5 == plain.top5
+    assert shared.per_class == plain.per_class and torch.equal(shared.confusion, plain.confusion)
+
+
 @pytest.mark.parametrize("progress, watched", [("plain", False), ("none", False), ("rich", True)])
 def test_per_batch_numbers_only_when_a_bar_shows_them(synth, tmp_path, monkeypatch, progress, watched):
     # on_batch costs a host sync per batch (loss.item()); plain lines print per epoch only
@@ -336,6 +383,29 @@ def test_per_batch_numbers_only_when_a_bar_shows_them(synth, tmp_path, monkeypat
     monkeypatch.setattr(train_mod, "train_one_epoch", lambda *a, **kw: seen.append(kw["on_batch"]) or real(*a, **kw))
     fit(_cfg(synth, tmp_path, epochs=1, val_feature_dir=None, progress=progress))
     assert [b is not None for b in seen] == [watched]
+
+
+def test_per_batch_numbers_cost_one_host_read_a_batch(synth, tmp_path, monkeypatch):
+    """on_batch is handed the batch's loss and top-1 read from the device together: one read
+    (one host sync on CUDA) a batch, not one per number; the numbers are the batch's own."""
+    built = build(_cfg(synth, tmp_path))
+    train_loader, _ = train_mod._loaders(built)
+    reads, seen = [], []
+    for name in ("item", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _real=real, _name=name: reads.append(_name) or _real(self))
+
+    def epoch(on_batch):
+        torch.manual_seed(0)
+        reads.clear()
+        model = build(_cfg(synth, tmp_path)).model
+        train_one_epoch(model, train_loader, make_optimizer(built.cfg, model), built.device, on_batch=on_batch)
+        return len(reads)
+
+    unwatched = epoch(None)
+    watched = epoch(lambda *a: seen.append(a))
+    assert watched - unwatched == len(train_loader) == len(seen) == 2
+    assert all(math.isfinite(loss) and 0.0 <= top1 <= 100.0 for _, _, loss, top1, _, _ in seen)
 
 
 def test_schedule_follows_coop():

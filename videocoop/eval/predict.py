@@ -124,7 +124,7 @@ def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] |
     may name; default the checkpoint's.
     """
     from ..train.builder import build_model, load_prompts, load_run_clip
-    from ..train.checkpoint import check_checkpoint
+    from ..train.checkpoint import restore_trainable
 
     if cfg.initial_prompts_file and not Path(cfg.initial_prompts_file).is_file():
         raise VideoCoopError(f"the run's prompts file {cfg.initial_prompts_file} is gone; the model's layout needs it "
@@ -133,8 +133,9 @@ def build_run_model(cfg, state: dict, device: torch.device, classes: list[str] |
     clip_model, tokenizer = load_run_clip(cfg)
     model = build_model(cfg, state["classnames"], clip_model, tokenizer, prompts=prompts, run_classes=classes)
     if path is not None:
-        check_checkpoint(state, path, trainable=model.trainable_state_dict())
-    model.load_trainable_state_dict(state["trainable"])
+        restore_trainable(model, state, path)
+    else:
+        model.load_trainable_state_dict(state["trainable"])
     clip_model.to(device)
     return model.to(device).eval(), clip_model
 

@@ -198,6 +198,16 @@ def check_checkpoint(state: Mapping, path: str | os.PathLike, *, classnames: Seq
         raise InputError(path, f"its learned tensors do not fit this run's model: {diff.describe()}", fix=other)
 
 
+def restore_trainable(model, state: Mapping, path: str | os.PathLike, *,
+                      classnames: Sequence[str] | None = None) -> None:
+    """Load a checkpoint's learned tensors into ``model`` (a
+    :class:`~videocoop.model.VideoFeatureCLIP`) once :func:`check_checkpoint` has refused
+    another class list or model, naming what differs: the one way ``--resume``,
+    ``--eval-only`` and ``predict`` restore a checkpoint."""
+    check_checkpoint(state, path, classnames=classnames, trainable=model.trainable_state_dict())
+    model.load_trainable_state_dict(state["trainable"])
+
+
 def _class_diff(old: Sequence[str], new: Sequence[str]) -> str:
     extra, absent = [c for c in old if c not in new], [c for c in new if c not in old]
     if extra or absent:
@@ -208,4 +218,4 @@ def _class_diff(old: Sequence[str], new: Sequence[str]) -> str:
 
 
 __all__ = ["CHECKPOINT_BEST", "CHECKPOINT_FIELDS", "CHECKPOINT_LAST", "StateDiff", "WRAPPER_PREFIXES", "check_checkpoint",
-           "diff_state", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+           "diff_state", "load_checkpoint", "restore_trainable", "rng_state", "save_checkpoint", "set_rng_state"]

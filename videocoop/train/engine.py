@@ -130,8 +130,9 @@ def train_one_epoch(
         hit = logits.argmax(-1) == labels  # [B]
         tally.add(step, summed.detach(), hit, n)
         if on_batch is not None:
-            # a host sync per batch, only when someone is watching
-            on_batch(step + 1, steps, (summed / n).item(), 100.0 * hit.float().mean().item(), lr, labels.shape[0])
+            # a host sync per batch (one read of both numbers), only when someone is watching
+            batch_loss, batch_top1 = torch.stack([summed.detach() / n, hit.float().mean()]).tolist()
+            on_batch(step + 1, steps, batch_loss, 100.0 * batch_top1, lr, labels.shape[0])
         if (step + 1) % check_every == 0:
             # a host sync, and under torchrun two all-reduces: at the same steps on every process,
             # whoever shows bars (a collective one process skips waits for ever in the others)
@@ -200,6 +201,15 @@ def _empty_batch(model, device: torch.device):
 
 
 @torch.no_grad()
+def class_text(model: VideoFeatureCLIP, device: torch.device | str, precision: str = "fp32") -> torch.Tensor:
+    """The class text features ``[n_cls, E]`` evaluation scores against: ``encode_text()`` in
+    eval mode, without gradients, autocast as :func:`validate` runs it."""
+    model.eval()
+    with autocast(torch.device(device), precision):
+        return model.encode_text()  # [n_cls, E]
+
+
+@torch.no_grad()
 def validate(
     model: VideoFeatureCLIP,
     loader,
@@ -208,23 +218,25 @@ def validate(
     *,
     precision: str = "fp32",
     world: World = World(),
+    text: torch.Tensor | None = None,
 ) -> EvalResult:
     """Loss, top-1, top-5, per-class top-1 (percent) and the confusion matrix over ``loader``.
 
-    The class text features do not depend on the videos: computed once per call. Under
-    torchrun each process evaluates its share of the videos and the counts are summed
-    over the processes: top-1, top-5, per-class and the matrix equal one process's exactly
-    (the loss to float rounding).
+    The class text features do not depend on the videos: computed once per call, or passed
+    as ``text`` (:func:`class_text` of the same model) by a caller that evaluates several
+    splits of one model. Under torchrun each process evaluates its share of the videos and
+    the counts are summed over the processes: top-1, top-5, per-class and the matrix equal
+    one process's exactly (the loss to float rounding).
     """
     device = torch.device(device)
+    if text is None:
+        text = class_text(model, device, precision)  # [n_cls, E], once per evaluation
     model.eval()
     n_cls = len(classnames)
     k = min(5, n_cls)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     confusion = torch.zeros(n_cls * n_cls, device=device, dtype=torch.long)  # flat [true * n_cls + guess]
-    with autocast(device, precision):
-        text = model.encode_text()  # [n_cls, E], once per evaluation
     for batch in loader:
         features, labels, mask = to_device(batch, device)
         with autocast(device, precision):
@@ -246,5 +258,5 @@ def validate(
                       confusion.cpu())
 
 
-__all__ = ["EvalResult", "TrainResult", "TrainingDiverged", "amp_dtype", "autocast", "to_device", "train_one_epoch",
-           "validate"]
+__all__ = ["EvalResult", "TrainResult", "TrainingDiverged", "amp_dtype", "autocast", "class_text", "to_device",
+           "train_one_epoch", "validate"]

@@ -39,11 +39,11 @@ from ..utils.files import atomic_write, write_json
 from ..utils.progress import Bars, file_handler, log_handlers
 from .base_to_novel import evaluate_novel
 from .builder import TrainSetup, build
-from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, check_checkpoint, load_checkpoint, rng_state,
+from .checkpoint import (CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, restore_trainable, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ACTION_KEYS, EXECUTION_KEYS, OPTIMIZERS, PROGRESS, TrainConfig, default_precision, resolve_clip
 from .ddp import GlobalBatchSampler, ShardSampler, TrainStep, wrap
-from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, train_one_epoch, validate
+from .engine import EvalResult, TrainingDiverged, TrainResult, amp_dtype, class_text, train_one_epoch, validate
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_run
 from .record import LAST_EPOCH, run_protocol, selection_line
@@ -61,11 +61,15 @@ def _loaders(setup: TrainSetup) -> tuple[DataLoader, DataLoader | None]:
     validation videos. The batches and each video's frames are functions of (seed, epoch):
     call ``set_epoch`` on the batch sampler and the dataset before each epoch."""
     cfg, world = setup.cfg, setup.world
-    # fresh workers every epoch (persistent workers would keep an old epoch's dataset)
-    common = {"num_workers": cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
     batches = GlobalBatchSampler(len(setup.train_set), cfg.batch_size, cfg.seed, world)
-    train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **common)
+    train = DataLoader(setup.train_set, batch_sampler=batches, collate_fn=_collate_share, **_loading(setup))
     return train, _eval_loader(setup, setup.val_set)
+
+
+def _loading(setup: TrainSetup) -> dict:
+    """How every loader of a run loads: its workers, pinned memory on CUDA, and fresh workers
+    every epoch (persistent workers would keep an old epoch's dataset)."""
+    return {"num_workers": setup.cfg.num_workers, "pin_memory": setup.device.type == "cuda", "persistent_workers": False}
 
 
 def _eval_loader(setup: TrainSetup, dataset) -> DataLoader | None:
@@ -73,8 +77,7 @@ def _eval_loader(setup: TrainSetup, dataset) -> DataLoader | None:
     if dataset is None:
         return None
     return DataLoader(dataset, sampler=ShardSampler(len(dataset), setup.world), batch_size=setup.cfg.batch_size,
-                      collate_fn=collate_samples, num_workers=setup.cfg.num_workers,
-                      pin_memory=setup.device.type == "cuda", persistent_workers=False)
+                      collate_fn=collate_samples, **_loading(setup))
 
 
 def _collate_share(items):
@@ -169,8 +172,7 @@ def _evaluate_only(setup: TrainSetup, out: Path) -> dict:
         what = "the initial prompts (no checkpoint)"
     else:
         state, ckpt_path, what = load_run_checkpoint(out, cfg.checkpoint)
-        check_checkpoint(state, ckpt_path, classnames=setup.classnames, trainable=model.trainable_state_dict())
-        model.load_trainable_state_dict(state["trainable"])
+        restore_trainable(model, state, ckpt_path, classnames=setup.classnames)
     dataset = setup.val_set
     if dataset is None:
         # the training split, with evaluation's frame sampling (segment middles), not
@@ -294,8 +296,7 @@ def _start(setup: TrainSetup, out: Path, stepper: _Stepper) -> tuple[Selection |
         return fresh, 1, [], {}
     path = out / CHECKPOINT_LAST
     state = load_checkpoint(path)
-    check_checkpoint(state, path, classnames=setup.classnames, trainable=setup.model.trainable_state_dict())
-    setup.model.load_trainable_state_dict(state["trainable"])
+    restore_trainable(setup.model, state, path, classnames=setup.classnames)
     try:
         stepper.load_state_dicts(state)
         set_rng_state(state["rng"])
@@ -332,8 +333,11 @@ def _epoch(setup: TrainSetup, epoch: int, step_model: nn.Module, train_loader: D
         raise _divergence_error(e, epoch, len(train_loader), cfg) from e
     row = {"epoch": epoch, "train_loss": tr.loss, "train_top1": tr.top1, "val_loss": None, "val_top1": None,
            "val_top5": None, "lr": lr}
+    # one model, up to two splits: its class text features encoded once for both
+    text = class_text(setup.model, device, cfg.precision) if any(x is not None for x in eval_loaders) else None
     results = [None if loader is None else validate(setup.model, loader, device, setup.classnames,
-                                                    precision=cfg.precision, world=world) for loader in eval_loaders]
+                                                    precision=cfg.precision, world=world, text=text)
+               for loader in eval_loaders]
     for prefix, result in zip(("val", "select"), results):
         if result is not None:
             row.update({f"{prefix}_loss": result.loss, f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5})
