@@ -210,38 +210,19 @@ def test_fps_extraction_holds_a_bounded_number_of_frames(tmp_path, tiny_clip, mo
     assert ex.piece_frames() == FPS_FRAMES_GUESS
 
 
-class _Dropping:
-    """A PyAV container whose decoder never shows the frame at ``pts`` (as for a not-coded frame)."""
-
-    def __init__(self, container, pts):
-        self._c, self._pts = container, pts
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._c.close()
-
-    def __getattr__(self, name):
-        return getattr(self._c, name)
-
-    def decode(self, *args, **kwargs):
-        return (f for f in self._c.decode(*args, **kwargs) if f.pts != self._pts)
-
-
 def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_path, tiny_clip, monkeypatch):
     """Seeking hands pieces over, then finds a frame the decoder does not show: the pieces so far
     are void (RESTART) and the video's features are the plain decode's."""
     import av
 
+    from tests.mpeg4_videos import spying
     from videocoop.video.synthetic import encode_video, pattern_frames
 
     path = encode_video(tmp_path / "src" / "c" / "a.mkv", pattern_frames("spin", (50, 80, 230), 40, 48, 64,
                                                                           np.random.default_rng(0)), fps=8)
     with av.open(str(path)) as c:
         missing = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size)[20]
-    real_open = av.open
-    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _Dropping(real_open(*a, **k), missing))
+    monkeypatch.setattr("videocoop.video.decode.av.open", spying(drop_pts=missing))
     _, entries = find_videos(tmp_path / "src")
     clip, _ = tiny_clip
     pre = Preprocess.from_model(clip)
