@@ -208,6 +208,10 @@ def test_fps_extraction_holds_a_bounded_number_of_frames(tmp_path, tiny_clip, mo
     assert peak <= 2 * FPS_FRAMES_GUESS * frame_bytes, peak / frame_bytes  # measured: 21.7 (197 before: every frame twice)
     assert result.features.shape == (frames, 32) and result.indices == list(range(frames))
     assert ex.piece_frames() == FPS_FRAMES_GUESS
+    plain = read_frames(tmp_path / "src" / "long" / "a.mp4", Sampling(num_frames=None, fps=8.0), seek=False)
+    with torch.no_grad():  # the pieces' features (6 pieces, 3 forwards of 32) against the whole video's in one
+        expected = clip.encode_image(Preprocess.from_model(clip)(plain.frames))  # [T, D]
+    assert torch.allclose(result.features, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_path, tiny_clip, monkeypatch):

@@ -43,6 +43,20 @@ def test_seeking_decode_equals_plain_decode(videos, suffix):
         assert torch.equal(fast.frames, plain.frames), (suffix, sampling)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".webm", ".mkv"])
+def test_pieces_put_together_are_the_whole(videos, suffix):
+    """iter_frames' pieces (the extractor's unit) joined are read_frames' one piece, on both paths."""
+    for sampling in SAMPLINGS:
+        for seek in (True, False):
+            whole = read_frames(videos[suffix], sampling, seek=seek)
+            pieces = list(iter_frames(videos[suffix], sampling, piece=3, seek=seek))
+            assert RESTART not in pieces and all(len(p.indices) == p.frames.shape[0] <= 3 for p in pieces)
+            assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
+            assert [i for p in pieces for i in p.indices] == whole.indices, (suffix, sampling, seek)
+            assert [t for p in pieces for t in p.times] == whole.times
+            assert torch.equal(torch.cat([p.frames for p in pieces]), whole.frames)
+
+
 def test_seeking_decodes_only_around_the_kept_frames(tmp_path, monkeypatch):
     path = encode_video(tmp_path / "long.mp4", _pixels(frames=96, height=16, width=16), fps=24, gop=8)
     counts = {"decoded": 0}
