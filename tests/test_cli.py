@@ -124,3 +124,21 @@ def test_an_interrupted_extract_says_rerunning_continues_and_which_process_speak
     assert main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "f")]) == ExitCode.INTERRUPTED
     err = capsys.readouterr().err
     assert "videocoop (rank 1): interrupted" in err and "rerun the same command" in err
+
+
+@pytest.mark.parametrize("argv,sampling", [([], (8, None)), (["--num-frames", "3"], (3, None)),
+                                           (["--fps", "2.5"], (None, 2.5))])
+def test_extract_flags_give_one_sampling(tmp_path, monkeypatch, argv, sampling):
+    """--num-frames, --fps or neither (ExtractConfig's default) reach the config as exactly one sampling."""
+    import videocoop.cli.extract as extract_command
+
+    seen = []
+
+    def record(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_command, "extract", record)
+    assert main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "f"), *argv]) == ExitCode.INTERRUPTED
+    assert (seen[0].num_frames, seen[0].fps) == sampling
+    seen[0].sampling()  # exactly one: a valid Sampling

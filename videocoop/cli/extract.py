@@ -36,10 +36,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, given: set[str]) -> int:
     values = known_fields(ExtractConfig, vars(args))
-    if values.get("num_frames") is None and values.get("fps") is None:
-        values.pop("num_frames")  # the default
-    else:
-        values["num_frames"] = values.get("num_frames") if values.get("fps") is None else None
+    if values["num_frames"] is None and values["fps"] is None:  # argparse keeps the two exclusive
+        values.pop("num_frames")  # neither given: ExtractConfig's default
     try:
         summary = extract(ExtractConfig.from_dict(values))
     except KeyboardInterrupt:
