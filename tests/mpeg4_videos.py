@@ -1,7 +1,8 @@
 """AVI files of MPEG-4 Part 2 video (what UCF101 and HMDB51 ship), written packet by packet with
 PyAV, whose frames each show their own number: B-frames, DivX's packed B-frames, not-coded
 frames (N-VOPs). The packets come from FFmpeg's own MPEG-4 encoder; a packed or not-coded
-file rearranges or rewrites them as DivX and Xvid do, and the AVI muxer writes them."""
+file rearranges or rewrites them as DivX and Xvid do, and the AVI muxer writes them.
+:class:`SpyContainer` stands in for a decoder that counts or drops frames."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -10,12 +11,44 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videocoop.video.synthetic import _yuv420p
+from videocoop.video.synthetic import yuv420p
 
 BITS = 8  # frame numbers 0..255
 VOP = b"\x00\x00\x01\xb6"
 USER_DATA = b"\x00\x00\x01\xb2"
 DIVX_PACKED = b"DivX503b1393p"  # DivX 5.03's user data; the trailing 'p' says "packed bitstream"
+
+
+class SpyContainer:
+    """A PyAV container whose decoder counts the frames it gives in ``counts["decoded"]`` (when
+    ``counts`` is given) and never shows the frame at ``drop_pts`` (an invisible or not-coded
+    frame in a codec whose headers are not read: the plain decode has one frame fewer). Put it in
+    place with ``monkeypatch.setattr("videocoop.video.decode.av.open", spying(...))``."""
+
+    def __init__(self, container, counts: dict | None = None, drop_pts: int | None = None):
+        self._c, self._counts, self._drop = container, counts, drop_pts
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._c.close()
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def decode(self, *args, **kwargs):
+        for frame in self._c.decode(*args, **kwargs):
+            if self._counts is not None:
+                self._counts["decoded"] += 1
+            if self._drop is None or frame.pts != self._drop:
+                yield frame
+
+
+def spying(counts: dict | None = None, drop_pts: int | None = None):
+    """``av.open`` whose containers are :class:`SpyContainer` s."""
+    real_open = av.open
+    return lambda *a, **k: SpyContainer(real_open(*a, **k), counts, drop_pts)
 
 
 def numbered_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -50,7 +83,7 @@ def mpeg4_packets(frames: np.ndarray, fps: int = 25, gop: int = 12, bframes: int
     for t, picture in enumerate([*frames, None]):
         frame = None
         if picture is not None:
-            frame = av.VideoFrame.from_ndarray(_yuv420p(picture), format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(yuv420p(picture), format="yuv420p")
             frame.pts, frame.time_base = t, Fraction(1, fps)
         packets += [(bytes(p), p.pts, p.is_keyframe) for p in codec.encode(frame)]
     return packets

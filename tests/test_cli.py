@@ -109,3 +109,36 @@ def test_interrupt_exits_130_and_points_to_resume(monkeypatch, capsys):
     monkeypatch.setattr(train_command, "fit", interrupted)
     assert main(["train", "--feature-dir", "."]) == ExitCode.INTERRUPTED == 130
     assert "--resume" in capsys.readouterr().err
+
+
+def test_an_interrupted_extract_says_rerunning_continues_and_which_process_speaks(tmp_path, monkeypatch, capsys):
+    """Under torchrun every message names its rank (``prog``), extract's Ctrl-C message too."""
+    import videocoop.cli.extract as extract_command
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_command, "extract", interrupted)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "f")]) == ExitCode.INTERRUPTED
+    err = capsys.readouterr().err
+    assert "videocoop (rank 1): interrupted" in err and "rerun the same command" in err
+
+
+@pytest.mark.parametrize("argv,sampling", [([], (8, None)), (["--num-frames", "3"], (3, None)),
+                                           (["--fps", "2.5"], (None, 2.5))])
+def test_extract_flags_give_one_sampling(tmp_path, monkeypatch, argv, sampling):
+    """--num-frames, --fps or neither (ExtractConfig's default) reach the config as exactly one sampling."""
+    import videocoop.cli.extract as extract_command
+
+    seen = []
+
+    def record(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_command, "extract", record)
+    assert main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "f"), *argv]) == ExitCode.INTERRUPTED
+    assert (seen[0].num_frames, seen[0].fps) == sampling
+    seen[0].sampling()  # exactly one: a valid Sampling

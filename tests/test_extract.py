@@ -208,25 +208,10 @@ def test_fps_extraction_holds_a_bounded_number_of_frames(tmp_path, tiny_clip, mo
     assert peak <= 2 * FPS_FRAMES_GUESS * frame_bytes, peak / frame_bytes  # measured: 21.7 (197 before: every frame twice)
     assert result.features.shape == (frames, 32) and result.indices == list(range(frames))
     assert ex.piece_frames() == FPS_FRAMES_GUESS
-
-
-class _Dropping:
-    """A PyAV container whose decoder never shows the frame at ``pts`` (as for a not-coded frame)."""
-
-    def __init__(self, container, pts):
-        self._c, self._pts = container, pts
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._c.close()
-
-    def __getattr__(self, name):
-        return getattr(self._c, name)
-
-    def decode(self, *args, **kwargs):
-        return (f for f in self._c.decode(*args, **kwargs) if f.pts != self._pts)
+    plain = read_frames(tmp_path / "src" / "long" / "a.mp4", Sampling(num_frames=None, fps=8.0), seek=False)
+    with torch.no_grad():  # the pieces' features (6 pieces, 3 forwards of 32) against the whole video's in one
+        expected = clip.encode_image(Preprocess.from_model(clip)(plain.frames))  # [T, D]
+    assert torch.allclose(result.features, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_path, tiny_clip, monkeypatch):
@@ -234,14 +219,14 @@ def test_a_video_whose_decoder_disagrees_midway_gets_the_plain_paths_frames(tmp_
     are void (RESTART) and the video's features are the plain decode's."""
     import av
 
+    from tests.mpeg4_videos import spying
     from videocoop.video.synthetic import encode_video, pattern_frames
 
     path = encode_video(tmp_path / "src" / "c" / "a.mkv", pattern_frames("spin", (50, 80, 230), 40, 48, 64,
                                                                           np.random.default_rng(0)), fps=8)
     with av.open(str(path)) as c:
         missing = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size)[20]
-    real_open = av.open
-    monkeypatch.setattr("videocoop.video.decode.av.open", lambda *a, **k: _Dropping(real_open(*a, **k), missing))
+    monkeypatch.setattr("videocoop.video.decode.av.open", spying(drop_pts=missing))
     _, entries = find_videos(tmp_path / "src")
     clip, _ = tiny_clip
     pre = Preprocess.from_model(clip)

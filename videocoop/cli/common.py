@@ -1,7 +1,7 @@
 """What every subcommand shares: the exit codes, the usage error and the parser that raises
 it, the name messages start with, and the flags more than one command takes (every
-``videocoop train`` flag, also read by ``sweep`` and ``python -m checks``; the zero-shot
-templates; video decoding)."""
+``videocoop train`` flag, also read by ``sweep`` and ``python -m checks``; CLIP's; the
+zero-shot templates; video decoding)."""
 from __future__ import annotations
 
 import argparse
@@ -111,10 +111,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, require_data: bool = Tr
     data.add_argument("--num-workers", type=int, default=d.num_workers, help=f"DataLoader workers (default {d.num_workers})")
 
     clip = parser.add_argument_group("CLIP (default: from features.json)")
-    clip.add_argument("--clip-model", default=d.clip_model, help="open_clip model name, e.g. ViT-B-32")
-    clip.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
-    clip.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
-    clip.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    add_clip_arguments(clip, d, "open_clip model name, e.g. ViT-B-32")
     clip.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                       help="default fp32 (--eval-only: the run's)")
 
@@ -213,6 +210,16 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
     return cfg
 
 
+def add_clip_arguments(parser, d, model_help: str,
+                       seed_help: str = "seed of random CLIP weights (no weights given)") -> None:
+    """The CLIP flags (``train``, ``eval``, ``extract``, ``synth``); ``d`` holds the defaults
+    (``clip_model``, ``pretrained``, ``clip_checkpoint``, ``clip_seed``)."""
+    parser.add_argument("--clip-model", default=d.clip_model, help=model_help)
+    parser.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
+    parser.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
+    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help=seed_help)
+
+
 def add_template_arguments(parser: argparse.ArgumentParser) -> None:
     """The zero-shot templates (``eval --zero-shot`` and a sweep's zero-shot row)."""
     from ..eval.zeroshot import DEFAULT_TEMPLATES
@@ -239,6 +246,6 @@ def add_decode_arguments(parser: argparse.ArgumentParser, d, sampling_default: s
                         help="a rich bar on a terminal, plain lines otherwise (default auto)")
 
 
-__all__ = ["TRACEBACK_ENV", "CliParser", "Command", "ExitCode", "UsageError", "add_decode_arguments",
-           "add_template_arguments", "add_train_arguments", "config_from_args", "flag", "given_dests",
-           "print_user_error", "prog", "require_feature_dir"]
+__all__ = ["TRACEBACK_ENV", "CliParser", "Command", "ExitCode", "UsageError", "add_clip_arguments",
+           "add_decode_arguments", "add_template_arguments", "add_train_arguments", "config_from_args", "flag",
+           "given_dests", "print_user_error", "prog", "require_feature_dir"]

@@ -14,7 +14,7 @@ from ..train.config import PROGRESS
 from ..utils.config import known_fields
 from ..utils.distributed import DEVICES
 from ..utils.progress import console_handler, log_handlers
-from .common import Command, ExitCode, add_template_arguments
+from .common import Command, ExitCode, add_clip_arguments, add_template_arguments
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -35,10 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT_DIR/zeroshot.json")
     parser.add_argument("--num-frames", type=int, help="sample this many frames per video (default: all, padded and masked)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    parser.add_argument("--clip-model", help="open_clip model name (default: from features.json)")
-    parser.add_argument("--pretrained", help="open_clip pretrained tag already in the local cache")
-    parser.add_argument("--clip-checkpoint", help="local CLIP weights file")
-    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    add_clip_arguments(parser, d, "open_clip model name (default: from features.json)")
     parser.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=f"default {d.precision}")
     parser.add_argument("--device", default=d.device, help=f"{' | '.join(DEVICES)} (default {d.device})")
     parser.add_argument("--progress", choices=PROGRESS, default="auto", help="how lines are shown (default auto)")

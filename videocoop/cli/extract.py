@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..utils.config import known_fields
+from ..utils.distributed import world_from_env
 from ..video.extract import DTYPES, EXTRACT_PRECISIONS, ExtractConfig, extract
-from .common import Command, ExitCode, add_decode_arguments
+from .common import Command, ExitCode, add_clip_arguments, add_decode_arguments, prog
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -22,10 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DST", required=True, help="the feature folder(s) to write")
     parser.add_argument("--manifest", metavar="CSV", help="path,label rows instead of class folders (paths relative "
                                                           "to SRC, else to the CSV's folder)")
-    parser.add_argument("--clip-model", default=d.clip_model, help=f"open_clip model name (default {d.clip_model})")
-    parser.add_argument("--pretrained", default=d.pretrained, help="open_clip pretrained tag already in the local cache")
-    parser.add_argument("--clip-checkpoint", default=d.clip_checkpoint, help="local CLIP weights file")
-    parser.add_argument("--clip-seed", type=int, default=d.clip_seed, help="seed of random CLIP weights (no weights given)")
+    add_clip_arguments(parser, d, f"open_clip model name (default {d.clip_model})")
     add_decode_arguments(parser, d, f"default {d.num_frames}")
     parser.add_argument("--precision", choices=EXTRACT_PRECISIONS, default=d.precision,
                         help="the image tower's precision; auto: fp16 on CUDA, fp32 elsewhere")
@@ -39,17 +36,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, given: set[str]) -> int:
     values = known_fields(ExtractConfig, vars(args))
-    if values.get("num_frames") is None and values.get("fps") is None:
-        values.pop("num_frames")  # the default
-    else:
-        values["num_frames"] = values.get("num_frames") if values.get("fps") is None else None
+    if values["num_frames"] is None and values["fps"] is None:  # argparse keeps the two exclusive
+        values.pop("num_frames")  # neither given: ExtractConfig's default
     try:
         summary = extract(ExtractConfig.from_dict(values))
     except KeyboardInterrupt:
-        print("videocoop: interrupted; the videos written so far are kept: rerun the same command to continue",
+        print(f"{prog()}: interrupted; the videos written so far are kept: rerun the same command to continue",
               file=sys.stderr)
         return ExitCode.INTERRUPTED
-    if int(os.environ.get("RANK", "0")) == 0:
+    if world_from_env().is_main:
         print(summary.line())
     return ExitCode.FAILED if summary.failed else ExitCode.OK
 

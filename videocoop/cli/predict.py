@@ -10,7 +10,7 @@ from ..eval.predict import OUTPUT_FORMATS, predict, to_csv, write_predictions
 from ..train.config import CHECKPOINTS
 from ..utils.errors import VideoCoopError
 from ..video.extract import ExtractConfig
-from .common import Command, ExitCode, add_decode_arguments
+from .common import Command, ExitCode, add_decode_arguments, prog
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
         sys.stdout.write(to_csv(preds))
         print(preds.line(), file=sys.stderr)
     for f in preds.failures:
-        print(f"videocoop: could not decode {f['source']}: {f['error']}", file=sys.stderr)
+        print(f"{prog()}: could not decode {f['source']}: {f['error']}", file=sys.stderr)
     return ExitCode.FAILED if preds.failures else ExitCode.OK
 
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from types import SimpleNamespace
 
 from ..data.synthetic import synthesize
-from .common import Command, ExitCode, flag
+from .common import Command, ExitCode, add_clip_arguments, flag
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -14,10 +15,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d = {k: p.default for k, p in inspect.signature(synthesize).parameters.items()}
     parser.add_argument("--out", required=True, help="writes OUT/train, OUT/val, OUT/custom_prompts.json")
     parser.add_argument("--n-classes", type=int, default=d["n_classes"], help=f"UCF101 names, spread evenly (default {d['n_classes']})")
-    parser.add_argument("--clip-model", default=d["clip_model"], help=f"default {d['clip_model']} (random weights unless given)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag already in the local cache")
-    parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights file")
-    parser.add_argument("--clip-seed", type=int, default=d["clip_seed"], help=f"seed of random CLIP weights (default {d['clip_seed']})")
+    clip = SimpleNamespace(clip_model=d["clip_model"], pretrained=None, clip_checkpoint=None, clip_seed=d["clip_seed"])
+    add_clip_arguments(parser, clip, f"default {d['clip_model']} (random weights unless given)",
+                       f"seed of random CLIP weights (default {d['clip_seed']})")
     for name in ("train_per_class", "val_per_class", "num_frames", "seed"):
         parser.add_argument(flag(name), type=int, default=d[name], help=f"default {d[name]}")
     parser.add_argument("--max-frames", type=int, default=None, help="vary the length in [num-frames, max-frames]")

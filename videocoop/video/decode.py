@@ -363,7 +363,7 @@ def _seeking(path, sampling: Sampling, piece: int | None) -> Iterator[Frames]:
             i = out.wanted
             key = key_pts[max(bisect.bisect_right(key_pts, pts[i]) - 1, 0)]
             frame = None
-            if decoder is not None and after is not None and key <= pts[after - 1]:  # no keyframe ahead: go on
+            if after is not None and key <= pts[after - 1]:  # decoding, no keyframe ahead: go on
                 frame, after = _decode_to(decoder, position, i, after)
             else:  # jump to the keyframe: by its presentation time, else by its decoding time (AVI's index)
                 for at in dict.fromkeys((key, seek_at.get(key, key))):

@@ -325,19 +325,18 @@ def _extract(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entrie
         total.failures.extend(p["failures"])
     total.failures.sort(key=lambda f: f["source"])
     if world.is_main:
-        total.splits = _finish(cfg, extractor, source_root, entries, total.failures)
+        total.splits = _finish(cfg, extractor, settings, entries, total.failures)
     total.splits = world.gather_object(total.splits)[0]  # rank 0's
     return total
 
 
-def _finish(cfg: ExtractConfig, extractor: Extractor, source_root: Path, entries: list[VideoEntry],
+def _finish(cfg: ExtractConfig, extractor: Extractor, settings: dict, entries: list[VideoEntry],
             failures: list[dict]) -> list[str]:
-    """Rank 0, after every rank is done: features.json and classnames.txt per split,
-    failures.jsonl, the packed splits."""
+    """Rank 0, after every rank is done: features.json (the run's :func:`_settings` of the
+    sources and storage) and classnames.txt per split, failures.jsonl, the packed splits."""
     out = Path(cfg.out)
     files_root = out / PER_FILE_DIR if cfg.packed else out
-    info = {**extractor.info(), "source_root": str(source_root),
-            "manifest": str(Path(cfg.manifest).resolve()) if cfg.manifest else None, "dtype": cfg.dtype}
+    info = {**extractor.info(), **{k: settings[k] for k in ("source_root", "manifest", "dtype")}}
     splits = []
     for split in sorted({e.split for e in entries}):
         classes = sorted({e.label for e in entries if e.split == split and (files_root / split / e.out).is_file()})

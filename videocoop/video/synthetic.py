@@ -70,7 +70,7 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop:
             stream.codec_context.bit_rate = 4_000_000  # small pictures: near-lossless
             stream.options = {"bf": "2"}
         for t, picture in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(_yuv420p(picture), format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(yuv420p(picture), format="yuv420p")
             frame.pts, frame.time_base = t, Fraction(1, fps)  # explicit: the encoder's rate control reads them
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -80,7 +80,7 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, gop:
     return path
 
 
-def _yuv420p(rgb: np.ndarray) -> np.ndarray:
+def yuv420p(rgb: np.ndarray) -> np.ndarray:
     """RGB ``[H, W, 3]`` -> planar YUV 4:2:0 ``[3H/2, W]`` (BT.601, limited range, what decoders
     assume for untagged video), in numpy: FFmpeg's converter, fed RGB under load, gave other
     bytes from run to run."""
@@ -92,6 +92,26 @@ def _yuv420p(rgb: np.ndarray) -> np.ndarray:
     u, v = (c.reshape(H // 2, 2, W // 2, 2).mean(axis=(1, 3)) for c in (u, v))  # [H/2, W/2]: 2x2 chroma
     planes = [np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v)]
     return np.concatenate([planes[0], planes[1].reshape(H // 4, W), planes[2].reshape(H // 4, W)])
+
+
+def encode_raw_h264(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
+    """Encode uint8 RGB frames ``[T, H, W, 3]`` as a raw H.264 stream into ``path``, atomically: no
+    container, so its frames carry no timestamps (as a camera's or ``ffmpeg -f h264``'s dump), under
+    any name (FFmpeg reads the content). libx264's defaults and FFmpeg's RGB -> YUV conversion."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with av.open(str(tmp), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for t, picture in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+            frame.pts = t
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path
 
 
 def pattern_frames(motion: str, colour: Sequence[int], frames: int, height: int, width: int,
