@@ -47,7 +47,7 @@ The planted faults (:mod:`checks.faults`), models and extractors built on ours:
     videocoop.data   FeatureDataset: the feature folder an extraction fault writes
     videocoop.video  ExtractConfig, Extractor, extract: extraction with one part swapped
     videocoop.video  Preprocess, Sampling: the parts swapped
-    videocoop.video  synthesize_videos: the tiny videos they extract
+    videocoop.video  synthesize_videos, encode_raw_h264: the tiny videos they extract (raw H.264: frames without timestamps)
     videocoop.clip   text_tower: where the foreign zoo's ports (checks.faults.zoo) find CLIP's text modules
 
 The names below load :mod:`checks.core` or :mod:`checks.runner` (and torch) on first use:

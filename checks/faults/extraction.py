@@ -83,8 +83,9 @@ def fault_videos(width: int = 64, height: int = 48, frames: int = 7, per_class: 
 def untimed_videos(frames: int = 7) -> Path:
     """Two classes of one raw H.264 stream each (no container: its frames carry no timestamps,
     as a camera's or ``ffmpeg -f h264``'s dump), under a suffix the extractor takes."""
-    import av
     import numpy as np
+
+    from videocoop.video import encode_raw_h264
 
     root = _scratch("videocoop-untimed-")
     rng = np.random.default_rng(0)
@@ -93,16 +94,7 @@ def untimed_videos(frames: int = 7) -> Path:
         for t in range(frames):
             pictures[t, 10:30, 4 * t:4 * t + 20] = colour  # a square moving right
         (root / name).mkdir()
-        with av.open(str(root / name / f"{name}.ts"), "w", format="h264") as container:  # FFmpeg reads the content
-            stream = container.add_stream("libx264", rate=8)
-            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            for t, picture in enumerate(pictures):
-                frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
-                frame.pts = t
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+        encode_raw_h264(root / name / f"{name}.ts", pictures, fps=8)  # FFmpeg reads the content, not the suffix
     return root
 
 

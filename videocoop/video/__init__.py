@@ -15,8 +15,8 @@ from .extract import ExtractConfig, ExtractSummary, extract
 from .extractor import Extracted, Extractor, Failed
 from .preprocess import Preprocess
 from .sources import VideoEntry, find_videos
-from .synthetic import synthesize_videos
+from .synthetic import encode_raw_h264, synthesize_videos
 
 __all__ = ["ExtractConfig", "ExtractSummary", "Extracted", "Extractor", "Failed", "FrameClock", "Frames", "Preprocess",
-           "Sampling", "VideoDecodeError", "VideoEntry", "decoder_info", "extract", "find_videos", "iter_frames",
+           "Sampling", "VideoDecodeError", "VideoEntry", "decoder_info", "encode_raw_h264", "extract", "find_videos", "iter_frames",
            "read_frames", "synthesize_videos"]
