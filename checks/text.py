@@ -20,6 +20,9 @@ from .locations import locate
 
 #: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
 PROBE_CLASSES = 8
+#: CLIP's hand-written prompt for a class, the zero-shot reference of eot-collapse (its spread) and of
+#: learning-signal (its loss): like the learned prompts, it puts a shared prefix before every class name.
+NATURAL_PROMPT = "a video of a person {}."
 
 
 def view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +186,20 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
         if hidden is not None and hidden.shape[:2] == tokens.shape:
             target.cache["hidden"] = hidden  # [n_cls, L, width], batch-first
     return target.cache["text_plain"]
+
+
+def natural_prompt_features(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ids ``[n_cls, L]`` of :data:`NATURAL_PROMPT` for each class and the clean CLIP's ``encode_text`` of
+    them ``[n_cls, E]`` fp32 (:func:`~checks.reference.fast_encode_text`), computed once per run.
+
+    Raises:
+        Skip: no clean CLIP to encode them with.
+    """
+    if "natural_text" not in target.cache:
+        clip = clean_clip(target)
+        ids = target.tokenizer([NATURAL_PROMPT.format(w) for w in class_word_list(target)])
+        target.cache["natural_text"] = ids, reference.fast_encode_text(clip, ids)
+    return target.cache["natural_text"]
 
 
 def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
