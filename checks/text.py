@@ -202,11 +202,16 @@ def natural_prompt_features(target: AuditTarget) -> tuple[torch.Tensor, torch.Te
     return target.cache["natural_text"]
 
 
-def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
-    """Up to ``k`` class indices spread evenly over ``n`` (always the first and the last)."""
+def spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)`` (always the first, and the last when ``k > 1``)."""
     if n <= k:
         return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
+    """Up to ``k`` class indices spread evenly over ``n`` (always the first and the last)."""
+    return spread(n, k)
 
 
 def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Module | None = None) -> dict[str, torch.Tensor]:
