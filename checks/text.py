@@ -138,11 +138,6 @@ def clean_clip(target: AuditTarget) -> nn.Module:
     return target.cache["clean_clip"]
 
 
-def need_clip(target: AuditTarget, tokenizer: bool = False) -> nn.Module:
-    contract.preflight(target, ("clip", "tokenizer") if tokenizer else ("clip",))
-    return clean_clip(target)
-
-
 def eot_token_id(target: AuditTarget) -> int | None:
     """The EOT id: the tokenizer's, the prompt learner's, or None (argmax convention)."""
     for owner in (target.tokenizer, getattr(target.model, "prompt_learner", None)):
