@@ -29,6 +29,11 @@ def audited_code(filename: str) -> bool:
     return (filename.startswith(FAULTS) or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
 
 
+def placed(t: torch.Tensor) -> str:
+    """``[shape] dtype on device`` of a tensor, as the device audits' evidence names it."""
+    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device.type}"
+
+
 def call_site() -> str:
     """``file:line (function)`` of the innermost frame outside torch and checks."""
     for frame in reversed(traceback.extract_stack()):
