@@ -216,6 +216,15 @@ def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Modu
     return reference.encode_text(clean_clip(target) if clip is None else clip, ids.long(), mean=True)
 
 
+def probe_references(target: AuditTarget) -> dict[str, torch.Tensor]:
+    """:func:`encode_text_references` of the probe classes' own ids (:func:`view`), computed once per run:
+    the tolerance's half-precision floor and causal-mask's tower without a mask both read them."""
+    if "probe_references" not in target.cache:
+        _, tokens = view(target)
+        target.cache["probe_references"] = encode_text_references(target, tokens[probe_classes(tokens.shape[0])])
+    return target.cache["probe_references"]
+
+
 def stats(features: torch.Tensor) -> dict[str, float]:
     """Spread of L2-normalised class features ``[n, E]``.
 
