@@ -32,6 +32,7 @@ the pytest plugin:
     videocoop.cli    ExitCode, UsageError, CliParser, add_train_arguments, config_from_args: train's flags, codes
     videocoop.cli    print_user_error: a user error as one paragraph (its traceback on request)
     videocoop.utils  read_lines: the reader of text lists (--classnames FILE)
+    videocoop.utils.files  write_text, atomic_write: the report, its JSON, JUnit and heatmap land atomically
     videocoop.clip   UntrainedModelWarning, weights_id_of, TINY_MODEL, load_clip: the weights' id; the tiny CLIP
     videocoop.data   UCF101, synthesize: the default target's class names and synthetic features
     videocoop.train  TrainStep, train_one_epoch: train's own step under torchrun (checks.distributed)

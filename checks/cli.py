@@ -21,6 +21,7 @@ from videocoop.cli import CliParser, ExitCode, UsageError, add_train_arguments, 
 from videocoop.clip import UntrainedModelWarning, weights_id_of
 from videocoop.data import UCF101, collate_samples, synthesize
 from videocoop.utils import read_lines
+from videocoop.utils.files import write_text
 
 from .audits.determinism import environment_line
 from .classes import rebuilt_for_classes
@@ -232,11 +233,6 @@ def run_info(target: AuditTarget, command: str, seconds: float, device: str | No
     )
 
 
-def _write(path: str, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text, encoding="utf-8")
-
-
 def write_report(results, info: RunInfo, report: str, lang: str = "en") -> None:
     """The markdown report at ``report``, and beside it the eot-collapse cosine matrix as
     ``<report>_eot_collapse.png``, linked from the report."""
@@ -245,7 +241,7 @@ def write_report(results, info: RunInfo, report: str, lang: str = "en") -> None:
             png = Path(report).with_name(f"{Path(report).stem}_{r.id.replace('-', '_')}.png")
             write_heatmap_png(torch.tensor(r.extra["cosine"]), png)
             r.extra["heatmap_png"] = png.name
-    _write(report, to_markdown(results, info, lang))
+    write_text(report, to_markdown(results, info, lang), make_dirs=True)
 
 
 def write_step_summary(results, info: RunInfo, report: str, lang: str = "en") -> str | None:
@@ -302,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     write_report(results, info, args.report, args.lang)
     written = [args.report]
     if args.json:
-        _write(args.json, to_json(results))
+        write_text(args.json, to_json(results), make_dirs=True)
         written.append(args.json)
     if args.junit:
-        _write(args.junit, to_junit(results))
+        write_text(args.junit, to_junit(results), make_dirs=True)
         written.append(args.junit)
     if write_step_summary(results, info, args.report, args.lang):
         written.append("$GITHUB_STEP_SUMMARY")

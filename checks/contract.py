@@ -15,6 +15,7 @@ shows them per family.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -373,11 +374,6 @@ def _clip(target: AuditTarget) -> str | None:
     return None
 
 
-def _tokenizer(target: AuditTarget) -> str | None:
-    return None if target.tokenizer is not None else \
-        "the target gives no tokenizer: return AuditTarget(model, classnames, clip_model=..., tokenizer=...)"
-
-
 def _data(target: AuditTarget) -> str | None:
     return None if target.datasets() else "the target has no dataset"
 
@@ -388,20 +384,9 @@ def _train(target: AuditTarget) -> str | None:
     return unmet(target, "loss")
 
 
-def _distributed(target: AuditTarget) -> str | None:
-    if target.distributed_step is not None:
-        return None
-    return ("the target declares no distributed step: declare AuditTarget(distributed_step=lambda model, features, "
-            "labels, mask, optimizer, rank, world_size: ...), one step of this process's share of a global batch as "
-            "the run takes it under torchrun (its DDP wrapper, gathers and loss scaling)")
-
-
-def _classes(target: AuditTarget) -> str | None:
-    if target.for_classes is not None:
-        return None
-    return ("the target says no way to score another class list (the CoOp layout fixes its classes when it is "
-            "built): declare AuditTarget(for_classes=lambda model, classnames: ...) returning the model scoring "
-            "those classes (a rebuilt one, or the same one given the new list)")
+def _declared(field: str, missing: str) -> Callable[[AuditTarget], str | None]:
+    """A need met by declaring ``AuditTarget(field=...)``; ``missing`` says what to declare."""
+    return lambda target: None if getattr(target, field) is not None else missing
 
 
 def _temporal(target: AuditTarget) -> str | None:
@@ -434,6 +419,16 @@ def unmet(target: AuditTarget, need: str) -> str | None:
     return target.cache[key]
 
 
-NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip, "tokenizer": _tokenizer, "data": _data,
-         "train": _train, "distributed": _distributed,
-         "classes": _classes, "temporal": _temporal}
+NEEDS = {"forward": _forward, "loss": _loss, "text": _text, "clip": _clip,
+         "tokenizer": _declared("tokenizer", "the target gives no tokenizer: return AuditTarget(model, classnames, "
+                                             "clip_model=..., tokenizer=...)"),
+         "data": _data, "train": _train,
+         "distributed": _declared("distributed_step", "the target declares no distributed step: declare AuditTarget("
+                                  "distributed_step=lambda model, features, labels, mask, optimizer, rank, world_size: "
+                                  "...), one step of this process's share of a global batch as the run takes it under "
+                                  "torchrun (its DDP wrapper, gathers and loss scaling)"),
+         "classes": _declared("for_classes", "the target says no way to score another class list (the CoOp layout "
+                              "fixes its classes when it is built): declare AuditTarget(for_classes=lambda model, "
+                              "classnames: ...) returning the model scoring those classes (a rebuilt one, or the same "
+                              "one given the new list)"),
+         "temporal": _temporal}

@@ -8,6 +8,10 @@ import re
 
 from torch import nn
 
+#: The audits' own code; the planted faults inside it (a package) are audited code, not the audits'.
+CHECKS = os.path.dirname(os.path.abspath(__file__))
+FAULTS = os.path.join(CHECKS, "faults", "")
+
 
 def relpath(path: str) -> str:
     """``path`` relative to the working directory when under it, else as given."""

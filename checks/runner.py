@@ -17,7 +17,7 @@ import torch
 from . import contract
 from .core import (AuditSpec, AuditTarget, CheckResult, Outcome, Skip, Status, allow_spawn, audit_device, get_audit,
                    list_audits, spawning_allowed)
-from .locations import locate, relpath
+from .locations import CHECKS, FAULTS, locate, relpath
 from .models import handed_over
 
 #: Evidence lines kept per result; the rest are counted, not shown.
@@ -117,8 +117,6 @@ def exit_code(results: Sequence[CheckResult]) -> int:
 
 #: Where libraries live: their frames are neither the audited code nor the audits.
 _LIBRARIES = (os.path.dirname(os.path.abspath(torch.__file__)),)
-_CHECKS = os.path.dirname(os.path.abspath(__file__))
-_FAULTS = os.path.join(_CHECKS, "faults", "")  # the planted faults (a package) are audited code, not the audits'
 
 
 def _library(filename: str) -> bool:
@@ -142,9 +140,9 @@ def _code_of(target: AuditTarget) -> tuple[set[str], set[str]]:
         if not path or _library(os.path.abspath(path)):
             continue
         path = os.path.abspath(path)
-        if path.startswith(_CHECKS):
-            if path.startswith(_FAULTS):
-                dirs.add(_FAULTS)
+        if path.startswith(CHECKS):
+            if path.startswith(FAULTS):
+                dirs.add(FAULTS)
             continue
         top = sys.modules.get(name.split(".")[0])
         if getattr(top, "__path__", None) and getattr(top, "__file__", None):
@@ -186,16 +184,16 @@ def raised(e: BaseException, target: AuditTarget, spec: AuditSpec | None = None)
         path = os.path.abspath(frames[i].filename)
         if frames[i].name == "__torch_function__":
             continue  # a watch of the audits' (the dtypes, the host reads) passing an op on: transparent
-        if path.startswith(_CHECKS) and not path.startswith(_FAULTS):
+        if path.startswith(CHECKS) and not path.startswith(FAULTS):
             break  # the audits' own code (or a hook of theirs) raised: the audit crashed
         if path in files or (dirs and path.startswith(tuple(dirs))):
             f = frames[i]
             where = f"{relpath(f.filename)}:{f.lineno}"
-            audits = os.path.join(_CHECKS, "audits")
+            audits = os.path.join(CHECKS, "audits")
             caller = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(audits)), None)
             evidence = [f"raised at {where} in {f.name}" + (f": {f.line}" if f.line else ""),
                         f"{type(e).__name__}: {message}"]
-            checks_frame = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(_CHECKS)), None)
+            checks_frame = next((g for g in reversed(frames[:i]) if os.path.abspath(g.filename).startswith(CHECKS)), None)
             if caller is not None:
                 evidence.append(f"called by the audit at {relpath(caller.filename)}:{caller.lineno} ({caller.name}), "
                                 f"with inputs such as training gives")
@@ -217,9 +215,9 @@ def raised(e: BaseException, target: AuditTarget, spec: AuditSpec | None = None)
 def crashed(e: BaseException, frames) -> Outcome:
     """ERROR: the audit itself crashed (or CLIP, or the suite's own reference, called by it), named at
     the audit's line and at the innermost line of the suite's code, never as the model's failure."""
-    mine = [f for f in frames if os.path.abspath(f.filename).startswith(_CHECKS) and f.name != "__torch_function__"
-            and not os.path.abspath(f.filename).startswith(_FAULTS)]
-    audits = os.path.join(_CHECKS, "audits")
+    mine = [f for f in frames if os.path.abspath(f.filename).startswith(CHECKS) and f.name != "__torch_function__"
+            and not os.path.abspath(f.filename).startswith(FAULTS)]
+    audits = os.path.join(CHECKS, "audits")
     at_audit = next((f for f in reversed(mine) if os.path.abspath(f.filename).startswith(audits)), None)
     inner = mine[-1] if mine else frames[-1]
     where = f"{relpath(inner.filename)}:{inner.lineno} ({inner.name})"

@@ -20,6 +20,9 @@ from .locations import locate
 
 #: Classes sampled by the per-class probes (alone vs together, template parity, causal mask).
 PROBE_CLASSES = 8
+#: CLIP's hand-written prompt for a class, the zero-shot reference of eot-collapse (its spread) and of
+#: learning-signal (its loss): like the learned prompts, it puts a shared prefix before every class name.
+NATURAL_PROMPT = "a video of a person {}."
 
 
 def view(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +138,6 @@ def clean_clip(target: AuditTarget) -> nn.Module:
     return target.cache["clean_clip"]
 
 
-def need_clip(target: AuditTarget, tokenizer: bool = False) -> nn.Module:
-    contract.preflight(target, ("clip", "tokenizer") if tokenizer else ("clip",))
-    return clean_clip(target)
-
-
 def eot_token_id(target: AuditTarget) -> int | None:
     """The EOT id: the tokenizer's, the prompt learner's, or None (argmax convention)."""
     for owner in (target.tokenizer, getattr(target.model, "prompt_learner", None)):
@@ -185,11 +183,30 @@ def plain_text_features(target: AuditTarget) -> torch.Tensor:
     return target.cache["text_plain"]
 
 
-def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
-    """Up to ``k`` class indices spread evenly over ``n`` (always the first and the last)."""
+def natural_prompt_features(target: AuditTarget) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ids ``[n_cls, L]`` of :data:`NATURAL_PROMPT` for each class and the clean CLIP's ``encode_text`` of
+    them ``[n_cls, E]`` fp32 (:func:`~checks.reference.fast_encode_text`), computed once per run.
+
+    Raises:
+        Skip: no clean CLIP to encode them with.
+    """
+    if "natural_text" not in target.cache:
+        clip = clean_clip(target)
+        ids = target.tokenizer([NATURAL_PROMPT.format(w) for w in class_word_list(target)])
+        target.cache["natural_text"] = ids, reference.fast_encode_text(clip, ids)
+    return target.cache["natural_text"]
+
+
+def spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)`` (always the first, and the last when ``k > 1``)."""
     if n <= k:
         return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def probe_classes(n: int, k: int = PROBE_CLASSES) -> list[int]:
+    """Up to ``k`` class indices spread evenly over ``n`` (always the first and the last)."""
+    return spread(n, k)
 
 
 def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -197,6 +214,15 @@ def encode_text_references(target: AuditTarget, ids: torch.Tensor, clip: nn.Modu
     transformer states mean-pooled over 0..EOT (the seed's pooling), from the suite's clean CLIP
     (``clip``: another CLIP-like module, e.g. its fp32 copy)."""
     return reference.encode_text(clean_clip(target) if clip is None else clip, ids.long(), mean=True)
+
+
+def probe_references(target: AuditTarget) -> dict[str, torch.Tensor]:
+    """:func:`encode_text_references` of the probe classes' own ids (:func:`view`), computed once per run:
+    the tolerance's half-precision floor and causal-mask's tower without a mask both read them."""
+    if "probe_references" not in target.cache:
+        _, tokens = view(target)
+        target.cache["probe_references"] = encode_text_references(target, tokens[probe_classes(tokens.shape[0])])
+    return target.cache["probe_references"]
 
 
 def stats(features: torch.Tensor) -> dict[str, float]:

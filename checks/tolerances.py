@@ -11,7 +11,7 @@ import torch
 from . import reference
 from .core import AuditTarget, Skip
 from .models import computes_in, copy_model, fp32_copy, run_model
-from .text import clean_clip, encode, encode_text_references, probe_classes, prompts_and_tokens
+from .text import clean_clip, encode, encode_text_references, probe_classes, probe_references, prompts_and_tokens
 
 #: fp32 agreement demanded where two paths compute the same numbers (relative to the scale).
 FP32_TOL = 1e-5
@@ -92,7 +92,7 @@ def _tolerance(target: AuditTarget) -> Tolerance:
     except Skip:
         clip = None
     if clip is not None and reference.tower(clip).transformer.get_cast_dtype() == dtype:
-        low = encode_text_references(target, tokens[idx])
+        low = probe_references(target)
         high = encode_text_references(target, tokens[idx], fp32_copy(clip))
         floor = max(float(rel_diff(low[k], high[k]).max()) for k in low)
         how = f"the clean CLIP's encode_text in {name} against an fp32 copy (EOT and mean pooling"

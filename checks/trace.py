@@ -15,19 +15,23 @@ from torch.utils._pytree import tree_flatten
 from . import contract
 from .core import AuditTarget
 from .inputs import probe_batch
-from .locations import relpath
+from .locations import CHECKS, FAULTS, relpath
 from .models import copy_model, handed_over, run_model
 
 # Tensor methods that hand a value to Python: on CUDA each one waits for the device.
 HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
-_SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+_SKIP_DIRS = (os.path.dirname(torch.__file__), CHECKS)
 _ATTRIBUTES = frozenset({"__get__", "dim", "size", "numel", "is_floating_point", "__len__"})
-_FAULTS = os.path.join(os.path.dirname(__file__), "faults", "")  # the planted faults (a package) are model code
 
 
 def audited_code(filename: str) -> bool:
     """Whether a frame's file is the audited code's: not torch's, not the audits' (the planted faults are)."""
-    return (filename.startswith(_FAULTS) or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
+    return (filename.startswith(FAULTS) or not filename.startswith(_SKIP_DIRS)) and "<frozen" not in filename
+
+
+def placed(t: torch.Tensor) -> str:
+    """``[shape] dtype on device`` of a tensor, as the device audits' evidence names it."""
+    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device.type}"
 
 
 def call_site() -> str:

@@ -21,7 +21,7 @@ import torch
 
 from . import contract
 from .core import AuditTarget
-from .inputs import training_batch
+from .inputs import home, training_batch
 from .models import copy_model
 
 #: Steps of the shared training; its loss is measured before each.
@@ -146,8 +146,7 @@ def short_training(target: AuditTarget, steps: int = STEPS, fresh: bool = False)
     model = copy_model(target.model).train()
     if isinstance(getattr(model, "text_encoder", None), torch.nn.Module):
         model.text_encoder.eval()  # frozen CLIP runs without dropout, as train_one_epoch runs it
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    with seeded(SEED, device):
+    with seeded(SEED, home(model)):
         opt, how = _optimizer(target, model)
         sched = contract.scheduler(target, opt)
         if sched is not None:

@@ -36,6 +36,28 @@ def test_eot_collapse_says_its_fast_reference_equals_encode_text(tiny_clip, clas
     assert "equal to clip.encode_text at 77 positions on 5 of the prompts" in line
 
 
+def test_the_natural_prompts_are_encoded_once_per_run_as_encode_text_does(tiny_clip, classnames, monkeypatch):
+    """eot-collapse's reference rows and learning-signal's zero-shot text are one encoding of the hand-written
+    prompts per run (before: each audit encoded them again), equal to CLIP's encode_text of them."""
+    from checks import reference
+    from checks.text import NATURAL_PROMPT, class_word_list, natural_prompt_features
+
+    encoded = []
+    fast = reference.fast_encode_text
+    monkeypatch.setattr(reference, "fast_encode_text", lambda clip, ids: encoded.append(ids) or fast(clip, ids))
+    clip, tok = tiny_clip
+    target = faults.with_data(clip, tok, classnames)
+    results = run_audits(target, ["eot-collapse", "learning-signal"])
+    assert [r.status for r in results] == [Status.PASS, Status.PASS], [(r.message, r.evidence) for r in results]
+    assert "zero-shot" in " ".join(results[1].evidence)  # learning-signal read the natural prompts' features
+    ids, text = natural_prompt_features(target)
+    assert torch.equal(ids, tok([NATURAL_PROMPT.format(w) for w in class_word_list(target)]))
+    assert sum(torch.equal(i, ids) for i in encoded) == 1 and len(encoded) == 2  # the natural prompts, the bare names
+    with torch.no_grad():
+        plain = clip.encode_text(ids).float()
+    assert (text - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
 def test_checks_never_builds_a_reference_from_videocoops_text_path():
     """The audits may import the CoOp layout's helpers, never the text path they audit."""
     from pathlib import Path

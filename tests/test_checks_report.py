@@ -89,3 +89,30 @@ def test_step_summary_is_the_checklist_and_the_conclusion():
     assert "| 2 | title of causal-mask (`causal-mask`) | the fix | `pkg/mod.py:12` | ❌ FAIL |" in md
     assert "Do not train yet: 2 audit(s) failed" in md and "`reports/verification.md`" in md
     assert "Audits in detail" not in md and "line one" not in md  # the evidence stays in the full report
+
+
+def test_a_heatmap_that_fails_half_written_leaves_the_old_one(tmp_path, monkeypatch):
+    """The PNG lands atomically (videocoop.utils.files): before, Image.save wrote over the old file in place."""
+    import os
+
+    import pytest
+    import torch
+    from PIL import Image
+
+    from checks.report.heatmap import write_heatmap_png
+
+    path = write_heatmap_png(torch.eye(3), tmp_path / "report_eot_collapse.png")
+    before = path.read_bytes()
+
+    def half_written(self, fp, format=None, **kwargs):
+        if isinstance(fp, (str, os.PathLike)):  # the old in-place save
+            with open(fp, "wb") as fh:
+                fh.write(b"\x89PNG half")
+        else:
+            fp.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        write_heatmap_png(torch.eye(4), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

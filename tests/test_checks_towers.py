@@ -81,3 +81,22 @@ def test_hugging_face_text_models_are_refused_in_one_line(name, words):
     message = str(e.value)
     assert words in message and "transformers package" in message and "\n" not in message
     assert ("transformers" in sys.modules) == imported  # refused before anything reached for it
+
+
+def test_a_maskless_half_tower_encodes_the_probe_references_once(maskless_clip, monkeypatch):
+    """causal-mask on a tower without a mask compares with encode_text of the probe classes' ids, the ids the
+    half-precision floor is measured on: one clean pass serves both (before: the same ids encoded twice)."""
+    import copy
+
+    from checks import reference
+
+    clip, tok = maskless_clip
+    calls = []
+    encode_text = reference.encode_text
+    monkeypatch.setattr(reference, "encode_text",
+                        lambda c, ids, mean=False: calls.append(ids) or encode_text(c, ids, mean=mean))
+    torch.manual_seed(0)
+    (r,) = run_audits(faults.clean(copy.deepcopy(clip).half(), tok, faults.NAMES), ["causal-mask"])
+    assert r.status == Status.PASS and "no causal mask by design" in r.message, (r.message, r.evidence)
+    assert r.metrics["noise_floor"] is not None  # fp16: the floor measured on the clean CLIP and its fp32 copy
+    assert len(calls) == 2 and torch.equal(calls[0], calls[1])  # the clean CLIP once, its fp32 copy once

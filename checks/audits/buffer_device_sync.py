@@ -6,7 +6,7 @@ from torch import nn
 
 from ..core import AuditTarget, Outcome, Status, audit, device_note, foreign_device
 from ..locations import locate
-from ..trace import foreign_run
+from ..trace import foreign_run, placed
 
 #: The CoOp layout's buffers, named in the evidence when the model has them (none is required).
 LAYOUT_BUFFERS = ("tokenized_prompts", "token_prefix", "token_suffix")
@@ -45,10 +45,6 @@ def held_tensors(model: nn.Module) -> dict[int, tuple[str, str]]:
     return held
 
 
-def _shape(t: torch.Tensor) -> str:
-    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device.type}"
-
-
 @audit(
     "buffer-device-sync",
     title="Buffers follow model.to(device)",
@@ -73,7 +69,7 @@ def buffer_device_sync(target: AuditTarget) -> Outcome:
         if tid not in held:
             continue
         name, kind = held[tid]
-        line = f"{name} {_shape(t)}, {kind}: read by {', '.join(ops)} at {site}"
+        line = f"{name} {placed(t)}, {kind}: read by {', '.join(ops)} at {site}"
         (uploaded if set(ops) <= _UPLOADS else read).append((name, line))
     plain = plain_tensors(model)
     stranded = [f"{n} on {t.device}" for n, t in list(model.named_parameters()) + list(model.named_buffers())
@@ -84,11 +80,11 @@ def buffer_device_sync(target: AuditTarget) -> Outcome:
         t = getattr(pl, b, None)
         if isinstance(t, torch.Tensor):
             kind = "registered buffer" if b in dict(pl.named_buffers(recurse=False)) else "plain attribute"
-            evidence.append(f"prompt_learner.{b}: {kind} {_shape(t)}")
+            evidence.append(f"prompt_learner.{b}: {kind} {placed(t)}")
     evidence += [f"read on the CPU: {line}" for _, line in read]
     evidence += [f"copied to {device.type} in every forward: {line}" for _, line in uploaded]
     names_read = {n for n, _ in read + uploaded}
-    evidence += [f"plain tensor attribute {n} {_shape(t)}: not read by the forward" for n, t in plain if n not in names_read]
+    evidence += [f"plain tensor attribute {n} {placed(t)}: not read by the forward" for n, t in plain if n not in names_read]
     evidence += [f"not moved: {s}" for s in stranded]
     if run.error:
         evidence.append(f"the forward on {device.type} raised {run.error}" + (f" at {run.error_site}" if run.error_site else ""))

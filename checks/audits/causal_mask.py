@@ -5,7 +5,7 @@ import torch
 
 from .. import reference
 from ..core import AuditTarget, Outcome, Skip, Status, audit
-from ..text import (clean_clip, encode, encode_text_references, eot_index, eot_token_id, probe_classes, prompts_and_tokens,
+from ..text import (clean_clip, encode, eot_index, eot_token_id, probe_classes, probe_references, prompts_and_tokens,
                     text_location, view_note)
 from ..tolerances import rel_diff, tolerance
 
@@ -102,7 +102,7 @@ def without_causal_mask(target: AuditTarget) -> Outcome:
     with torch.no_grad():  # the ids' own embeddings: placeholder tokens in the context slots
         embedded = emb(ids.long().to(emb.weight.device)).to(prompts.dtype).to(prompts.device)  # [k, L, width]
     ours = encode(target, embedded, ids)
-    refs = encode_text_references(target, ids)
+    refs = probe_references(target)  # encode_text of these ids (the tolerance's floor reads them too)
     diffs = {pool: rel_diff(ours, ref.to(ours.device)) for pool, ref in refs.items()}
     pool = min(diffs, key=lambda k: float(diffs[k].max()))
     diff = diffs[pool]  # [k]

@@ -8,7 +8,7 @@ import torch
 
 from ..causes import deferred
 from ..core import AuditTarget, Outcome, Status, audit
-from ..inputs import probe_batch
+from ..inputs import home, probe_batch
 from ..locations import locate
 from ..models import copy_model, run_model
 
@@ -88,7 +88,7 @@ def checkpoint_roundtrip(target: AuditTarget) -> Outcome:
                        metrics, evidence, location)
     x, _, _ = probe_batch(target, 4)
     a = run_model(target, x)  # in eval mode, the audited model's own modes left as they were
-    b = run_model(target, x.to(next(iter(fresh.parameters()), x).device), model=fresh)
+    b = run_model(target, x.to(home(fresh)), model=fresh)
     b = b.to(a.device)
     diff = float((a - b).abs().max())
     metrics["max_abs_logit_diff"] = diff

@@ -7,8 +7,8 @@ from .. import reference
 from ..causes import deferred, duplicate_names
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..models import text_features
-from ..text import (class_word_list, clean_clip, cosine_matrix, probe_classes, prompts_and_tokens, stats, text_location,
-                    view_note)
+from ..text import (class_word_list, clean_clip, cosine_matrix, natural_prompt_features, probe_classes, prompts_and_tokens,
+                    stats, text_location, view_note)
 from ..tolerances import tolerance
 
 #: FAIL: some class has a twin within numerical noise (margin = 1 - cosine to its nearest class).
@@ -17,9 +17,7 @@ COLLAPSE_MARGIN = 1e-4
 #: names in a hand-written prompt (NATURAL_PROMPT). Measured (README, "Audits"): random ViT-B-32,
 #: the 101 UCF101 names: EOT pooling keeps 0.82-1.16 of it, the seed's mean pooling 0.02-0.17.
 SPREAD_RATIO_WARN = 0.3
-#: The hand-written prompt whose encode_text spread is the reference: like the learned prompts,
-#: it puts a shared prefix before every class name.
-NATURAL_PROMPT = "a video of a person {}."
+#: The rows of the hand-written prompt (checks.text.NATURAL_PROMPT) whose encode_text spread is the reference.
 NATURAL = "encode_text('a video of a person {name}.')"
 BARE = "encode_text(class names)"
 #: Classes shown in the similarity heatmap.
@@ -51,10 +49,9 @@ def reference_poolings(target: AuditTarget) -> tuple[dict[str, torch.Tensor], li
         out = {"eot pooling": reference.eot_pool(clip, hidden, eot), "mean pooling": reference.mean_pool(clip, hidden, eot)}
     evidence = [f"eot/mean pooling rows: {source}, pooled with CLIP's ln_final and projection (checks.reference)"]
     words = class_word_list(target)
-    texts = {NATURAL: [NATURAL_PROMPT.format(w) for w in words], BARE: words}
-    ids = {name: target.tokenizer(t) for name, t in texts.items()}
-    for name, i in ids.items():
-        out[name] = reference.fast_encode_text(clip, i)
+    ids = {BARE: target.tokenizer(words)}
+    ids[NATURAL], out[NATURAL] = natural_prompt_features(target)  # learning-signal's zero-shot text too: once per run
+    out[BARE] = reference.fast_encode_text(clip, ids[BARE])
     if reference.causal(clip):  # the fast reference stands in for encode_text: show it equal here
         sample = probe_classes(len(words))
         agree = reference.fast_agrees(clip, ids[NATURAL][sample], out[NATURAL][sample])

@@ -16,6 +16,7 @@ from videocoop.video import FrameClock
 
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..locations import locate, relpath
+from ..text import spread
 
 #: FAIL: some frame's stored features differ from CLIP's by more than this, relative to
 #: their norm (||stored - clip|| / ||clip||), by the image tower's precision recorded in
@@ -33,12 +34,6 @@ REL_ERR_FAIL_BF16 = 3e-2
 #: Videos compared per split (spread over the split's files): each costs a full decode and
 #: one image-tower forward per kept frame.
 VIDEOS_PER_SPLIT = 2
-
-
-def _spread(n: int, k: int) -> list[int]:
-    if n <= k:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
 
 
 def _decode(path: Path, sampling: dict) -> tuple[list[int], list, int]:
@@ -227,7 +222,7 @@ def extraction_parity(target: AuditTarget) -> Outcome:
     tally = _Tally(lines)
     for split, ds, info in sourced:
         files = list(getattr(ds, "files", []))
-        for i in _spread(len(files), VIDEOS_PER_SPLIT):
+        for i in spread(len(files), VIDEOS_PER_SPLIT):
             _compare(Path(files[i][0]), split, info, limits[split], reference, tally)
     if tally.unreachable:
         tally.evidence.append(f"{len(tally.unreachable)} sampled source video(s) not reachable, e.g. "

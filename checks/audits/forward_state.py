@@ -11,7 +11,7 @@ from ..core import AuditTarget, Outcome, Status, audit, device_note, foreign_dev
 from ..inputs import probe_batch
 from ..locations import locate, relpath
 from ..models import copy_model, handed_over
-from ..trace import HostRecorder, HostWatch, audited_code
+from ..trace import HostRecorder, HostWatch, audited_code, placed
 from .buffer_device_sync import plain_tensors
 
 #: Videos in the probe batch.
@@ -25,10 +25,6 @@ def _modes(model: nn.Module) -> dict[str, bool]:
 def _flipped(before: dict[str, bool], model: nn.Module) -> list[str]:
     after = _modes(model)
     return [n for n, training in before.items() if after.get(n) != training]
-
-
-def _device(t: torch.Tensor) -> str:
-    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device.type}"
 
 
 def _forward_in(target: AuditTarget, model: nn.Module, mode: str, x, y) -> tuple[list[str], str]:
@@ -85,7 +81,7 @@ def forward_state(target: AuditTarget) -> Outcome:
                         f"(e.g. {train_flips[0]}): the forward switches modes")
     made = [(n, t) for n, t in plain_tensors(model) if id(t) not in held]
     new_buffers = sorted(set(dict(model.named_buffers())) - buffers)
-    evidence += [f"made by the forward: {n} {_device(t)}, a plain tensor attribute (.to() does not move it)"
+    evidence += [f"made by the forward: {n} {placed(t)}, a plain tensor attribute (.to() does not move it)"
                  for n, t in made]
     evidence += [f"made by the forward: buffer {n} (moves with .to())" for n in new_buffers]
     model.to(device).eval()
@@ -103,12 +99,12 @@ def forward_state(target: AuditTarget) -> Outcome:
     stale = [(made_ids[tid], t, ops, site) for tid, (t, ops, site) in watch.cpu_reads.items() if tid in made_ids]
     evidence.append(f"then moved with .to({device.type}) and run again there ({device_note(device)})"
                     + (f": raised {error}" if error else ": completed"))
-    evidence += [f"read on the CPU by the moved forward: {n} {_device(t)}, made by the first forward: {', '.join(ops)} "
+    evidence += [f"read on the CPU by the moved forward: {n} {placed(t)}, made by the first forward: {', '.join(ops)} "
                  f"at {site}" for n, t, ops, site in stale]
     if stale:
         n, t, ops, site = stale[0]
         problems.insert(0, f"{len(stale)} tensor(s) the first forward made stayed on the CPU after .to({device.type}) "
-                        f"and the next forward read them there: {n} {_device(t)}, a plain attribute, read by "
+                        f"and the next forward read them there: {n} {placed(t)}, a plain attribute, read by "
                         f"{', '.join(ops)} at {site}")
     metrics = {"modules": len(_modes(model)), "eval_mode_flips": len(eval_flips), "train_mode_flips": len(train_flips),
                "tensors_made": len(made), "buffers_made": len(new_buffers), "stale_reads": len(stale),

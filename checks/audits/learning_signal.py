@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import contract, reference
+from .. import contract
 from ..causes import video_response
 from ..core import AuditTarget, Outcome, Skip, Status, audit
 from ..inputs import training_batch
 from ..locations import locate
 from ..models import copy_model, preserved_modes
-from ..text import class_word_list, clean_clip
+from ..text import NATURAL_PROMPT, natural_prompt_features
 from ..training import STEPS, seeded, short_training
 
 #: FAIL when the initial cross-entropy of the logits is more than this many times the larger of log(n_classes)
@@ -41,19 +41,14 @@ def zero_shot_loss(target: AuditTarget, x: torch.Tensor, y: torch.Tensor, mask) 
     """Cross-entropy of CLIP's zero-shot logits on the batch: exp(CLIP's logit_scale) x the cosine of the mean
     of the normalised frames and the clean CLIP's ``encode_text`` of NATURAL_PROMPT per class; None (and why)
     when the target gives no CLIP, tokenizer or scale to compute it with."""
-    from .eot_collapse import NATURAL_PROMPT  # here: imported above, it would register eot-collapse first
-
     scale = getattr(target.clip_model, "logit_scale", None)
     if target.tokenizer is None or not isinstance(scale, torch.Tensor):
         return None, "no CLIP model with a logit_scale, or no tokenizer: the zero-shot loss is not computed"
     try:
-        clip = clean_clip(target)
+        text = F.normalize(natural_prompt_features(target)[1], dim=-1)  # [n_cls, E], eot-collapse's rows too
     except Skip as e:
         return None, f"no clean CLIP to compute the zero-shot loss with ({e})"
     with torch.no_grad():
-        text = reference.fast_encode_text(clip, target.tokenizer([NATURAL_PROMPT.format(w)
-                                                                  for w in class_word_list(target)]))
-        text = F.normalize(text.float(), dim=-1)  # [n_cls, E]
         frames = F.normalize(x.float(), dim=-1)  # [B, T, D]
         m = torch.ones(frames.shape[:2], device=frames.device) if mask is None else mask.float()  # [B, T]
         video = F.normalize((frames * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1), dim=-1)  # [B, D]

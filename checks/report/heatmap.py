@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from videocoop.utils.files import atomic_write
+
 CELL = 16  # pixels per class
 
 
@@ -31,8 +33,6 @@ def heatmap_image(cos: torch.Tensor) -> torch.Tensor:
 
 def write_heatmap_png(cos: torch.Tensor, path: str | Path) -> Path:
     """Write :func:`heatmap_image` of the cosine matrix ``cos`` ``[k, k]`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rgb = heatmap_image(torch.as_tensor(cos, dtype=torch.float32))  # [3, H, W]
-    Image.fromarray(rgb.permute(1, 2, 0).contiguous().numpy()).save(path, format="PNG")
-    return path
+    image = Image.fromarray(rgb.permute(1, 2, 0).contiguous().numpy())
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG"), make_dirs=True)
